@@ -1,0 +1,372 @@
+"""The ``memtail`` command line.
+
+Every command reads the configuration once (``MEMTAIL_*``), lets flags override it, and
+turns user mistakes (bad spec fields, missing datasets, unknown experiments) into a
+one-line ``memtail: error: ...`` with exit status 2 and nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from memtail.config import ConfigError, Settings
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    overrides = {}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    if getattr(args, "broker_url", None):
+        overrides["broker_url"] = args.broker_url
+    if getattr(args, "data_root", None):
+        overrides["data_root"] = args.data_root
+    return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from memtail.db.engine import make_engine
+
+    return make_engine(settings.database_url)
+
+
+def _parse_value(text: str) -> Any:
+    """`--set training.epochs=5`: values parse as TOML scalars, else stay strings."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    flags = {
+        "name": "name",
+        "trials": "trials",
+        "seed": "seed",
+        "subset_fraction": "subset_fraction",
+        "dataset": "dataset.name",
+        "model": "model.name",
+        "epochs": "training.epochs",
+    }
+    for attr, dotted in flags.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[dotted] = value
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. training.epochs=5")
+        overrides[key.strip()] = _parse_value(value.strip())
+    return overrides
+
+
+def load_spec_arg(spec_path: str | None, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from memtail.spec import load_spec, spec_from_dict
+
+    overrides = spec_overrides(args)
+    if spec_path is None:
+        return spec_from_dict({}, overrides)
+    return load_spec(spec_path, overrides)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from memtail.db import migrate
+
+    migrate.upgrade(_settings(args).database_url)
+    print("database at head")
+    return 0
+
+
+def cmd_experiment_create(args: argparse.Namespace) -> int:
+    from memtail.datasets import load_dataset
+    from memtail.experiments import ExampleSet, create_experiment
+
+    settings = _settings(args)
+    spec = load_spec_arg(args.spec, args)
+    dataset = load_dataset(spec.dataset, settings.data_root, download=args.download)
+    data = ExampleSet(
+        train_labels=dataset.y_train.numpy(),
+        test_labels=dataset.y_test.numpy(),
+        train_sources=dataset.train_sources,
+        test_sources=dataset.test_sources,
+        train_attributes=dataset.train_attributes,
+    )
+    engine = _engine(settings)
+    result = create_experiment(engine, spec, data)
+    exp = result.experiment
+    if not result.created:
+        print(f"experiment {exp.name!r} already exists with this spec (id {exp.id}); nothing to do")
+        return 0
+    print(
+        f"created experiment {exp.name!r} (id {exp.id}): {exp.target_trials} trials of "
+        f"m={exp.subset_size} of n_train={exp.n_train}, n_test={exp.n_test}"
+    )
+    if not args.no_dispatch:
+        _dispatch_now(engine, settings, exp.id)
+    return 0
+
+
+def _dispatch_now(engine: Any, settings: Settings, experiment_id: int) -> None:
+    from memtail import trials
+
+    try:
+        from services.dispatch import celery_sender
+
+        sent = trials.dispatch(
+            engine,
+            experiment_id,
+            celery_sender(settings),
+            window=settings.dispatch_window,
+            redispatch_after=settings.redispatch_after,
+        )
+        print(f"dispatched {sent} trials; `memtail coordinator` keeps the queue filled")
+    except Exception as error:  # noqa: BLE001 - the coordinator will dispatch later
+        print(f"warning: could not reach the broker ({error}); the coordinator will dispatch")
+
+
+def cmd_experiment_list(args: argparse.Namespace) -> int:
+    from memtail.experiments import list_experiments
+    from memtail.report import progress
+
+    engine = _engine(_settings(args))
+    rows = list_experiments(engine)
+    if not rows:
+        print("no experiments; create one with `memtail experiment create SPEC.toml`")
+    for exp in rows:
+        p = progress(engine, exp)
+        print(
+            f"{exp.id:>4}  {exp.name:<30} {exp.status:<9} {p.done:>6}/{exp.target_trials:<6} "
+            f"{exp.spec.dataset.name}/{exp.spec.model.name}"
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from memtail.experiments import get_experiment, list_experiments
+    from memtail.report import format_progress, progress
+
+    engine = _engine(_settings(args))
+    while True:
+        if args.name:
+            shown = [get_experiment(engine, args.name)]
+        else:
+            shown = list_experiments(engine)
+        text = "\n".join(format_progress(progress(engine, e)) for e in shown)
+        if args.watch:
+            sys.stdout.write("\x1b[2J\x1b[H")
+        print(text or "no experiments")
+        if not args.watch or all(e.status == "complete" for e in shown):
+            return 0
+        time.sleep(args.interval)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from memtail.experiments import get_experiment
+    from memtail.report import format_top, top_memorized
+
+    engine = _engine(_settings(args))
+    exp = get_experiment(engine, args.name)
+    print(format_top(top_memorized(engine, exp.id, args.limit)))
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from memtail.experiments import get_experiment
+    from memtail.report import format_pairs, high_influence_pairs
+
+    engine = _engine(_settings(args))
+    exp = get_experiment(engine, args.name)
+    print(format_pairs(high_influence_pairs(engine, exp.id, args.limit)))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from memtail.experiments import get_experiment
+    from memtail.export import export_npz
+
+    engine = _engine(_settings(args))
+    exp = get_experiment(engine, args.name)
+    arrays = export_npz(engine, exp, args.out)
+    print(f"wrote {args.out}: {exp.n_train} memorization values, {arrays['tr_idx'].size} pairs")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from memtail.estimates import estimate_all, estimate_experiment
+    from memtail.experiments import get_experiment
+
+    engine = _engine(_settings(args))
+    if args.name:
+        exp = get_experiment(engine, args.name)
+        summary = estimate_experiment(engine, exp.id, force=True)
+        summaries = [summary] if summary else []
+    else:
+        summaries = estimate_all(engine)
+    for s in summaries:
+        print(
+            f"experiment {s.experiment_id}: {s.trials_used} trials, {s.memorization_rows} "
+            f"memorization rows, {s.influence_rows} pairs ({s.expected_false_pairs:.1f} "
+            f"expected by chance) in {s.seconds:.2f}s"
+        )
+    if not summaries:
+        print("nothing to estimate (no new trials, or another estimator is running)")
+    return 0
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from memtail.coordinator import coordinate_once, run_forever
+    from services.dispatch import celery_sender
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    send = celery_sender(settings)
+    for spec_path in args.create or []:
+        create_args = argparse.Namespace(
+            spec=spec_path, download=args.download, no_dispatch=True, set=None, **_flag_defaults()
+        )
+        create_args.database_url = settings.database_url
+        create_args.data_root = settings.data_root
+        cmd_experiment_create(create_args)
+    if args.once:
+        report = coordinate_once(engine, settings, send)
+        print(f"dispatched {report.dispatched}, requeued {report.requeued}, failed {report.failed}")
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("memtail").info("coordinator started")
+    run_forever(engine, settings, send, stop)
+    return 0
+
+
+def _flag_defaults() -> dict[str, Any]:
+    return dict.fromkeys(
+        ("name", "trials", "seed", "subset_fraction", "dataset", "model", "epochs")
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from memtail.local import run_local
+
+    return run_local(args, _settings(args))
+
+
+def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="experiment name (overrides the spec)")
+    parser.add_argument("--trials", type=int, help="k: number of trials")
+    parser.add_argument("--seed", type=int, help="experiment seed")
+    parser.add_argument("--subset-fraction", type=float, help="m / n_train (paper: 0.7)")
+    parser.add_argument("--dataset", help="dataset name")
+    parser.add_argument("--model", help="model name")
+    parser.add_argument("--epochs", type=int, help="training epochs")
+    parser.add_argument(
+        "--set", action="append", metavar="FIELD=VALUE", help="any spec field, e.g. model.width=64"
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download a torchvision dataset if missing"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memtail", description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="overrides MEMTAIL_DATABASE_URL")
+    parser.add_argument("--broker-url", help="overrides MEMTAIL_BROKER_URL")
+    parser.add_argument("--data-root", help="overrides MEMTAIL_DATA_ROOT")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="apply migrations (alembic upgrade head)").set_defaults(
+        func=cmd_db_upgrade
+    )
+
+    exp = sub.add_parser("experiment", help="define experiments").add_subparsers(
+        dest="experiment", required=True
+    )
+    create = exp.add_parser("create", help="validate a spec and insert its trials")
+    create.add_argument("spec", nargs="?", help="TOML spec (fields can also be given as flags)")
+    _add_spec_flags(create)
+    create.add_argument(
+        "--no-dispatch", action="store_true", help="leave dispatch to the coordinator"
+    )
+    create.set_defaults(func=cmd_experiment_create)
+    exp.add_parser("list", help="all experiments").set_defaults(func=cmd_experiment_list)
+
+    status = sub.add_parser("status", help="progress, rate, ETA and estimate freshness")
+    status.add_argument("name", nargs="?")
+    status.add_argument("--watch", action="store_true", help="refresh until complete")
+    status.add_argument("--interval", type=float, default=5.0)
+    status.set_defaults(func=cmd_status)
+
+    for name, func, what in (
+        ("top", cmd_top, "most memorized examples"),
+        ("pairs", cmd_pairs, "high-influence pairs"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("name")
+        p.add_argument("-n", "--limit", type=int, default=20)
+        p.set_defaults(func=func)
+
+    export = sub.add_parser("export", help="Feldman & Zhang .npz layout")
+    export.add_argument("name")
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+
+    estimate = sub.add_parser("estimate", help="run the estimator now")
+    estimate.add_argument("name", nargs="?")
+    estimate.set_defaults(func=cmd_estimate)
+
+    coord = sub.add_parser("coordinator", help="long-running dispatcher and reaper")
+    coord.add_argument(
+        "--create", action="append", metavar="SPEC", help="create this experiment first"
+    )
+    coord.add_argument("--download", action="store_true")
+    coord.add_argument("--once", action="store_true", help="one pass, then exit")
+    coord.set_defaults(func=cmd_coordinator)
+
+    run = sub.add_parser("run", help="embedded: SQLite + local worker processes, no servers")
+    run.add_argument("spec", nargs="?", help="TOML spec (default: experiments/digits-mlp.toml)")
+    _add_spec_flags(run)
+    run.add_argument("--workers", type=int, default=0, help="worker processes (default: cores)")
+    run.add_argument("--out", default="runs", help="folder of the SQLite database and plots")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "coordinator" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from memtail.datasets import DatasetError
+    from memtail.experiments import ExperimentNotFound
+    from memtail.networks import ModelError
+    from memtail.spec import SpecError
+
+    errors = (*USER_ERRORS, SpecError, DatasetError, ModelError, ExperimentNotFound)
+    try:
+        return int(args.func(args) or 0)
+    except errors as error:
+        print(f"memtail: error: {error}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"memtail: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

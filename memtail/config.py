@@ -1,0 +1,85 @@
+"""Process configuration, read once from ``MEMTAIL_*`` environment variables.
+
+Entry points call :func:`Settings.from_env` exactly once and pass the result down; no
+module reads the environment at import time, so tests and workers can build settings
+for another database without touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEFAULT_SQLITE_PATH = Path("memtail.db")
+
+
+class ConfigError(ValueError):
+    """A configuration value is malformed; the message names the variable and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a memtail process needs to know about its surroundings."""
+
+    #: SQLAlchemy URL of the results database (PostgreSQL for the service, SQLite embedded).
+    database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    #: Celery broker URL (Redis).
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: Seconds a claimed trial stays leased without a heartbeat before the reaper frees it.
+    lease_seconds: float = 120.0
+    #: Seconds between heartbeats of a running trial (well under lease_seconds).
+    heartbeat_seconds: float = 20.0
+    #: Attempts before a trial is marked failed for good.
+    max_attempts: int = 3
+    #: Seconds between periodic estimator runs (Celery beat).
+    estimate_interval: float = 60.0
+    #: Trials the coordinator keeps queued in the broker per experiment.
+    dispatch_window: int = 64
+    #: Seconds between coordinator passes (dispatch, re-dispatch, reap).
+    coordinator_interval: float = 5.0
+    #: Seconds a dispatched trial may sit unclaimed before it is re-dispatched (lost message).
+    redispatch_after: float = 600.0
+    #: Root folder of torchvision / ImageFolder / npz datasets.
+    data_root: str = "data"
+    #: torch device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    #: torch intra-op threads per worker process on CPU (1: processes scale better).
+    torch_threads: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``MEMTAIL_<FIELD>`` variables; unknown ones are ignored."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            key = f"MEMTAIL_{field.name.upper()}"
+            if key not in env:
+                continue
+            raw = env[key]
+            kind = type(getattr(cls, field.name))
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"{key}={raw!r} is not a valid {kind.__name__}; set it to a number"
+                ) from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.lease_seconds <= 0:
+            raise ConfigError("MEMTAIL_LEASE_SECONDS must be > 0")
+        if not 0 < self.heartbeat_seconds < self.lease_seconds:
+            raise ConfigError(
+                "MEMTAIL_HEARTBEAT_SECONDS must be > 0 and below MEMTAIL_LEASE_SECONDS "
+                "(a lease must survive at least one missed heartbeat)"
+            )
+        if self.max_attempts < 1:
+            raise ConfigError("MEMTAIL_MAX_ATTEMPTS must be >= 1")
+        if self.dispatch_window < 1:
+            raise ConfigError("MEMTAIL_DISPATCH_WINDOW must be >= 1")
+        if self.torch_threads < 1:
+            raise ConfigError("MEMTAIL_TORCH_THREADS must be >= 1")

@@ -1,0 +1,86 @@
+"""The coordinator loop: keep every active experiment's queue filled, reap dead leases.
+
+The database decides what needs running; the coordinator only turns "pending and not
+recently dispatched" rows into broker messages, a bounded window at a time. Restarting it
+is always safe: its state is the ``trials`` table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail import trials
+from memtail.config import Settings
+from memtail.db.engine import transaction
+from memtail.db.tables import experiments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PassReport:
+    dispatched: int
+    requeued: int
+    failed: int
+
+
+def active_experiment_ids(engine: Engine) -> list[int]:
+    with transaction(engine, readonly=True) as conn:
+        return list(
+            conn.execute(
+                sa.select(experiments.c.id)
+                .where(experiments.c.status == "active")
+                .order_by(experiments.c.id)
+            ).scalars()
+        )
+
+
+def coordinate_once(engine: Engine, settings: Settings, send: Callable[[int], None]) -> PassReport:
+    """One pass: reap expired leases, then top up every active experiment's window."""
+    reaped = trials.reap(engine, settings.max_attempts)
+    dispatched = 0
+    for experiment_id in active_experiment_ids(engine):
+        dispatched += trials.dispatch(
+            engine,
+            experiment_id,
+            send,
+            window=settings.dispatch_window,
+            redispatch_after=settings.redispatch_after,
+        )
+    return PassReport(dispatched, reaped.requeued, reaped.failed)
+
+
+def run_forever(
+    engine: Engine,
+    settings: Settings,
+    send: Callable[[int], None],
+    stop: threading.Event,
+) -> None:
+    """Coordinate until ``stop`` is set; survive database and broker outages with backoff."""
+    backoff = settings.coordinator_interval
+    while not stop.is_set():
+        try:
+            report = coordinate_once(engine, settings, send)
+            if report.dispatched or report.requeued or report.failed:
+                log.info(
+                    "dispatched %d, requeued %d expired, failed %d",
+                    report.dispatched,
+                    report.requeued,
+                    report.failed,
+                )
+            backoff = settings.coordinator_interval
+        except Exception as error:  # noqa: BLE001 - kombu and psycopg2 raise their own types
+            # PostgreSQL restarting or the broker unreachable: wait and retry, never exit;
+            # nothing is lost because the next pass re-reads the truth from the database.
+            log.warning("coordinator pass failed (%r); retrying in %.0fs", error, backoff)
+            backoff = min(backoff * 2, 60.0)
+            stop.wait(backoff)
+            continue
+        stop.wait(settings.coordinator_interval)
+    log.info("coordinator stopped")

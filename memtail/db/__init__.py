@@ -1,0 +1,1 @@
+"""Storage layer: the schema (public SQL interface), engines and migrations."""

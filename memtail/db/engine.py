@@ -1,0 +1,92 @@
+"""Engines for PostgreSQL (the service) and SQLite (the embedded default).
+
+Engines are created by each process after it forks (never at import time), with
+pre-ping so a PostgreSQL restart costs one failed checkout instead of a crashed worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with memtail's connection policy for the URL's dialect."""
+    if url.startswith("sqlite"):
+        # 60 s busy timeout: local worker processes share one file and take turns writing.
+        engine = sa.create_engine(url, connect_args={"timeout": 60}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 2)
+    kwargs.setdefault("max_overflow", 4)
+    return sa.create_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so BEGIN is ours (see _on_begin).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        # WAL: readers never block the writer, so `sqlite3 memtail.db` works during a run.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
+        # then writes can fail with SQLITE_BUSY instead of waiting, when another process
+        # wrote in between. Read-only units opt out to stay concurrent.
+        if conn.get_execution_options().get("readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Connection]:
+    """One short transaction: commit on success, roll back on any exception."""
+    target = engine.execution_options(readonly=True) if readonly else engine
+    with target.begin() as conn:
+        yield conn
+
+
+def is_postgres(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+class db_now_plus(FunctionElement):  # noqa: N801 - reads like the SQL function it renders
+    """``now() + seconds`` evaluated by the database's clock, not the worker's.
+
+    Leases and heartbeats compare timestamps written by many hosts; only the database's
+    clock is shared by all of them.
+    """
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(sa.literal(float(seconds)))
+
+
+@compiles(db_now_plus, "postgresql")
+def _now_plus_pg(element: db_now_plus, compiler: Any, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    return f"(now() + make_interval(secs => {compiler.process(seconds, **kw)}))"
+
+
+@compiles(db_now_plus, "sqlite")
+def _now_plus_sqlite(element: db_now_plus, compiler: Any, **kw: Any) -> str:
+    # Same text format SQLAlchemy uses for DateTime on SQLite, so comparisons are exact.
+    (seconds,) = element.clauses
+    arg = compiler.process(seconds, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', ({arg}) || ' seconds')"

@@ -1,0 +1,321 @@
+"""The periodic estimator: read an experiment's outcomes, estimate, replace atomically.
+
+One run per experiment at a time (a PostgreSQL advisory lock held for the run; a second
+estimator skips). The previous estimate stays visible until the replacement commits in a
+single transaction, so readers see the old estimate or the new one, never a mix, and a
+crash mid-run leaves the previous estimate intact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail import bits
+from memtail.db.engine import db_now_plus, is_postgres, transaction
+from memtail.db.tables import (
+    estimate_runs,
+    experiments,
+    influence,
+    memorization,
+    trial_outcomes,
+    trials,
+)
+from memtail.estimator import Estimate, InfluencePairs, MemCounts, influence_pairs
+from memtail.estimator import memorization as estimate_memorization
+from memtail.experiments import Experiment, get_experiment, labels
+
+# First key of the two-int advisory lock namespace ('mt' in ASCII); second: experiment id.
+_LOCK_NAMESPACE = 0x6D74
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """All succeeded trials of one experiment, as the estimator consumes them."""
+
+    trial_ids: np.ndarray
+    masks: np.ndarray  # (k, n_train) bool: M
+    train_correct: np.ndarray  # (k, n_train) bool: C
+    test_correct: np.ndarray  # (k, n_test) bool: T
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.trial_ids.size)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: int
+    experiment_id: int
+    trials_used: int
+    memorization_rows: int
+    influence_rows: int
+    pairs_examined: int
+    expected_false_pairs: float
+    seconds: float
+    complete: bool
+
+
+def load_outcomes(engine: Engine, experiment: Experiment) -> Outcomes:
+    """Decode every succeeded trial's subset and correctness bits (one read)."""
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(
+                trial_outcomes.c.trial_id,
+                trials.c.subset,
+                trial_outcomes.c.train_correct,
+                trial_outcomes.c.test_correct,
+            )
+            .join(trials, trials.c.id == trial_outcomes.c.trial_id)
+            .where(trial_outcomes.c.experiment_id == experiment.id)
+            .order_by(trial_outcomes.c.trial_id)
+        ).all()
+    n_train, n_test = experiment.n_train, experiment.n_test
+    return Outcomes(
+        trial_ids=np.array([row.trial_id for row in rows], dtype=np.int64),
+        masks=bits.unpack_rows([row.subset for row in rows], n_train, what="subset"),
+        train_correct=bits.unpack_rows(
+            [row.train_correct for row in rows], n_train, what="train_correct"
+        ),
+        test_correct=bits.unpack_rows(
+            [row.test_correct for row in rows], n_test, what="test_correct"
+        ),
+    )
+
+
+@contextmanager
+def _exclusive(engine: Engine, experiment_id: int) -> Iterator[bool]:
+    """Yield whether this process may estimate the experiment now.
+
+    PostgreSQL: a session advisory lock on a connection held for the whole run; it is
+    released when the run ends or, if the process dies, when its connection drops.
+    SQLite: the embedded runner has a single estimator, and the replacement itself is
+    serialized by SQLite's write lock.
+    """
+    if not is_postgres(engine):
+        yield True
+        return
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.select(sa.func.pg_try_advisory_lock(_LOCK_NAMESPACE, experiment_id))
+        ).scalar_one()
+        conn.commit()
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(_LOCK_NAMESPACE, experiment_id)))
+                conn.commit()
+
+
+def _last_trials_used(engine: Engine, experiment_id: int) -> int | None:
+    with transaction(engine, readonly=True) as conn:
+        return conn.execute(
+            sa.select(estimate_runs.c.trials_used)
+            .where(
+                estimate_runs.c.experiment_id == experiment_id,
+                estimate_runs.c.status == "succeeded",
+            )
+            .order_by(estimate_runs.c.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+
+
+def _unfinished(engine: Engine, experiment_id: int) -> int:
+    with transaction(engine, readonly=True) as conn:
+        return conn.execute(
+            sa.select(sa.func.count())
+            .select_from(trials)
+            .where(
+                trials.c.experiment_id == experiment_id,
+                trials.c.status.in_(("pending", "running")),
+            )
+        ).scalar_one()
+
+
+def estimate_experiment(
+    engine: Engine, experiment_id: int, *, force: bool = False
+) -> RunSummary | None:
+    """Recompute one experiment's estimates if it has new trials; None when skipped."""
+    with _exclusive(engine, experiment_id) as mine:
+        if not mine:
+            return None
+        experiment = get_experiment(engine, experiment_id)
+        # Count unfinished trials *before* reading outcomes: if none were unfinished then,
+        # the outcomes read next are final, and this run is the experiment's last.
+        final = _unfinished(engine, experiment_id) == 0
+        outcomes = load_outcomes(engine, experiment)
+        if not force and outcomes.n_trials == (_last_trials_used(engine, experiment_id) or 0):
+            if final and outcomes.n_trials and experiment.status == "active":
+                _mark_complete(engine, experiment_id)
+            return None
+        return _run(engine, experiment, outcomes, final)
+
+
+def _run(engine: Engine, experiment: Experiment, outcomes: Outcomes, final: bool) -> RunSummary:
+    started = time.perf_counter()
+    with transaction(engine) as conn:
+        run_id = conn.execute(
+            sa.insert(estimate_runs)
+            .values(experiment_id=experiment.id, trials_used=outcomes.n_trials)
+            .returning(estimate_runs.c.id)
+        ).scalar_one()
+    try:
+        rule = experiment.spec.estimate
+        mem = estimate_memorization(
+            MemCounts.from_trials(outcomes.masks, outcomes.train_correct), rule.confidence
+        )
+        pairs = influence_pairs(
+            outcomes.masks,
+            outcomes.test_correct,
+            threshold=rule.infl_threshold,
+            train_labels=labels(engine, experiment.id, "train") if rule.same_class else None,
+            test_labels=labels(engine, experiment.id, "test") if rule.same_class else None,
+            same_class=rule.same_class,
+            confidence=rule.confidence,
+        )
+        seconds = _replace(engine, experiment.id, run_id, mem, pairs, final, started)
+    except BaseException as error:
+        with transaction(engine) as conn:
+            conn.execute(
+                sa.update(estimate_runs)
+                .where(estimate_runs.c.id == run_id)
+                .values(status="failed", finished_at=db_now_plus(0), error=repr(error)[:4000])
+            )
+        raise
+    return RunSummary(
+        run_id=run_id,
+        experiment_id=experiment.id,
+        trials_used=outcomes.n_trials,
+        memorization_rows=int(mem.value.size),
+        influence_rows=len(pairs),
+        pairs_examined=pairs.pairs_examined,
+        expected_false_pairs=pairs.expected_null_passes,
+        seconds=seconds,
+        complete=final,
+    )
+
+
+def _nullable(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values.tolist()]
+
+
+def _memorization_rows(experiment_id: int, mem: Estimate, now: object) -> list[dict]:
+    columns = {
+        "mem": _nullable(mem.value),
+        "std_err": _nullable(mem.std_err),
+        "ci_low": _nullable(mem.ci_low),
+        "ci_high": _nullable(mem.ci_high),
+        "acc_in": _nullable(mem.acc_in),
+        "acc_out": _nullable(mem.acc_out),
+        "n_in": mem.n_in.tolist(),
+        "n_out": mem.n_out.tolist(),
+        "hits_in": mem.hits_in.tolist(),
+        "hits_out": mem.hits_out.tolist(),
+    }
+    names = list(columns)
+    return [
+        {
+            "experiment_id": experiment_id,
+            "example_index": i,
+            "n_trials": mem.n_trials,
+            "computed_at": now,
+            **dict(zip(names, values, strict=True)),
+        }
+        for i, values in enumerate(zip(*columns.values(), strict=True))
+    ]
+
+
+def _influence_rows(experiment_id: int, pairs: InfluencePairs) -> list[dict]:
+    columns = {
+        "train_index": pairs.train_index.tolist(),
+        "test_index": pairs.test_index.tolist(),
+        "infl": pairs.infl.tolist(),
+        "std_err": _nullable(pairs.std_err),
+        "ci_low": _nullable(pairs.ci_low),
+        "ci_high": _nullable(pairs.ci_high),
+        "p_value": _nullable(pairs.p_value),
+        "acc_in": _nullable(pairs.acc_in),
+        "acc_out": _nullable(pairs.acc_out),
+        "n_in": pairs.n_in.tolist(),
+        "n_out": pairs.n_out.tolist(),
+    }
+    names = list(columns)
+    return [
+        {"experiment_id": experiment_id, **dict(zip(names, values, strict=True))}
+        for values in zip(*columns.values(), strict=True)
+    ]
+
+
+def _replace(
+    engine: Engine,
+    experiment_id: int,
+    run_id: int,
+    mem: Estimate,
+    pairs: InfluencePairs,
+    final: bool,
+    started: float,
+) -> float:
+    """Swap in the new estimate: one transaction, so readers never see a mix."""
+    with transaction(engine) as conn:
+        now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
+        conn.execute(sa.delete(memorization).where(memorization.c.experiment_id == experiment_id))
+        conn.execute(sa.insert(memorization), _memorization_rows(experiment_id, mem, now))
+        conn.execute(sa.delete(influence).where(influence.c.experiment_id == experiment_id))
+        rows = _influence_rows(experiment_id, pairs)
+        if rows:
+            conn.execute(sa.insert(influence), rows)
+        seconds = time.perf_counter() - started
+        conn.execute(
+            sa.update(estimate_runs)
+            .where(estimate_runs.c.id == run_id)
+            .values(
+                status="succeeded",
+                finished_at=db_now_plus(0),
+                duration_seconds=seconds,
+                memorization_rows=int(mem.value.size),
+                influence_rows=len(rows),
+                pairs_examined=pairs.pairs_examined,
+                expected_false_pairs=pairs.expected_null_passes,
+            )
+        )
+        if final:
+            conn.execute(
+                sa.update(experiments)
+                .where(experiments.c.id == experiment_id, experiments.c.status == "active")
+                .values(status="complete")
+            )
+    return seconds
+
+
+def _mark_complete(engine: Engine, experiment_id: int) -> None:
+    with transaction(engine) as conn:
+        conn.execute(
+            sa.update(experiments)
+            .where(experiments.c.id == experiment_id, experiments.c.status == "active")
+            .values(status="complete")
+        )
+
+
+def estimate_all(engine: Engine) -> list[RunSummary]:
+    """Estimate every active experiment that has new succeeded trials."""
+    with transaction(engine, readonly=True) as conn:
+        ids = list(
+            conn.execute(
+                sa.select(experiments.c.id)
+                .where(experiments.c.status.in_(("active", "paused")))
+                .order_by(experiments.c.id)
+            ).scalars()
+        )
+    summaries = []
+    for experiment_id in ids:
+        summary = estimate_experiment(engine, experiment_id)
+        if summary is not None:
+            summaries.append(summary)
+    return summaries

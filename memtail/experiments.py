@@ -1,0 +1,223 @@
+"""Experiments in the database: create (idempotently), look up, list.
+
+Creating an experiment writes the experiment, its examples and all k trial rows (with
+their packed subsets) in one transaction: either the whole experiment exists or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from memtail import bits
+from memtail.db.engine import transaction
+from memtail.db.tables import examples, experiments, trials
+from memtail.spec import ExperimentSpec, SpecError, spec_from_dict
+from memtail.subsets import subset_mask, training_seed
+
+
+class ExperimentNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: int
+    name: str
+    kind: str
+    status: str
+    created_at: datetime
+    spec: ExperimentSpec
+    spec_hash: str
+    n_train: int
+    n_test: int
+    subset_size: int
+    target_trials: int
+    seed: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Experiment:
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            status=row.status,
+            created_at=row.created_at,
+            spec=spec_from_dict(row.spec, validate_registries=False),
+            spec_hash=row.spec_hash,
+            n_train=row.n_train,
+            n_test=row.n_test,
+            subset_size=row.subset_size,
+            target_trials=row.target_trials,
+            seed=row.seed,
+        )
+
+
+@dataclass(frozen=True)
+class ExampleSet:
+    """What the database keeps of a dataset: labels and provenance per example."""
+
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+    train_sources: Sequence[str] | None = None
+    test_sources: Sequence[str] | None = None
+    train_attributes: Sequence[dict[str, Any]] | None = None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test_labels)
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    experiment: Experiment
+    created: bool
+
+
+def create_experiment(engine: Engine, spec: ExperimentSpec, data: ExampleSet) -> CreateResult:
+    """Insert the experiment, its examples and trials; a no-op if the same spec exists.
+
+    The same name with a different spec raises SpecError: silently reusing a name would mix
+    two experiments' trials in one estimate.
+    """
+    m = spec.resolve_subset_size(data.n_train)
+    digest = spec.spec_hash()
+    try:
+        with transaction(engine) as conn:
+            existing = _by_name(conn, spec.name)
+            if existing is not None:
+                return CreateResult(_check_same(existing, digest), created=False)
+            experiment_id = _insert(conn, spec, digest, data, m)
+            row = conn.execute(
+                sa.select(experiments).where(experiments.c.id == experiment_id)
+            ).one()
+            return CreateResult(Experiment.from_row(row), created=True)
+    except sa.exc.IntegrityError:
+        # A concurrent create of the same name won the race; report against its row.
+        with transaction(engine, readonly=True) as conn:
+            existing = _by_name(conn, spec.name)
+        if existing is None:
+            raise
+        return CreateResult(_check_same(existing, digest), created=False)
+
+
+def _check_same(existing: Experiment, digest: str) -> Experiment:
+    if existing.spec_hash != digest:
+        raise SpecError(
+            "name",
+            f"experiment {existing.name!r} already exists with a different spec; "
+            "choose another name (or delete the old experiment)",
+        )
+    return existing
+
+
+def _insert(conn: Connection, spec: ExperimentSpec, digest: str, data: ExampleSet, m: int) -> int:
+    est = spec.estimate
+    experiment_id = conn.execute(
+        sa.insert(experiments)
+        .values(
+            name=spec.name,
+            kind=spec.kind,
+            spec=spec.to_json(),
+            spec_hash=digest,
+            n_train=data.n_train,
+            n_test=data.n_test,
+            subset_size=m,
+            target_trials=spec.trials,
+            seed=spec.seed,
+            mem_threshold=est.mem_threshold,
+            infl_threshold=est.infl_threshold,
+            same_class=est.same_class,
+            confidence=est.confidence,
+        )
+        .returning(experiments.c.id)
+    ).scalar_one()
+    rows = [
+        {
+            "experiment_id": experiment_id,
+            "split": "train",
+            "example_index": i,
+            "label": int(label),
+            "source": data.train_sources[i] if data.train_sources is not None else None,
+            "attributes": data.train_attributes[i] if data.train_attributes is not None else None,
+        }
+        for i, label in enumerate(data.train_labels)
+    ]
+    rows += [
+        {
+            "experiment_id": experiment_id,
+            "split": "test",
+            "example_index": j,
+            "label": int(label),
+            "source": data.test_sources[j] if data.test_sources is not None else None,
+            "attributes": None,
+        }
+        for j, label in enumerate(data.test_labels)
+    ]
+    conn.execute(sa.insert(examples), rows)
+    conn.execute(
+        sa.insert(trials),
+        [
+            {
+                "experiment_id": experiment_id,
+                "trial_index": t,
+                "seed": training_seed(spec.seed, t),
+                "subset": bits.pack(subset_mask(spec.seed, t, data.n_train, m)),
+            }
+            for t in range(spec.trials)
+        ],
+    )
+    return int(experiment_id)
+
+
+def _by_name(conn: Connection, name: str) -> Experiment | None:
+    row = conn.execute(sa.select(experiments).where(experiments.c.name == name)).one_or_none()
+    return None if row is None else Experiment.from_row(row)
+
+
+def get_experiment(engine: Engine, name_or_id: str | int) -> Experiment:
+    with transaction(engine, readonly=True) as conn:
+        if isinstance(name_or_id, int):
+            clause = experiments.c.id == name_or_id
+        else:
+            clause = experiments.c.name == name_or_id
+        row = conn.execute(sa.select(experiments).where(clause)).one_or_none()
+    if row is None:
+        raise ExperimentNotFound(
+            f"no experiment {name_or_id!r}; `memtail experiment list` shows the existing ones"
+        )
+    return Experiment.from_row(row)
+
+
+def list_experiments(engine: Engine) -> list[Experiment]:
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(sa.select(experiments).order_by(experiments.c.id)).all()
+    return [Experiment.from_row(row) for row in rows]
+
+
+def labels(engine: Engine, experiment_id: int, split: str) -> np.ndarray:
+    """Labels of one split in example order."""
+    with transaction(engine, readonly=True) as conn:
+        values = conn.execute(
+            sa.select(examples.c.label)
+            .where(examples.c.experiment_id == experiment_id, examples.c.split == split)
+            .order_by(examples.c.example_index)
+        ).scalars()
+        return np.fromiter(values, dtype=np.int64)
+
+
+def set_status(engine: Engine, experiment_id: int, status: str) -> None:
+    with transaction(engine) as conn:
+        conn.execute(
+            sa.update(experiments).where(experiments.c.id == experiment_id).values(status=status)
+        )

@@ -1,0 +1,128 @@
+"""``memtail run``: the embedded default, no servers needed.
+
+A single SQLite file is the database, and local worker processes (one per core, one torch
+thread each) pull trials with the same claim, train, store and estimate code the Celery
+workers use. Re-running the same command resumes: the experiment already exists and only
+unfinished trials run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from memtail import trials
+from memtail.config import Settings
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "digits-mlp.toml"
+
+
+def _worker_main(settings: Settings, experiment_id: int, name: str) -> None:
+    from memtail.db.engine import make_engine
+    from memtail.runner import TrialRunner
+
+    engine = make_engine(settings.database_url)
+    runner = TrialRunner(engine, settings, name)
+    while True:
+        claim = trials.claim_next(engine, experiment_id, name, settings.lease_seconds)
+        if claim is None:
+            counts = trials.status_counts(engine, experiment_id)
+            if counts["pending"] == 0 and counts["running"] == 0:
+                return
+            # A sibling's trial may still fail and come back: wait for it.
+            time.sleep(0.5)
+            continue
+        runner.run_claimed(claim)
+
+
+def run_local(args: argparse.Namespace, settings: Settings) -> int:
+    from memtail.cli import load_spec_arg
+    from memtail.datasets import load_dataset
+    from memtail.db import migrate
+    from memtail.db.engine import make_engine
+    from memtail.estimates import estimate_experiment
+    from memtail.experiments import ExampleSet, create_experiment
+    from memtail.summary import print_summary
+
+    out = Path(args.out)
+    if not args.database_url and not os.environ.get("MEMTAIL_DATABASE_URL"):
+        out.mkdir(parents=True, exist_ok=True)
+        settings = dataclasses.replace(settings, database_url=f"sqlite:///{out / 'memtail.db'}")
+    spec_path = args.spec or str(DEFAULT_SPEC)
+    spec = load_spec_arg(spec_path, args)
+    migrate.upgrade(settings.database_url)
+    dataset = load_dataset(spec.dataset, settings.data_root, download=args.download)
+    engine = make_engine(settings.database_url)
+    result = create_experiment(
+        engine,
+        spec,
+        ExampleSet(
+            train_labels=dataset.y_train.numpy(),
+            test_labels=dataset.y_test.numpy(),
+            train_sources=dataset.train_sources,
+            test_sources=dataset.test_sources,
+            train_attributes=dataset.train_attributes,
+        ),
+    )
+    experiment = result.experiment
+    del dataset  # the workers load their own copy
+    verb = "created" if result.created else "resuming"
+    print(
+        f"{verb} experiment {experiment.name!r}: {experiment.target_trials} trials, "
+        f"m={experiment.subset_size} of n_train={experiment.n_train}, n_test={experiment.n_test}"
+    )
+    n_workers = args.workers or os.cpu_count() or 1
+    # Local runs have no other workers: trials left running by an interrupted run are
+    # ours and dead, so they go back to pending at once instead of after a lease.
+    trials.release_running(engine, experiment.id)
+    _drive(engine, settings, experiment.id, experiment.target_trials, n_workers)
+    estimate_experiment(engine, experiment.id)
+    print_summary(engine, experiment.id, settings.database_url, out)
+    return 0
+
+
+def _drive(
+    engine: object, settings: Settings, experiment_id: int, total: int, n_workers: int
+) -> None:
+    from memtail.estimates import estimate_experiment
+
+    ctx = mp.get_context("spawn")  # children import torch fresh; no forked thread pools
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(settings, experiment_id, f"local:{os.getpid()}:{i}"),
+            daemon=True,
+        )
+        for i in range(n_workers)
+    ]
+    for proc in procs:
+        proc.start()
+    last_estimate = time.monotonic()
+    try:
+        with tqdm(total=total, unit="trial", desc="trials", smoothing=0.1) as bar:
+            while True:
+                counts = trials.status_counts(engine, experiment_id)  # type: ignore[arg-type]
+                done = counts["succeeded"] + counts["failed"]
+                bar.update(done - bar.n)
+                bar.set_postfix(running=counts["running"], failed=counts["failed"])
+                if counts["pending"] == 0 and counts["running"] == 0:
+                    break
+                if not any(p.is_alive() for p in procs):
+                    raise RuntimeError("all local workers exited with trials left; see above")
+                trials.reap(engine, settings.max_attempts)  # type: ignore[arg-type]
+                if time.monotonic() - last_estimate > settings.estimate_interval:
+                    estimate_experiment(engine, experiment_id)  # type: ignore[arg-type]
+                    last_estimate = time.monotonic()
+                time.sleep(0.5)
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        trials.release_running(engine, experiment_id)  # type: ignore[arg-type]

@@ -1,0 +1,158 @@
+"""Run claimed trials inside one worker process: claim, train with heartbeats, store.
+
+Shared by the Celery task (``services/tasks.py``) and the embedded local runner, so both
+paths claim, train, fence and store with the same code. The dataset of an experiment is
+loaded once per process and kept on the device; each trial selects its subset by mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass
+from types import TracebackType
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail import bits, trials
+from memtail.config import Settings
+from memtail.experiments import Experiment, get_experiment
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Extends a claim's lease from a background thread while the trial trains.
+
+    A thread, not the epoch callback, so that a single long epoch cannot let the lease
+    lapse. The training loop calls :meth:`check` between epochs: once the lease is lost
+    (reaped and re-claimed elsewhere) training stops instead of wasting the device.
+    """
+
+    def __init__(self, engine: Engine, claim: trials.Claim, settings: Settings) -> None:
+        self._engine = engine
+        self._claim = claim
+        self._settings = settings
+        self._stop = threading.Event()
+        self._lost: trials.LeaseLost | None = None
+        self._thread = threading.Thread(target=self._loop, name="memtail-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._settings.heartbeat_seconds):
+            try:
+                trials.heartbeat(self._engine, self._claim, self._settings.lease_seconds)
+            except trials.LeaseLost as lost:
+                self._lost = lost
+                return
+            except sa.exc.DBAPIError as error:
+                # Database briefly unreachable (restart, failover): keep training and try
+                # again next period; the lease tolerates missed heartbeats by design.
+                log.warning("heartbeat for trial %s failed: %s", self._claim.trial_id, error)
+
+    def check(self, epoch: int = 0, loss: float = 0.0) -> None:
+        """Raise LeaseLost if another worker now owns this trial."""
+        if self._lost is not None:
+            raise self._lost
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    trial_id: int
+    #: succeeded | skipped (not pending: duplicate message) | lost (claim went stale)
+    #: | pending (failed, will retry) | failed (out of attempts)
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class TrialRunner:
+    """One per worker process; keeps each experiment's dataset resident on the device."""
+
+    def __init__(self, engine: Engine, settings: Settings, worker: str) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._worker = worker
+        self._loaded: dict[int, tuple[Experiment, object]] = {}
+
+    def _trainer(self, experiment_id: int) -> tuple[Experiment, object]:
+        if experiment_id not in self._loaded:
+            # Imported here: torch is heavy and the storage layer must not need it.
+            from memtail.datasets import load_dataset
+            from memtail.training import Trainer
+
+            experiment = get_experiment(self._engine, experiment_id)
+            dataset = load_dataset(experiment.spec.dataset, self._settings.data_root)
+            if (dataset.n_train, dataset.n_test) != (experiment.n_train, experiment.n_test):
+                raise RuntimeError(
+                    f"dataset {experiment.spec.dataset.name} on this worker has "
+                    f"{dataset.n_train}/{dataset.n_test} examples but the experiment was "
+                    f"created with {experiment.n_train}/{experiment.n_test}"
+                )
+            trainer = Trainer(
+                dataset, device=self._settings.device, threads=self._settings.torch_threads
+            )
+            # One resident dataset at a time: GPU memory is for the current experiment.
+            self._loaded = {experiment_id: (experiment, trainer)}
+        return self._loaded[experiment_id]
+
+    def run(self, trial_id: int) -> TrialReport:
+        claim = trials.claim(self._engine, trial_id, self._worker, self._settings.lease_seconds)
+        if claim is None:
+            # Duplicate delivery, or a trial finished/failed meanwhile: dropped on purpose,
+            # the database already says it needs no work.
+            return TrialReport(trial_id, "skipped")
+        return self.run_claimed(claim)
+
+    def run_claimed(self, claim: trials.Claim) -> TrialReport:
+        try:
+            experiment, trainer = self._trainer(claim.experiment_id)
+            mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
+            spec = experiment.spec
+            with Heartbeat(self._engine, claim, self._settings) as beat:
+                result = trainer.run(  # type: ignore[attr-defined]
+                    spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
+                )
+                beat.check()
+            outcome = trials.Outcome(
+                train_correct=result.train_correct,
+                test_correct=result.test_correct,
+                train_accuracy=result.train_accuracy,
+                test_accuracy=result.test_accuracy,
+                train_margin=result.train_margin,
+                test_margin=result.test_margin,
+            )
+            trials.store(self._engine, claim, outcome, experiment.n_train, experiment.n_test)
+            return TrialReport(claim.trial_id, "succeeded", seconds=result.seconds)
+        except trials.LeaseLost as lost:
+            return TrialReport(claim.trial_id, "lost", error=str(lost))
+        except Exception as error:  # noqa: BLE001 - any training failure is this attempt's
+            message = f"{type(error).__name__}: {error}"
+            log.warning("trial %s attempt %s failed: %s", claim.trial_id, claim.attempt, message)
+            log.debug("%s", traceback.format_exc())
+            _release_device_memory()
+            status = trials.fail(self._engine, claim, message, self._settings.max_attempts)
+            return TrialReport(claim.trial_id, status or "lost", error=message)
+
+
+def _release_device_memory() -> None:
+    """After CUDA OOM the cached blocks of the failed trial would starve the next one."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

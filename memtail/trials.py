@@ -1,0 +1,344 @@
+"""The trial lifecycle in the database: dispatch, claim, heartbeat, store, fail, reap.
+
+The database is the source of truth; a broker message only says "run trial 17". Every
+function here is one short transaction.
+
+    pending --claim--> running --store--> succeeded
+       ^                  |
+       +--fail / reap-----+--(attempts exhausted)--> failed
+
+A claim increments ``attempts``; every later write of that claim is fenced by
+``attempts = <claimed attempt>``, so a zombie (a worker whose lease expired and whose trial
+was claimed again) can neither heartbeat nor store. Lease times come from the database's
+clock (``db_now_plus``) because workers on different hosts do not share one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail import bits
+from memtail.db.engine import db_now_plus, is_postgres, transaction
+from memtail.db.tables import experiments, trial_outcomes, trials
+
+
+class LeaseLost(RuntimeError):
+    """This worker's claim is no longer current: the trial was reaped or re-claimed."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one attempt of one trial."""
+
+    trial_id: int
+    experiment_id: int
+    trial_index: int
+    seed: int
+    subset: bytes
+    attempt: int
+    worker: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a trained subset model did on every example (validated before storing)."""
+
+    train_correct: np.ndarray
+    test_correct: np.ndarray
+    train_accuracy: float
+    test_accuracy: float
+    train_margin: np.ndarray | None = None
+    test_margin: np.ndarray | None = None
+
+
+def claim(engine: Engine, trial_id: int, worker: str, lease_seconds: float) -> Claim | None:
+    """Claim a pending trial of an active experiment; None if someone else has it.
+
+    A conditional UPDATE is the whole protocol: of two workers racing for one trial
+    (duplicate delivery is normal), exactly one matches ``status = 'pending'``.
+    """
+    return _claim_where(engine, trials.c.id == trial_id, worker, lease_seconds)
+
+
+def claim_next(
+    engine: Engine, experiment_id: int, worker: str, lease_seconds: float
+) -> Claim | None:
+    """Claim the lowest-index pending trial of an experiment (pull-based local workers)."""
+    pick = (
+        sa.select(trials.c.id)
+        .where(trials.c.experiment_id == experiment_id, trials.c.status == "pending")
+        .order_by(trials.c.trial_index)
+        .limit(1)
+    )
+    if is_postgres(engine):
+        # Concurrent pickers skip each other's row instead of queueing behind it.
+        pick = pick.with_for_update(skip_locked=True)
+    return _claim_where(engine, trials.c.id == pick.scalar_subquery(), worker, lease_seconds)
+
+
+def _claim_where(
+    engine: Engine, which: sa.ColumnElement[bool], worker: str, lease_seconds: float
+) -> Claim | None:
+    active = (
+        sa.select(experiments.c.id)
+        .where(experiments.c.id == trials.c.experiment_id, experiments.c.status == "active")
+        .exists()
+    )
+    with transaction(engine) as conn:
+        row = conn.execute(
+            sa.update(trials)
+            .where(which, trials.c.status == "pending", active)
+            .values(
+                status="running",
+                attempts=trials.c.attempts + 1,
+                worker=worker,
+                started_at=db_now_plus(0),
+                heartbeat_at=db_now_plus(0),
+                lease_expires_at=db_now_plus(lease_seconds),
+                finished_at=None,
+            )
+            .returning(
+                trials.c.id,
+                trials.c.experiment_id,
+                trials.c.trial_index,
+                trials.c.seed,
+                trials.c.subset,
+                trials.c.attempts,
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    return Claim(
+        trial_id=row.id,
+        experiment_id=row.experiment_id,
+        trial_index=row.trial_index,
+        seed=row.seed,
+        subset=bytes(row.subset),
+        attempt=row.attempts,
+        worker=worker,
+    )
+
+
+def _fenced(claim: Claim) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        trials.c.id == claim.trial_id,
+        trials.c.status == "running",
+        trials.c.attempts == claim.attempt,
+    )
+
+
+def heartbeat(engine: Engine, claim: Claim, lease_seconds: float) -> None:
+    """Extend the lease; raises LeaseLost if the claim is no longer current."""
+    with transaction(engine) as conn:
+        updated = conn.execute(
+            sa.update(trials)
+            .where(_fenced(claim))
+            .values(heartbeat_at=db_now_plus(0), lease_expires_at=db_now_plus(lease_seconds))
+        ).rowcount
+    if updated != 1:
+        raise LeaseLost(f"trial {claim.trial_id} attempt {claim.attempt} lost its lease")
+
+
+def store(engine: Engine, claim: Claim, outcome: Outcome, n_train: int, n_test: int) -> None:
+    """Store outcomes and mark success in one transaction fenced by the claim.
+
+    A payload of the wrong length is rejected before anything is written. If the claim is
+    stale, the transaction rolls back and LeaseLost is raised: the current claimant's
+    result is the one that counts.
+    """
+    train_correct = _packed(outcome.train_correct, n_train, "train_correct")
+    test_correct = _packed(outcome.test_correct, n_test, "test_correct")
+    train_margin = _margins(outcome.train_margin, n_train, "train_margin")
+    test_margin = _margins(outcome.test_margin, n_test, "test_margin")
+    with transaction(engine) as conn:
+        updated = conn.execute(
+            sa.update(trials)
+            .where(_fenced(claim))
+            .values(
+                status="succeeded",
+                finished_at=db_now_plus(0),
+                lease_expires_at=None,
+                train_accuracy=float(outcome.train_accuracy),
+                test_accuracy=float(outcome.test_accuracy),
+            )
+        ).rowcount
+        if updated != 1:
+            raise LeaseLost(
+                f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; "
+                "result discarded"
+            )
+        conn.execute(
+            sa.insert(trial_outcomes).values(
+                trial_id=claim.trial_id,
+                experiment_id=claim.experiment_id,
+                attempt=claim.attempt,
+                train_correct=train_correct,
+                test_correct=test_correct,
+                train_margin=train_margin,
+                test_margin=test_margin,
+            )
+        )
+
+
+def _packed(flags: np.ndarray, n: int, what: str) -> bytes:
+    flags = np.asarray(flags)
+    if flags.shape != (n,):
+        raise bits.PayloadError(f"{what}: shape {flags.shape} but the experiment has {n}")
+    return bits.pack(flags)
+
+
+def _margins(values: np.ndarray | None, n: int, what: str) -> bytes | None:
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.shape != (n,):
+        raise bits.PayloadError(f"{what}: shape {values.shape} but the experiment has {n}")
+    return values.astype("<f2").tobytes()
+
+
+def fail(engine: Engine, claim: Claim, error: str, max_attempts: int) -> str | None:
+    """Record a failed attempt: back to pending, or failed when out of attempts.
+
+    Returns the new status, or None if the claim was stale (nothing written).
+    """
+    with transaction(engine) as conn:
+        row = conn.execute(
+            sa.update(trials)
+            .where(_fenced(claim))
+            .values(
+                status=sa.case((trials.c.attempts >= max_attempts, "failed"), else_="pending"),
+                error=error[:4000],
+                worker=None,
+                lease_expires_at=None,
+                # A retry needs a new message; the coordinator sends one for NULL.
+                dispatched_at=None,
+                finished_at=sa.case(
+                    (trials.c.attempts >= max_attempts, db_now_plus(0)), else_=None
+                ),
+            )
+            .returning(trials.c.status)
+        ).one_or_none()
+    return None if row is None else row.status
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    requeued: int
+    failed: int
+
+
+def reap(engine: Engine, max_attempts: int) -> ReapResult:
+    """Return expired leases to pending (or failed when out of attempts)."""
+    expired = sa.and_(trials.c.status == "running", trials.c.lease_expires_at < db_now_plus(0))
+    with transaction(engine) as conn:
+        rows = conn.execute(
+            sa.update(trials)
+            .where(expired)
+            .values(
+                status=sa.case((trials.c.attempts >= max_attempts, "failed"), else_="pending"),
+                error=sa.func.coalesce(trials.c.error + "; ", "")
+                + "lease expired (worker "
+                + sa.func.coalesce(trials.c.worker, "?")
+                + " stopped heartbeating)",
+                worker=None,
+                lease_expires_at=None,
+                dispatched_at=None,
+                finished_at=sa.case(
+                    (trials.c.attempts >= max_attempts, db_now_plus(0)), else_=None
+                ),
+            )
+            .returning(trials.c.status)
+        ).all()
+    failed = sum(1 for row in rows if row.status == "failed")
+    return ReapResult(requeued=len(rows) - failed, failed=failed)
+
+
+def dispatch(
+    engine: Engine,
+    experiment_id: int,
+    send: Callable[[int], None],
+    *,
+    window: int,
+    redispatch_after: float,
+) -> int:
+    """Send messages for pending trials, keeping at most ``window`` queued.
+
+    Rows are marked dispatched before sending; if sending fails they are unmarked. A
+    crash between the commit and the send loses those messages only until
+    ``redispatch_after`` seconds pass, when the trials count as undelivered and go again
+    (a duplicate message is harmless: its claim finds the trial no longer pending).
+    """
+    stale = db_now_plus(-redispatch_after)
+    queued = sa.and_(trials.c.dispatched_at.is_not(None), trials.c.dispatched_at >= stale)
+    with transaction(engine) as conn:
+        in_queue = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(trials)
+            .where(trials.c.experiment_id == experiment_id, trials.c.status == "pending", queued)
+        ).scalar_one()
+        room = window - in_queue
+        if room <= 0:
+            return 0
+        query = (
+            sa.select(trials.c.id)
+            .where(
+                trials.c.experiment_id == experiment_id,
+                trials.c.status == "pending",
+                sa.or_(trials.c.dispatched_at.is_(None), trials.c.dispatched_at < stale),
+            )
+            .order_by(trials.c.trial_index)
+            .limit(room)
+        )
+        if is_postgres(conn):
+            # Two coordinators (a restart overlapping the old one) must not both send.
+            query = query.with_for_update(skip_locked=True)
+        ids = list(conn.execute(query).scalars())
+        if ids:
+            conn.execute(
+                sa.update(trials).where(trials.c.id.in_(ids)).values(dispatched_at=db_now_plus(0))
+            )
+    sent = 0
+    try:
+        for trial_id in ids:
+            send(trial_id)
+            sent += 1
+    finally:
+        if sent < len(ids):
+            with transaction(engine) as conn:
+                conn.execute(
+                    sa.update(trials)
+                    .where(trials.c.id.in_(ids[sent:]), trials.c.status == "pending")
+                    .values(dispatched_at=None)
+                )
+    return sent
+
+
+def release_running(engine: Engine, experiment_id: int) -> int:
+    """Return an experiment's running trials to pending (their workers are known dead).
+
+    Only for the embedded runner, which owns every worker of its database; attempts are
+    left as they were, so a trial that keeps killing its worker still runs out of them.
+    """
+    with transaction(engine) as conn:
+        return conn.execute(
+            sa.update(trials)
+            .where(trials.c.experiment_id == experiment_id, trials.c.status == "running")
+            .values(status="pending", worker=None, lease_expires_at=None, dispatched_at=None)
+        ).rowcount
+
+
+def status_counts(engine: Engine, experiment_id: int) -> dict[str, int]:
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(trials.c.status, sa.func.count())
+            .where(trials.c.experiment_id == experiment_id)
+            .group_by(trials.c.status)
+        ).all()
+    counts = dict.fromkeys(("pending", "running", "succeeded", "failed"), 0)
+    counts.update({status: int(n) for status, n in rows})
+    return counts

@@ -1,0 +1,53 @@
+"""Alembic environment: the database URL comes from the caller or MEMTAIL_DATABASE_URL."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from memtail.config import Settings
+from memtail.db.engine import make_engine
+from memtail.db.tables import metadata
+
+config = context.config
+
+
+def _url() -> str:
+    # memtail.db.migrate passes the URL explicitly; `alembic upgrade head` reads the env.
+    return config.attributes.get("database_url") or Settings.from_env().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_url(), target_metadata=metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = make_engine(_url())
+    try:
+        with engine.connect() as conn:
+            _run(conn)
+    finally:
+        engine.dispose()
+
+
+def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        # SQLite cannot ALTER most things; batch mode rebuilds tables for later revisions.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

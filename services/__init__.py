@@ -1,0 +1,1 @@
+"""Processes: thin wiring of the memtail library into Celery workers, beat and the CLI."""

@@ -1,0 +1,111 @@
+"""The Celery application: ``celery -A services.celery_app worker|beat``.
+
+The process entry point reads the configuration once (here, when Celery imports the app)
+and builds per-child state lazily inside each worker child, after the fork, so database
+connections and CUDA are never shared across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from celery import Celery, signals
+from sqlalchemy.engine import Engine
+
+from memtail.config import Settings
+from memtail.db.engine import make_engine
+from memtail.runner import TrialRunner
+from services.celery_config import ESTIMATE, REAP, RUN_TRIAL, celery_config
+
+log = logging.getLogger("memtail.worker")
+
+
+def create_app(settings: Settings) -> Celery:
+    celery = Celery("memtail")
+    celery.conf.update(celery_config(settings))
+    celery.conf.memtail_settings = settings
+    return celery
+
+
+app = create_app(Settings.from_env())
+
+
+@dataclass
+class _ChildState:
+    engine: Engine
+    runner: TrialRunner
+
+
+_state: _ChildState | None = None
+
+
+def _child() -> _ChildState:
+    global _state
+    if _state is None:
+        settings: Settings = app.conf.memtail_settings
+        settings = _pin_device(settings)
+        engine = make_engine(settings.database_url)
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        _state = _ChildState(engine, TrialRunner(engine, settings, worker))
+    return _state
+
+
+def _pin_device(settings: Settings) -> Settings:
+    """One child per GPU: child i of a prefork pool trains on cuda:i (mod GPU count)."""
+    if settings.device != "auto":
+        return settings
+    import dataclasses
+
+    import torch
+    from billiard.process import current_process
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        return settings
+    index = getattr(current_process(), "index", 0) or 0
+    return dataclasses.replace(settings, device=f"cuda:{index % count}")
+
+
+@signals.worker_process_init.connect
+def _reset_after_fork(**_: object) -> None:
+    # State built by a parent must never be used by a child: sockets and CUDA contexts
+    # do not survive fork.
+    global _state
+    _state = None
+
+
+@app.task(name=RUN_TRIAL, ignore_result=True)
+def run_trial(trial_id: int) -> str:
+    report = _child().runner.run(int(trial_id))
+    log.info("trial %s: %s %s", trial_id, report.status, report.error or "")
+    return report.status
+
+
+@app.task(name=ESTIMATE, ignore_result=True)
+def estimate() -> int:
+    from memtail.estimates import estimate_all
+
+    summaries = estimate_all(_child().engine)
+    for s in summaries:
+        log.info(
+            "estimated experiment %s from %s trials in %.2fs (%s pairs)",
+            s.experiment_id,
+            s.trials_used,
+            s.seconds,
+            s.influence_rows,
+        )
+    return len(summaries)
+
+
+@app.task(name=REAP, ignore_result=True)
+def reap() -> int:
+    from memtail.trials import reap as reap_trials
+
+    settings: Settings = app.conf.memtail_settings
+    result = reap_trials(_child().engine, settings.max_attempts)
+    if result.requeued or result.failed:
+        log.warning("reaped %s expired leases (%s failed)", result.requeued, result.failed)
+    return result.requeued + result.failed

@@ -1,0 +1,61 @@
+"""Every Celery setting memtail relies on, built in one place into a plain dict.
+
+Trials run for minutes to hours on a GPU; the settings make delivery at-least-once and
+leave exactly-once to the database (claims fenced by attempt number).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memtail.config import Settings
+
+TRIALS_QUEUE = "memtail.trials"
+CONTROL_QUEUE = "memtail.control"
+
+RUN_TRIAL = "memtail.run_trial"
+ESTIMATE = "memtail.estimate"
+REAP = "memtail.reap"
+
+# Redis redelivers an unacknowledged message after this long. It must exceed the longest
+# trial, or a healthy long trial gets a duplicate (harmless, but wasted) message.
+VISIBILITY_TIMEOUT = 12 * 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker_url,
+        # Results live in PostgreSQL; Celery's own result store would be a second truth.
+        "result_backend": None,
+        "task_ignore_result": True,
+        # JSON only: a message carries a trial id, never a pickled object.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # Ack after the task body ran, so a worker killed mid-trial leaves the message for
+        # another worker; reject (requeue) when the child process dies (OOM killer).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # A GPU worker takes one trial at a time; prefetching would strand messages behind
+        # a long trial while other GPUs idle.
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_routes": {
+            RUN_TRIAL: {"queue": TRIALS_QUEUE},
+            ESTIMATE: {"queue": CONTROL_QUEUE},
+            REAP: {"queue": CONTROL_QUEUE},
+        },
+        "task_default_queue": TRIALS_QUEUE,
+        "beat_schedule": {
+            "estimate": {"task": ESTIMATE, "schedule": settings.estimate_interval},
+            # Reaping twice per lease bounds how long a dead worker's trial sits idle.
+            "reap": {"task": REAP, "schedule": max(1.0, settings.lease_seconds / 2)},
+        },
+        # Periodic tasks must not pile up when the estimator falls behind: a late estimate
+        # is replaced by the next one anyway.
+        "task_time_limit": None,
+        "worker_send_task_events": False,
+        "worker_hijack_root_logger": False,
+    }

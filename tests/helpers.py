@@ -1,0 +1,76 @@
+"""Shared test helpers: tiny experiments without any dataset or training."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from memtail import trials
+from memtail.experiments import CreateResult, ExampleSet, create_experiment
+from memtail.spec import DatasetSpec, EstimateSpec, ExperimentSpec
+
+
+def tiny_spec(name: str = "tiny", trials_: int = 12, **estimate: object) -> ExperimentSpec:
+    return ExperimentSpec(
+        name=name,
+        dataset=DatasetSpec(name="synthetic-longtail"),
+        trials=trials_,
+        seed=7,
+        estimate=EstimateSpec(**estimate),  # type: ignore[arg-type]
+    )
+
+
+def tiny_examples(n_train: int = 20, n_test: int = 10, classes: int = 3) -> ExampleSet:
+    rng = np.random.default_rng(0)
+    return ExampleSet(
+        train_labels=rng.integers(0, classes, n_train),
+        test_labels=rng.integers(0, classes, n_test),
+        train_sources=[f"train-{i}.png" for i in range(n_train)],
+        test_sources=[f"test-{j}.png" for j in range(n_test)],
+        train_attributes=[{"singleton": i % 5 == 0} for i in range(n_train)],
+    )
+
+
+def make_experiment(engine: Engine, **kwargs: object) -> CreateResult:
+    n_train = int(kwargs.pop("n_train", 20))  # type: ignore[arg-type]
+    n_test = int(kwargs.pop("n_test", 10))  # type: ignore[arg-type]
+    return create_experiment(engine, tiny_spec(**kwargs), tiny_examples(n_train, n_test))  # type: ignore[arg-type]
+
+
+def random_outcome(rng: np.random.Generator, n_train: int, n_test: int) -> trials.Outcome:
+    train = rng.random(n_train) < 0.8
+    test = rng.random(n_test) < 0.6
+    return trials.Outcome(
+        train_correct=train,
+        test_correct=test,
+        train_accuracy=float(train.mean()),
+        test_accuracy=float(test.mean()),
+    )
+
+
+def run_all_trials(
+    engine: Engine, experiment_id: int, n_train: int, n_test: int, seed: int = 0
+) -> None:
+    """Claim and store a random outcome for every pending trial of the experiment."""
+    import sqlalchemy as sa
+
+    from memtail.db.tables import trials as trials_table
+
+    rng = np.random.default_rng(seed)
+    with engine.connect() as conn:
+        ids = (
+            conn.execute(
+                sa.select(trials_table.c.id)
+                .where(
+                    trials_table.c.experiment_id == experiment_id,
+                    trials_table.c.status == "pending",
+                )
+                .order_by(trials_table.c.id)
+            )
+            .scalars()
+            .all()
+        )
+    for trial_id in ids:
+        claim = trials.claim(engine, trial_id, "test-worker", 60)
+        assert claim is not None
+        trials.store(engine, claim, random_outcome(rng, n_train, n_test), n_train, n_test)

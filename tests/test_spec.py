@@ -1,0 +1,87 @@
+"""Spec validation: every malformed field gets its own one-line error, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memtail.spec import ExperimentSpec, SpecError, load_spec, spec_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_specs_are_valid() -> None:
+    for path in sorted((ROOT / "experiments").glob("*.toml")):
+        spec = load_spec(path)
+        assert spec.name == path.stem
+
+
+def test_round_trip_through_json() -> None:
+    spec = load_spec(ROOT / "experiments" / "digits-mlp.toml")
+    assert spec_from_dict(spec.to_json()) == spec
+    assert spec_from_dict(spec.to_json()).spec_hash() == spec.spec_hash()
+
+
+def test_overrides_apply_to_dotted_fields() -> None:
+    spec = load_spec(
+        ROOT / "experiments" / "digits-mlp.toml",
+        {"trials": 5, "training.epochs": 3, "model.width": 16, "dataset.test_fraction": 0.5},
+    )
+    assert (spec.trials, spec.training.epochs, spec.model.width) == (5, 3, 16)
+    assert spec.dataset.options["test_fraction"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "hint"),
+    [
+        ({"trials": 0}, "trials", "must be > 0"),
+        ({"trials": -3}, "trials", "must be > 0"),
+        ({"trials": "many"}, "trials", "must be an integer"),
+        ({"subset_fraction": 1.0}, "subset_fraction", "must be in (0, 1)"),
+        ({"subset_fraction": 0}, "subset_fraction", "must be in (0, 1)"),
+        ({"subset_size": -1}, "subset_size", "must be > 0"),
+        ({"dataset": {"name": "imagenet22k"}}, "dataset.name", "unknown dataset"),
+        ({"model": {"name": "transformer9000"}}, "model.name", "unknown model"),
+        ({"model": {"width": -1}}, "model.width", ">= 0"),
+        ({"training": {"epochs": 0}}, "training.epochs", "must be > 0"),
+        ({"training": {"lr": -0.1}}, "training.lr", "must be > 0"),
+        ({"training": {"optimizer": "lbfgs"}}, "training.optimizer", "choose one of"),
+        ({"training": {"schedule": "magic"}}, "training.schedule", "choose one of"),
+        ({"training": {"flip": "yes"}}, "training.flip", "true or false"),
+        ({"training": {"label_smoothing": 1.0}}, "training.label_smoothing", "[0, 1)"),
+        ({"training": {"epohcs": 3}}, "training.epohcs", "unknown field"),
+        ({"estimate": {"confidence": 1.5}}, "estimate.confidence", "(0, 1)"),
+        ({"kind": "bogus"}, "kind", "unknown kind"),
+        ({"trails": 10}, "trails", "unknown field"),
+        ({"dataset": "digits"}, "dataset", "must be a table"),
+    ],
+)
+def test_each_bad_field_is_named(raw: dict, field: str, hint: str) -> None:
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({"name": "x", **raw})
+    message = str(info.value)
+    assert info.value.field_name == field
+    assert message.startswith(f"spec field '{field}':") and hint in message
+    assert "\n" not in message
+
+
+def test_missing_name() -> None:
+    with pytest.raises(SpecError, match="'name': missing"):
+        spec_from_dict({"trials": 3})
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\ntrials = = 3\n')
+    with pytest.raises(SpecError, match="'file'.*not valid TOML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "missing.toml")
+
+
+def test_subset_size_must_leave_examples_out() -> None:
+    spec = ExperimentSpec(name="x", subset_size=100)
+    with pytest.raises(SpecError, match="'subset_size'.*m=100 for n_train=100"):
+        spec.resolve_subset_size(100)
+    assert ExperimentSpec(name="x", subset_fraction=0.7).resolve_subset_size(1000) == 700

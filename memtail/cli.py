@@ -204,6 +204,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from memtail.experiments import get_experiment
+    from memtail.plots import plot_experiment
+
+    settings = _settings(args)
+    engine = _engine(settings)
+    exp = get_experiment(engine, args.name)
+    images = None
+    if not args.no_images:
+        from memtail.datasets import load_dataset
+
+        images = load_dataset(exp.spec.dataset, settings.data_root)
+    for path in plot_experiment(engine, exp, args.out, images):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     from memtail.estimates import estimate_all, estimate_experiment
     from memtail.experiments import get_experiment
@@ -324,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("name")
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
+
+    plot = sub.add_parser("plot", help="PNG plots of the results")
+    plot.add_argument("name")
+    plot.add_argument("--out", default=".", help="folder for the PNG files")
+    plot.add_argument(
+        "--no-images", action="store_true", help="skip image grids (no dataset needed)"
+    )
+    plot.set_defaults(func=cmd_plot)
 
     estimate = sub.add_parser("estimate", help="run the estimator now")
     estimate.add_argument("name", nargs="?")

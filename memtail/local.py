@@ -47,7 +47,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     from memtail.db import migrate
     from memtail.db.engine import make_engine
     from memtail.estimates import estimate_experiment
-    from memtail.experiments import ExampleSet, create_experiment
+    from memtail.experiments import ExampleSet, create_experiment, get_experiment
     from memtail.summary import print_summary
 
     out = Path(args.out)
@@ -71,7 +71,6 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
         ),
     )
     experiment = result.experiment
-    del dataset  # the workers load their own copy
     verb = "created" if result.created else "resuming"
     print(
         f"{verb} experiment {experiment.name!r}: {experiment.target_trials} trials, "
@@ -83,7 +82,11 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     trials.release_running(engine, experiment.id)
     _drive(engine, settings, experiment.id, experiment.target_trials, n_workers)
     estimate_experiment(engine, experiment.id)
-    print_summary(engine, experiment.id, settings.database_url, out)
+    print_summary(engine, experiment.id, settings.database_url)
+    from memtail.plots import plot_experiment
+
+    for path in plot_experiment(engine, get_experiment(engine, experiment.id), out, dataset):
+        print(f"  plot: {path}")
     return 0
 
 
@@ -105,12 +108,12 @@ def _drive(
         proc.start()
     last_estimate = time.monotonic()
     try:
-        with tqdm(total=total, unit="trial", desc="trials", smoothing=0.1) as bar:
+        with tqdm(total=total, unit="trial", desc="trials", smoothing=0.1, mininterval=1) as bar:
             while True:
                 counts = trials.status_counts(engine, experiment_id)  # type: ignore[arg-type]
                 done = counts["succeeded"] + counts["failed"]
                 bar.update(done - bar.n)
-                bar.set_postfix(running=counts["running"], failed=counts["failed"])
+                bar.set_postfix(running=counts["running"], failed=counts["failed"], refresh=False)
                 if counts["pending"] == 0 and counts["running"] == 0:
                     break
                 if not any(p.is_alive() for p in procs):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
@@ -14,7 +12,7 @@ from memtail.intervals import z_for
 from memtail.report import format_progress, format_top, progress, top_memorized
 
 
-def print_summary(engine: Engine, experiment_id: int, database_url: str, out: Path) -> None:
+def print_summary(engine: Engine, experiment_id: int, database_url: str) -> None:
     experiment = get_experiment(engine, experiment_id)
     print()
     print(format_progress(progress(engine, experiment)))
@@ -58,4 +56,3 @@ def print_summary(engine: Engine, experiment_id: int, database_url: str, out: Pa
     print(f"Results database: {where}")
     if url.drivername.startswith("sqlite"):
         print(f"  query it: sqlite3 {where} 'SELECT * FROM experiment_progress'")
-    _ = out

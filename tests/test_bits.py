@@ -63,9 +63,13 @@ def test_get_bit_reads_example_i_in_postgres(pg_engine: Engine) -> None:
     with pg_engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE blob (b bytea)"))
         conn.execute(sa.text("INSERT INTO blob VALUES (:b)"), {"b": payload})
-        read = conn.execute(
-            sa.text("SELECT get_bit(b, i) FROM blob, generate_series(0, 999) AS i ORDER BY i")
-        ).scalars().all()
+        read = (
+            conn.execute(
+                sa.text("SELECT get_bit(b, i) FROM blob, generate_series(0, 999) AS i ORDER BY i")
+            )
+            .scalars()
+            .all()
+        )
         stored = conn.execute(sa.text("SELECT b FROM blob")).scalar_one()
     assert np.array_equal(np.array(read, dtype=bool), flags)
     assert np.array_equal(bits.unpack(stored, 1000), flags)

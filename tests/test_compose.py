@@ -21,8 +21,16 @@ APP_SERVICES = {"coordinator", "worker", "estimator", "beat", "flower"}
 
 def test_services_are_the_documented_set() -> None:
     services = compose_services()
-    assert {"postgres", "redis", "migrate", "coordinator", "worker", "estimator", "beat",
-            "flower"} == set(services)
+    assert {
+        "postgres",
+        "redis",
+        "migrate",
+        "coordinator",
+        "worker",
+        "estimator",
+        "beat",
+        "flower",
+    } == set(services)
     assert services["flower"]["profiles"] == ["monitoring"]
 
 

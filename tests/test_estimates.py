@@ -162,8 +162,8 @@ def test_get_bit_reads_one_trial_outcome(pg_engine: Engine) -> None:
         via_sql = (
             conn.execute(
                 sa.text(
-                    "SELECT get_bit(train_correct, i) FROM trial_outcomes, generate_series(0, 19) i "
-                    "WHERE trial_id = :t ORDER BY i"
+                    "SELECT get_bit(train_correct, i) FROM trial_outcomes, "
+                    "generate_series(0, 19) i WHERE trial_id = :t ORDER BY i"
                 ),
                 {"t": row.trial_id},
             )

@@ -245,11 +245,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from memtail.coordinator import coordinate_once, run_forever
-    from services.dispatch import celery_sender
+    from services.dispatch import Broker
 
     settings = _settings(args)
     engine = _engine(settings)
-    send = celery_sender(settings)
+    broker = Broker(settings)
     for spec_path in args.create or []:
         create_args = argparse.Namespace(
             spec=spec_path, download=args.download, no_dispatch=True, set=None, **_flag_defaults()
@@ -258,14 +258,14 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         create_args.data_root = settings.data_root
         cmd_experiment_create(create_args)
     if args.once:
-        report = coordinate_once(engine, settings, send)
+        report = coordinate_once(engine, settings, broker.send, broker.depth)
         print(f"dispatched {report.dispatched}, requeued {report.requeued}, failed {report.failed}")
         return 0
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("memtail").info("coordinator started")
-    run_forever(engine, settings, send, stop)
+    run_forever(engine, settings, broker.send, stop, broker.depth)
     return 0
 
 

@@ -28,6 +28,11 @@ class PassReport:
     dispatched: int
     requeued: int
     failed: int
+    lost: int = 0
+
+
+# Seconds a fresh message may take from publish to the queue count (and to a claim).
+LOST_GRACE_SECONDS = 10.0
 
 
 def active_experiment_ids(engine: Engine) -> list[int]:
@@ -41,9 +46,17 @@ def active_experiment_ids(engine: Engine) -> list[int]:
         )
 
 
-def coordinate_once(engine: Engine, settings: Settings, send: Callable[[int], None]) -> PassReport:
-    """One pass: reap expired leases, then top up every active experiment's window."""
+def coordinate_once(
+    engine: Engine,
+    settings: Settings,
+    send: Callable[[int], None],
+    broker_depth: Callable[[], int] | None = None,
+) -> PassReport:
+    """One pass: reap expired leases, re-send lost messages, top up every window."""
     reaped = trials.reap(engine, settings.max_attempts)
+    lost = 0
+    if broker_depth is not None:
+        lost = trials.forget_lost_dispatches(engine, broker_depth(), LOST_GRACE_SECONDS)
     dispatched = 0
     for experiment_id in active_experiment_ids(engine):
         dispatched += trials.dispatch(
@@ -53,7 +66,7 @@ def coordinate_once(engine: Engine, settings: Settings, send: Callable[[int], No
             window=settings.dispatch_window,
             redispatch_after=settings.redispatch_after,
         )
-    return PassReport(dispatched, reaped.requeued, reaped.failed)
+    return PassReport(dispatched, reaped.requeued, reaped.failed, lost)
 
 
 def run_forever(
@@ -61,16 +74,19 @@ def run_forever(
     settings: Settings,
     send: Callable[[int], None],
     stop: threading.Event,
+    broker_depth: Callable[[], int] | None = None,
 ) -> None:
     """Coordinate until ``stop`` is set; survive database and broker outages with backoff."""
     backoff = settings.coordinator_interval
     while not stop.is_set():
         try:
-            report = coordinate_once(engine, settings, send)
-            if report.dispatched or report.requeued or report.failed:
+            report = coordinate_once(engine, settings, send, broker_depth)
+            if report.dispatched or report.requeued or report.failed or report.lost:
                 log.info(
-                    "dispatched %d, requeued %d expired, failed %d",
+                    "dispatched %d (%d presumed lost by the broker), requeued %d expired, "
+                    "failed %d",
                     report.dispatched,
+                    report.lost,
                     report.requeued,
                     report.failed,
                 )

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from memtail import bits, trials
 from memtail.config import Settings
+from memtail.db.engine import with_retries
 from memtail.experiments import Experiment, get_experiment
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,9 @@ class TrialRunner:
         return self._loaded[experiment_id]
 
     def run(self, trial_id: int) -> TrialReport:
-        claim = trials.claim(self._engine, trial_id, self._worker, self._settings.lease_seconds)
+        claim = with_retries(
+            lambda: trials.claim(self._engine, trial_id, self._worker, self._settings.lease_seconds)
+        )
         if claim is None:
             # Duplicate delivery, or a trial finished/failed meanwhile: dropped on purpose,
             # the database already says it needs no work.
@@ -136,7 +139,14 @@ class TrialRunner:
                 train_margin=result.train_margin,
                 test_margin=result.test_margin,
             )
-            trials.store(self._engine, claim, outcome, experiment.n_train, experiment.n_test)
+            # Retried through a database restart: the trained result is the expensive part.
+            # If a commit landed but its acknowledgement was lost, the retry finds the
+            # trial no longer running and reports "lost"; the outcome is stored once.
+            with_retries(
+                lambda: trials.store(
+                    self._engine, claim, outcome, experiment.n_train, experiment.n_test
+                )
+            )
             return TrialReport(claim.trial_id, "succeeded", seconds=result.seconds)
         except trials.LeaseLost as lost:
             return TrialReport(claim.trial_id, "lost", error=str(lost))
@@ -145,7 +155,9 @@ class TrialRunner:
             log.warning("trial %s attempt %s failed: %s", claim.trial_id, claim.attempt, message)
             log.debug("%s", traceback.format_exc())
             _release_device_memory()
-            status = trials.fail(self._engine, claim, message, self._settings.max_attempts)
+            status = with_retries(
+                lambda: trials.fail(self._engine, claim, message, self._settings.max_attempts)
+            )
             return TrialReport(claim.trial_id, status or "lost", error=message)
 
 

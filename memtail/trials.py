@@ -332,6 +332,34 @@ def release_running(engine: Engine, experiment_id: int) -> int:
         ).rowcount
 
 
+def forget_lost_dispatches(engine: Engine, broker_depth: int, grace_seconds: float) -> int:
+    """Mark dispatched-but-unclaimed trials as undelivered when the broker lacks them.
+
+    With late acks and prefetch 1, a message a worker holds is already a claimed (running)
+    trial, so every pending trial dispatched more than ``grace_seconds`` ago should still
+    be in the queue. When the queue holds fewer messages than that (the broker restarted
+    without persistence, or a message was purged), the oldest ones are presumed lost and
+    dispatched again at once instead of after ``redispatch_after``. A wrong guess only
+    costs a duplicate message, which its claim drops.
+    """
+    waiting = sa.and_(
+        trials.c.status == "pending",
+        trials.c.dispatched_at.is_not(None),
+        trials.c.dispatched_at < db_now_plus(-grace_seconds),
+    )
+    with transaction(engine) as conn:
+        expected = conn.execute(sa.select(sa.func.count()).where(waiting)).scalar_one()
+        lost = expected - broker_depth
+        if lost <= 0:
+            return 0
+        oldest = sa.select(trials.c.id).where(waiting).order_by(trials.c.dispatched_at).limit(lost)
+        return conn.execute(
+            sa.update(trials)
+            .where(trials.c.id.in_(list(conn.execute(oldest).scalars())))
+            .values(dispatched_at=None)
+        ).rowcount
+
+
 def status_counts(engine: Engine, experiment_id: int) -> dict[str, int]:
     with transaction(engine, readonly=True) as conn:
         rows = conn.execute(

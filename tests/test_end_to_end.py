@@ -182,4 +182,33 @@ def test_celery_end_to_end(pg_empty_url: str, tmp_path: Path) -> None:
     assert data["tr_idx"].tolist() == [p.train_index for p in pairs]
     assert np.allclose(data["infl"], [p.infl for p in pairs])
     assert np.all(data["mem"] >= 0.25) and np.all(data["infl"] >= 0.15)
+
+    # The README's SQL cookbook runs as written against the finished experiment.
+    results = run_cookbook(engine, "e2e-longtail", experiment.id)
+    assert len(results) == len(cookbook_queries()) >= 8
+    top = results[0]
+    assert len(top) == 20 and all(r.ci_low <= r.mem <= r.ci_high for r in top)
+    assert top[0].mem == np.nanmax(stored)
+    assert len(results[1]) == len(pairs)
+    compared = results[3][0]
+    assert compared.both_memorized == compared.either_memorized == int((stored >= 0.25).sum())
     engine.dispose()
+
+
+def cookbook_queries() -> list[str]:
+    """The SQL blocks of the README's cookbook, in order."""
+    import re
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("### SQL cookbook", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```sql\n(.*?)```", section, re.S)]
+
+
+def run_cookbook(engine: sa.engine.Engine, name: str, experiment_id: int) -> list[list[sa.Row]]:
+    results = []
+    with engine.connect() as conn:
+        for query in cookbook_queries():
+            query = query.replace("'digits-mlp'", f"'{name}'").replace("'digits-cnn'", f"'{name}'")
+            query = query.replace("experiment_id = 1", f"experiment_id = {experiment_id}")
+            results.append(conn.execute(sa.text(query.rstrip(";"))).all())
+    return results

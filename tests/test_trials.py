@@ -234,3 +234,18 @@ def test_claim_next_takes_pending_trials_in_order(engine: Engine) -> None:
     claims = [trials.claim_next(engine, exp.id, "w", 60) for _ in range(4)]
     assert [c.trial_index for c in claims[:3] if c] == [0, 1, 2]
     assert claims[3] is None
+
+
+def test_messages_missing_from_the_broker_are_sent_again(engine: Engine) -> None:
+    exp = make_experiment(engine).experiment
+    sent: list[int] = []
+    trials.dispatch(engine, exp.id, sent.append, window=5, redispatch_after=600)
+    # The broker holds all five: nothing is presumed lost.
+    assert trials.forget_lost_dispatches(engine, broker_depth=5, grace_seconds=-1) == 0
+    # The broker restarted and kept two: the three oldest go out again at once.
+    assert trials.forget_lost_dispatches(engine, broker_depth=2, grace_seconds=-1) == 3
+    again: list[int] = []
+    assert trials.dispatch(engine, exp.id, again.append, window=5, redispatch_after=600) == 3
+    assert set(again) <= set(sent)
+    # Within the grace period a message may still be on its way: nothing is touched.
+    assert trials.forget_lost_dispatches(engine, broker_depth=0, grace_seconds=600) == 0

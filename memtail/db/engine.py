@@ -6,14 +6,19 @@ pre-ping so a PostgreSQL restart costs one failed checkout instead of a crashed 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -90,3 +95,40 @@ def _now_plus_sqlite(element: db_now_plus, compiler: Any, **kw: Any) -> str:
     (seconds,) = element.clauses
     arg = compiler.process(seconds, **kw)
     return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', ({arg}) || ' seconds')"
+
+
+def is_transient(error: BaseException) -> bool:
+    """A connection-level failure (server restart, failover, network blip), worth a retry.
+
+    Constraint violations and programming errors are not: retrying cannot fix them.
+    """
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def with_retries(
+    work: Callable[[], T],
+    *,
+    attempts: int = 8,
+    first_delay: float = 0.5,
+    max_delay: float = 15.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``work`` (one transaction) again after transient database errors.
+
+    Bounded exponential backoff: 8 attempts wait about 1 minute in all, enough for a
+    PostgreSQL restart or failover, short enough that a real outage still surfaces.
+    ``work`` must be a whole transaction, so a retry never repeats half of one.
+    """
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except sa.exc.DBAPIError as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            log.warning("database unavailable (%s); retry %d in %.1fs", error.orig, attempt, delay)
+            sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")

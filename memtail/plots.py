@@ -119,14 +119,14 @@ def _pair_images(engine: Engine, experiment: Experiment, data: object, out: Path
         return None
     x_train = data.x_train.numpy()  # type: ignore[attr-defined]
     x_test = data.x_test.numpy()  # type: ignore[attr-defined]
-    fig, axes = plt.subplots(2, len(rows), figsize=(len(rows) * 1.7, 3.8), squeeze=False)
+    fig, axes = plt.subplots(2, len(rows), figsize=(len(rows) * 1.7, 4.4), squeeze=False)
     for col, row in enumerate(rows):
         _show(axes[0][col], x_train[row.train_index])
         axes[0][col].set_title(f"train #{row.train_index}\nmem {row.mem:.2f}", fontsize=7)
         _show(axes[1][col], x_test[row.test_index])
         axes[1][col].set_title(f"test #{row.test_index}\ninfl {row.infl:.2f}", fontsize=7)
     fig.suptitle(f"{experiment.name}: high-influence pairs (train above, test below)")
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)
     path = out / f"{experiment.name}-pairs.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

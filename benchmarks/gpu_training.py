@@ -1,0 +1,169 @@
+"""Target 5: memtail's training path against a plain PyTorch loop, per trial.
+
+Three trainings of the same number of epochs and batch size on CIFAR-shaped data:
+
+* **plain**: ResNet-18 (CIFAR stem) fed by a torchvision DataLoader over CPU tensors with
+  torchvision's RandomCrop(32, padding=4) and RandomHorizontalFlip, float32, the loop
+  most PyTorch code uses;
+* **memtail resnet18**: the same network through ``memtail.training.Trainer`` (data resident
+  on the device, batched tensor augmentation, bf16 autocast and channels-last on CUDA);
+* **memtail fastnet**: the airbench-class network through the same Trainer.
+
+Each is timed per trial (train + grade every example). No CIFAR files can be downloaded
+on our machines, so the default data are generated: 10 classes of smooth random colour
+templates under noise and random shifts (learnable, not trivial). ``--cifar-root DIR``
+uses real CIFAR-10 from DIR (torchvision layout, no download) and also prints test
+accuracy (target >= 93% for fastnet on the full training set).
+
+    python benchmarks/gpu_training.py                 # on a GPU: the measurement
+    python benchmarks/gpu_training.py --small         # CPU smoke run of the same code path
+
+The last two lines printed are the speed-up ratios (targets: >= 3x and >= 10x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memtail.datasets import Dataset  # noqa: E402
+from memtail.networks import build_model  # noqa: E402
+from memtail.spec import ModelSpec, TrainingSpec  # noqa: E402
+from memtail.training import Trainer, resolve_device  # noqa: E402
+
+
+def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> Dataset:
+    """10 classes of smooth colour templates, shifted and noised per example."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(10, 3, 4, 4, generator=g)
+    templates = F.interpolate(coarse, size=(32, 32), mode="bicubic", align_corners=False)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 10, (n,), generator=g)
+        x = templates[y] + 0.8 * torch.randn(n, 3, 32, 32, generator=g)
+        shifts = torch.randint(-3, 4, (2,), generator=g).tolist()
+        return torch.roll(x, shifts=shifts, dims=(2, 3)).float(), y
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    return Dataset("synthetic-cifar", x_train, y_train, x_test, y_test, 10, None, None, None)
+
+
+def real_cifar(root: str) -> Dataset:
+    from memtail.datasets import load_dataset
+    from memtail.spec import DatasetSpec
+
+    return load_dataset(DatasetSpec("cifar10"), root)
+
+
+def plain_loop(data: Dataset, training: TrainingSpec, device: torch.device) -> tuple[float, float]:
+    """The common recipe: DataLoader, torchvision transforms, float32, no tricks."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from torchvision.transforms import v2
+
+    start = time.perf_counter()
+    augment = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])
+
+    class Augmented(TensorDataset):
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = super().__getitem__(i)
+            return augment(x), y
+
+    loader = DataLoader(
+        Augmented(data.x_train, data.y_train),
+        batch_size=training.batch_size,
+        shuffle=True,
+        num_workers=4 if device.type == "cuda" else 0,
+        pin_memory=device.type == "cuda",
+        drop_last=False,
+        persistent_workers=device.type == "cuda",
+    )
+    model = build_model(ModelSpec("resnet18"), data.input_shape, 10).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=training.lr, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    total = training.epochs * len(loader)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, training.lr, total_steps=total)
+    model.train()
+    for _ in range(training.epochs):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():  # grade every train and test example, as a trial does
+        for x_all, y_all in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+            for lo in range(0, len(x_all), 1024):
+                predicted = model(x_all[lo : lo + 1024].to(device)).argmax(1).cpu()
+                if x_all is data.x_test:
+                    correct += int((predicted == y_all[lo : lo + 1024]).sum())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, correct / len(data.y_test)
+
+
+def memtail_trial(
+    trainer: Trainer, model: str, training: TrainingSpec, n_train: int
+) -> tuple[float, float]:
+    subset = np.ones(n_train, dtype=bool)  # the full training set, as the plain loop uses
+    result = trainer.run(ModelSpec(model), training, subset, seed=0)
+    return result.seconds, result.test_accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--small", action="store_true", help="tiny CPU-sized smoke run")
+    parser.add_argument("--cifar-root", help="real CIFAR-10 (torchvision layout)")
+    parser.add_argument("--epochs", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=512)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    if args.cifar_root:
+        data = real_cifar(args.cifar_root)
+    elif args.small:
+        data = synthetic_cifar(512, 256)
+    else:
+        data = synthetic_cifar(50_000, 10_000)
+    epochs = args.epochs or (1 if args.small else 10)
+    batch = min(args.batch_size, 128) if args.small else args.batch_size
+    resnet = TrainingSpec(epochs=epochs, batch_size=batch, lr=0.2, flip=True, crop=4)
+    fast = TrainingSpec(
+        epochs=epochs,
+        batch_size=batch,
+        lr=0.2,
+        flip=True,
+        crop=2,
+        label_smoothing=0.2,
+        weight_decay=5e-4,
+    )
+    print(
+        f"device {device}, {data.n_train} train / {data.n_test} test, {epochs} epochs, "
+        f"batch {batch}, data: {data.name}"
+    )
+    trainer = Trainer(data, device=str(device), threads=torch.get_num_threads())
+    memtail_trial(trainer, "fastnet", TrainingSpec(epochs=1, batch_size=batch), data.n_train)
+    plain_s, plain_acc = plain_loop(data, resnet, device)
+    print(f"plain DataLoader resnet18 : {plain_s:8.2f} s/trial  test acc {plain_acc:.3f}")
+    ours_s, ours_acc = memtail_trial(trainer, "resnet18", resnet, data.n_train)
+    print(f"memtail resnet18          : {ours_s:8.2f} s/trial  test acc {ours_acc:.3f}")
+    fast_s, fast_acc = memtail_trial(trainer, "fastnet", fast, data.n_train)
+    print(f"memtail fastnet           : {fast_s:8.2f} s/trial  test acc {fast_acc:.3f}")
+    print(f"speed-up memtail resnet18 vs plain resnet18: {plain_s / ours_s:.2f}x (target >= 3)")
+    print(f"speed-up memtail fastnet vs plain resnet18: {plain_s / fast_s:.2f}x (target >= 10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ def _worker_main(settings: Settings, experiment_id: int, name: str) -> None:
 
 
 def run_local(args: argparse.Namespace, settings: Settings) -> int:
-    from memtail.cli import load_spec_arg
+    from memtail.commands import load_spec_arg
     from memtail.datasets import load_dataset
     from memtail.db import migrate
     from memtail.db.engine import make_engine

@@ -31,10 +31,11 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchmarks._services import private_redis, scratch_database  # noqa: E402
+from common import ADMIN_URL, private_redis, scratch_database  # noqa: E402
+
 from memtail import trials  # noqa: E402
-from memtail.db import migrate  # noqa: E402
 from memtail.db.engine import make_engine  # noqa: E402
 from memtail.spec import load_spec  # noqa: E402
 from memtail.subsets import subset_mask, training_seed  # noqa: E402
@@ -94,7 +95,6 @@ def full(trials_: int, workers: int, database_url: str, broker_url: str, spec_pa
         MEMTAIL_COORDINATOR_INTERVAL="1",
         MEMTAIL_ESTIMATE_INTERVAL="10",
     )
-    migrate.upgrade(database_url)
     engine = make_engine(database_url)
     logs = [open(os.devnull, "wb") for _ in range(4)]
     start = time.perf_counter()
@@ -174,11 +174,10 @@ def main() -> None:
     print(f"{args.trials} trials of {SPEC.name} on {args.workers} worker processes")
     bare_s = bare(args.trials, args.workers)
     print(f"bare in-process loop : {bare_s:7.1f} s  {args.trials / bare_s:6.2f} trials/s")
-    with scratch_database() as url, private_redis() as broker:
+    with scratch_database(ADMIN_URL) as url, private_redis() as broker:
         full_s = full(args.trials, args.workers, url, broker, spec_path)
         print(f"full path (Celery)   : {full_s:7.1f} s  {args.trials / full_s:6.2f} trials/s")
-    with scratch_database() as url:
-        migrate.upgrade(url)
+    with scratch_database(ADMIN_URL) as url:
         ops = per_operation(url)
     print(
         "per-trial operations (PostgreSQL, ms): "

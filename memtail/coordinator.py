@@ -53,7 +53,7 @@ def coordinate_once(
     broker_depth: Callable[[], int] | None = None,
 ) -> PassReport:
     """One pass: reap expired leases, re-send lost messages, top up every window."""
-    reaped = trials.reap(engine, settings.max_attempts)
+    reaped = trials.reap(engine, settings.max_attempts, settings.lease_seconds)
     lost = 0
     if broker_depth is not None:
         lost = trials.forget_lost_dispatches(engine, broker_depth(), LOST_GRACE_SECONDS)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import sqlalchemy as sa
@@ -37,16 +38,34 @@ _LOCK_NAMESPACE = 0x6D74
 
 @dataclass(frozen=True)
 class Outcomes:
-    """All succeeded trials of one experiment, as the estimator consumes them."""
+    """All succeeded trials of one experiment, packed along the trial axis as stored
+    (see ``memtail.bits.TrialBits``); the (k, n) bool matrices are decoded on demand."""
 
     trial_ids: np.ndarray
-    masks: np.ndarray  # (k, n_train) bool: M
-    train_correct: np.ndarray  # (k, n_train) bool: C
-    test_correct: np.ndarray  # (k, n_test) bool: T
+    mask_bits: bits.TrialBits  # M, per train example
+    train_correct_bits: bits.TrialBits  # C, per train example
+    test_correct_bits: bits.TrialBits  # T, per test example
 
     @property
     def n_trials(self) -> int:
         return int(self.trial_ids.size)
+
+    @cached_property
+    def masks(self) -> np.ndarray:  # (k, n_train) bool: M
+        return self.mask_bits.to_bool()
+
+    @cached_property
+    def train_correct(self) -> np.ndarray:  # (k, n_train) bool: C
+        return self.train_correct_bits.to_bool()
+
+    @cached_property
+    def test_correct(self) -> np.ndarray:  # (k, n_test) bool: T
+        return self.test_correct_bits.to_bool()
+
+    def mem_counts(self) -> MemCounts:
+        """Memorization's sufficient statistics, by popcounts of the packed bits."""
+        m, c = self.mask_bits, self.train_correct_bits
+        return MemCounts(self.n_trials, m.counts(), m.and_counts(c), c.counts())
 
 
 @dataclass(frozen=True)
@@ -63,7 +82,8 @@ class RunSummary:
 
 
 def load_outcomes(engine: Engine, experiment: Experiment) -> Outcomes:
-    """Decode every succeeded trial's subset and correctness bits (one read)."""
+    """Read every succeeded trial's subset and correctness bits (one read), transposed
+    to per-example trial words for the estimator (no (k, n) bool matrix is built)."""
     with transaction(engine, readonly=True) as conn:
         rows = conn.execute(
             sa.select(
@@ -79,11 +99,11 @@ def load_outcomes(engine: Engine, experiment: Experiment) -> Outcomes:
     n_train, n_test = experiment.n_train, experiment.n_test
     return Outcomes(
         trial_ids=np.array([row.trial_id for row in rows], dtype=np.int64),
-        masks=bits.unpack_rows([row.subset for row in rows], n_train, what="subset"),
-        train_correct=bits.unpack_rows(
+        mask_bits=bits.TrialBits.from_rows([row.subset for row in rows], n_train, what="subset"),
+        train_correct_bits=bits.TrialBits.from_rows(
             [row.train_correct for row in rows], n_train, what="train_correct"
         ),
-        test_correct=bits.unpack_rows(
+        test_correct_bits=bits.TrialBits.from_rows(
             [row.test_correct for row in rows], n_test, what="test_correct"
         ),
     )
@@ -161,6 +181,16 @@ def estimate_experiment(
 def _run(engine: Engine, experiment: Experiment, outcomes: Outcomes, final: bool) -> RunSummary:
     started = time.perf_counter()
     with transaction(engine) as conn:
+        # We hold the experiment's estimator lock, so a run still marked running is one
+        # whose process died mid-way; say so instead of leaving it running forever.
+        conn.execute(
+            sa.update(estimate_runs)
+            .where(
+                estimate_runs.c.experiment_id == experiment.id,
+                estimate_runs.c.status == "running",
+            )
+            .values(status="failed", error="interrupted: the estimator process stopped")
+        )
         run_id = conn.execute(
             sa.insert(estimate_runs)
             .values(experiment_id=experiment.id, trials_used=outcomes.n_trials)
@@ -168,12 +198,10 @@ def _run(engine: Engine, experiment: Experiment, outcomes: Outcomes, final: bool
         ).scalar_one()
     try:
         rule = experiment.spec.estimate
-        mem = estimate_memorization(
-            MemCounts.from_trials(outcomes.masks, outcomes.train_correct), rule.confidence
-        )
+        mem = estimate_memorization(outcomes.mem_counts(), rule.confidence)
         pairs = influence_pairs(
-            outcomes.masks,
-            outcomes.test_correct,
+            outcomes.mask_bits,
+            outcomes.test_correct_bits,
             threshold=rule.infl_threshold,
             train_labels=labels(engine, experiment.id, "train") if rule.same_class else None,
             test_labels=labels(engine, experiment.id, "test") if rule.same_class else None,

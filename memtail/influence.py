@@ -32,46 +32,66 @@ normal approximation (up to ~35% off in the expected count at k = 500) both resp
 of H deep in the tail. The expectation is exact, the count's spread not Poisson in general:
 passes are pairwise independent when test columns are (then its standard deviation is at
 most sqrt(expected_null_passes)), but test examples that models get right or wrong together
-pass or fail together.
+pass or fail together. The tails are computed in ``memtail.hypergeom``.
+
+At scale (Feldman & Zhang's k = 4,000 trials, 50,000 x 10,000 pairs) G is not formed at
+all: with masks and outcomes packed along the trial axis (``memtail.bits.TrialBits``) a
+compiled kernel (``memtail.kernels``) counts popcount(M_i & T_j) over the words of each
+pair and compares it at once with the integer h_min(n_in(i), S_j) looked up in a table
+over the distinct (n_in, S) values, writing out only passing pairs. Without numba, and
+for small inputs, a numpy path forms G block by block with a float GEMM and applies the
+same table (both in ``memtail.scan``); they return the same pairs, counts and statistics.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from memtail import hypergeom
+from memtail.bits import TrialBits, _kernels, trial_words
 from memtail.estimator import Estimate, _indicator, _readonly, _stats
+from memtail.hypergeom import min_passing_hits as _min_passing_hits  # noqa: F401 - tests
 from memtail.intervals import z_for
+from memtail.scan import dense, gemm_scan, kernel_scan
 
 __all__ = ["InfluencePairs", "influence_dense", "influence_pairs"]
 
-# Byte budget for one block's float32 count matrix in influence_pairs.
-_BLOCK_BYTES = 64 * 2**20
-# float32 represents every integer below 2**24 exactly, so a 0/1 product summing at most
-# that many trials is exact in any summation order; beyond it we fall back to float64.
-_FLOAT32_EXACT = 2**24
+# backend="auto" runs the compiled kernel from this many pair-words on (pairs x uint64
+# words per example); below it the numpy path is as fast and needs no compiled code.
+_KERNEL_MIN_WORK = 2**24
+Trials = ArrayLike | TrialBits
 
 
-def _trials(masks: ArrayLike, test_correct: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    m = _indicator(masks, "masks")
-    t = _indicator(test_correct, "test_correct")
-    if m.shape[0] != t.shape[0]:
+def _trials(masks: Trials, test_correct: Trials) -> tuple[np.ndarray | TrialBits, ...]:
+    m = masks if isinstance(masks, TrialBits) else _indicator(masks, "masks")
+    t = (
+        test_correct
+        if isinstance(test_correct, TrialBits)
+        else _indicator(test_correct, "test_correct")
+    )
+    km, kt = (x.n_trials if isinstance(x, TrialBits) else x.shape[0] for x in (m, t))
+    if km != kt:
         raise ValueError(
-            f"masks has {m.shape[0]} trials (rows) but test_correct has {t.shape[0]}; "
+            f"masks has {km} trials (rows) but test_correct has {kt}; "
             "pass one row per trial, in the same trial order, to both"
         )
     return m, t
 
 
-def influence_dense(
-    masks: ArrayLike, test_correct: ArrayLike, confidence: float = 0.95
-) -> Estimate:
+def _count(x: np.ndarray | TrialBits) -> np.ndarray:
+    """Per example, the trials whose bit is set."""
+    return x.counts() if isinstance(x, TrialBits) else x.sum(axis=0, dtype=np.int64)
+
+
+def influence_dense(masks: Trials, test_correct: Trials, confidence: float = 0.95) -> Estimate:
     """Full (n_train, n_test) influence matrix. Reference for tests and small data only:
     it materializes several dense n_train x n_test arrays; use ``influence_pairs`` at scale.
     """
-    m, t = _trials(masks, test_correct)
+    m, t = (dense(x) for x in _trials(masks, test_correct))
     z_for(confidence)
     k = m.shape[0]
     # float64 GEMM of 0/1 values is exact for any realistic k (< 2**53).
@@ -116,92 +136,6 @@ class InfluencePairs:
         return int(self.train_index.size)
 
 
-def _null_tail(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
-    """P(H >= hits) for H ~ Hypergeometric(k, s, n_in); broadcasts, 1 below the support."""
-    # Imported here: scipy.stats takes seconds to import, and only this needs it.
-    from scipy.stats import hypergeom
-
-    hits, n_in, s = np.broadcast_arrays(hits, n_in, s)
-    if hits.size == 0:
-        return np.zeros(hits.shape)
-    return np.clip(hypergeom.sf(hits - 1, k, s, n_in), 0.0, 1.0)
-
-
-def _passes(
-    hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int, threshold: float
-) -> np.ndarray:
-    """influence_pairs' test infl >= threshold, with the same float64 operations."""
-    return hits / n_in - (s - hits) / (k - n_in) >= threshold
-
-
-def _min_passing_hits(n_in: np.ndarray, s: np.ndarray, k: int, threshold: float) -> np.ndarray:
-    """Smallest hits_in that passes, or min(n_in, s) + 1 if none does; broadcasts.
-
-    Starts from the real-number solution ceil(n_in (threshold n_out + s) / k) and steps to
-    the boundary of the floating-point test, which is monotone in hits_in (a rounded
-    quotient or difference never decreases when its exact value grows).
-    """
-    lo = np.maximum(0, s - (k - n_in))  # the support of hits_in
-    hi = np.minimum(n_in, s)
-    guess = np.ceil(n_in * (threshold * (k - n_in) + s) / k)
-    h = np.clip(guess, lo, hi + 1).astype(np.int64)
-    # The guess is off by a rounding error at most, so each loop runs once or twice.
-    while (down := (h > lo) & _passes(h - 1, n_in, s, k, threshold)).any():
-        h -= down
-    while (up := (h <= hi) & ~_passes(h, n_in, s, k, threshold)).any():
-        h += up
-    return h
-
-
-def _expected_passes(
-    n_in: np.ndarray,
-    s: np.ndarray,
-    groups: list[tuple[np.ndarray, np.ndarray]],
-    k: int,
-    threshold: float,
-) -> float:
-    """Expected passes with no influence over the pairs rows x cols of every group.
-
-    Exact by the module docstring. The probability depends on a pair only through
-    (n_in, S_j), so it is computed once per distinct pair of values that some group needs
-    (classes share them) and weighted by each group's multiplicities.
-    """
-    if not groups:
-        return 0.0
-    u_n, n_code = np.unique(n_in, return_inverse=True)
-    u_s, s_code = np.unique(s, return_inverse=True)
-    weights = [
-        (
-            np.bincount(n_code[rows], minlength=u_n.size),
-            np.bincount(s_code[cols], minlength=u_s.size),
-        )
-        for rows, cols in groups
-    ]
-    step = max(1, 2**20 // u_s.size)  # bound the temporary (rows x u_s) tables
-    total = 0.0
-    for a in range(0, u_n.size, step):
-        chunk = slice(a, a + step)
-        needed = np.zeros((u_n[chunk].size, u_s.size), dtype=bool)
-        for w_n, w_s in weights:
-            needed |= (w_n[chunk, None] > 0) & (w_s[None, :] > 0)
-        ii, jj = np.nonzero(needed)
-        rows, cols = u_n[chunk][ii], u_s[jj]
-        probs = np.zeros(needed.shape)
-        probs[ii, jj] = _null_tail(_min_passing_hits(rows, cols, k, threshold), rows, cols, k)
-        total += sum(float(w_n[chunk] @ probs @ w_s) for w_n, w_s in weights)
-    return total
-
-
-def _p_values(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
-    """_null_tail per pair, computed once per distinct (n_in, s, hits)."""
-    if hits.size == 0 or (k + 1) ** 3 >= 2**63:  # the key below would overflow
-        return _null_tail(hits, n_in, s, k)
-    key = (n_in * (k + 1) + s) * (k + 1) + hits
-    uniq, inverse = np.unique(key, return_inverse=True)
-    u_hits, rest = uniq % (k + 1), uniq // (k + 1)
-    return _null_tail(u_hits, rest // (k + 1), rest % (k + 1), k)[inverse]
-
-
 def _labels(x: ArrayLike | None, n: int, name: str, source: str) -> np.ndarray | None:
     if x is None:
         return None
@@ -214,8 +148,8 @@ def _labels(x: ArrayLike | None, n: int, name: str, source: str) -> np.ndarray |
 
 
 def influence_pairs(
-    masks: ArrayLike,
-    test_correct: ArrayLike,
+    masks: Trials,
+    test_correct: Trials,
     *,
     threshold: float = 0.15,
     train_labels: ArrayLike | None = None,
@@ -223,13 +157,18 @@ def influence_pairs(
     same_class: bool = False,
     confidence: float = 0.95,
     block_rows: int | None = None,
+    backend: Literal["auto", "numba", "numpy"] = "auto",
 ) -> InfluencePairs:
     """Pairs with infl(i, j) >= threshold (and equal labels if ``same_class``).
 
-    G = M^T T is computed in blocks of train rows and each block is thresholded at once,
-    so memory is bounded by the block (``block_rows`` rows; default: a ~64 MB float32 G)
-    plus the passing pairs; no dense n_train x n_test array is ever built. Train examples
-    in no trial's subset, or in all of them, have no estimate and are not examined.
+    ``masks`` and ``test_correct`` are (k, n) 0/1 matrices or ``TrialBits`` (packed along
+    trials, as ``memtail.estimates`` loads them). Train rows are processed in blocks of
+    ``block_rows`` (default: ~64 MB of count matrix or pass buffers) and each block is
+    thresholded at once, so memory is bounded by the block plus the passing pairs; no
+    dense n_train x n_test array is ever built. ``backend``: "numba" (compiled popcount
+    kernel), "numpy" (float GEMM), or "auto" (numba when installed and the input is
+    large); all give identical results. Train examples in no trial's subset, or in all
+    of them, have no estimate and are not examined.
     """
     m, t = _trials(masks, test_correct)
     z_for(confidence)
@@ -240,14 +179,16 @@ def influence_pairs(
         if isinstance(block_rows, bool) or int(block_rows) != block_rows or block_rows < 1:
             raise ValueError(f"block_rows must be a positive integer or None; got {block_rows!r}")
         block_rows = int(block_rows)
-    (k, n_train), n_test = m.shape, t.shape[1]
+    if backend not in ("auto", "numba", "numpy"):
+        raise ValueError(f'backend must be "auto", "numba" or "numpy"; got {backend!r}')
+    k = m.n_trials if isinstance(m, TrialBits) else m.shape[0]
+    n_train, n_test = (x.n_examples if isinstance(x, TrialBits) else x.shape[1] for x in (m, t))
     y_tr = _labels(train_labels, n_train, "train_labels", "masks")
     y_te = _labels(test_labels, n_test, "test_labels", "test_correct")
     if same_class and (y_tr is None or y_te is None):
         raise ValueError("same_class=True needs both train_labels and test_labels")
 
-    n_in = m.sum(axis=0, dtype=np.int64)
-    s = t.sum(axis=0, dtype=np.int64)
+    n_in, s = _count(m), _count(t)
     rows_ok = (n_in > 0) & (n_in < k)
     if same_class:
         groups = [
@@ -257,36 +198,33 @@ def influence_pairs(
     else:
         groups = [(np.flatnonzero(rows_ok), np.arange(n_test))]
     groups = [(rows, cols) for rows, cols in groups if rows.size and cols.size]
-    dtype = np.float32 if k < _FLOAT32_EXACT else np.float64
+    pairs_examined = sum(rows.size * cols.size for rows, cols in groups)
 
-    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for rows, cols in groups:
-        # With same_class each class converts only its own test columns.
-        t_cols = (t if cols.size == n_test else t[:, cols]).astype(dtype)
-        s_cols = s[cols]
-        step = block_rows or max(1, _BLOCK_BYTES // (np.dtype(dtype).itemsize * cols.size))
-        for a in range(0, rows.size, step):
-            r = rows[a : a + step]
-            g = m[:, r].T.astype(dtype) @ t_cols  # exact integer counts, see _FLOAT32_EXACT
-            # Same float64 operations as influence_dense and _passes, so the threshold
-            # decisions agree bit for bit; in-place updates keep the temporaries to two
-            # float64 blocks.
-            infl = g / n_in[r, None].astype(np.float64)
-            out = s_cols[None, :] - g
-            out /= (k - n_in[r, None]).astype(np.float64)
-            infl -= out
-            ii, jj = np.nonzero(infl >= threshold)
-            found.append((r[ii], cols[jj], g[ii, jj].astype(np.int64)))
+    # Pass rule and null expectation depend on a pair only through (n_in, S_j): one table
+    # of the smallest passing count over their distinct values serves both.
+    u_n, n_code = np.unique(n_in[rows_ok], return_inverse=True)
+    n_codes = np.zeros(n_train, dtype=np.intp)
+    n_codes[rows_ok] = n_code
+    u_s, s_codes = np.unique(s, return_inverse=True)
+    h_min = hypergeom.min_passing_table(u_n, u_s, k, threshold)
 
-    if found:
-        tr, te, h_in = (np.concatenate(parts) for parts in zip(*found, strict=True))
-    else:
-        tr = te = h_in = np.zeros(0, dtype=np.int64)
+    if backend == "auto":
+        work = pairs_examined * trial_words(k)
+        backend = "numba" if work >= _KERNEL_MIN_WORK and _kernels() is not None else "numpy"
+    if backend == "numba":  # the kernel reads packed words; pack 0/1 matrices once
+        m, t = (x if isinstance(x, TrialBits) else TrialBits.from_bool(x) for x in (m, t))
+    find = kernel_scan if backend == "numba" else gemm_scan
+    found = [find(m, t, rows, cols, n_codes, s_codes, h_min, block_rows) for rows, cols in groups]
+    tr, te, h_in = (
+        (np.concatenate(parts) for parts in zip(*found, strict=True))
+        if found
+        else (np.zeros(0, dtype=np.int64),) * 3
+    )
     order = np.lexsort((te, tr))
-    tr, te, h_in = tr[order], te[order], h_in[order]
+    tr, te, h_in = tr[order], te[order], h_in[order].astype(np.int64)
     pair_n_in = n_in[tr]
     stats = _stats(pair_n_in, h_in, k - pair_n_in, s[te] - h_in, confidence)
-    p_value = _p_values(h_in, pair_n_in, s[te], k)  # 1 for a constant test example
+    p_value = hypergeom.p_values(h_in, pair_n_in, s[te], k)  # 1 for a constant test example
     del stats["defined"]  # every reported pair is defined
     stats["infl"] = stats.pop("value")
     return InfluencePairs(
@@ -297,7 +235,9 @@ def influence_pairs(
         n_out=_readonly(k - pair_n_in),
         n_trials=k,
         confidence=float(confidence),
-        pairs_examined=sum(rows.size * cols.size for rows, cols in groups),
-        expected_null_passes=_expected_passes(n_in, s, groups, k, threshold),
+        pairs_examined=pairs_examined,
+        expected_null_passes=hypergeom.expected_passes(
+            u_n, n_codes, u_s, s_codes, h_min, groups, k
+        ),
         **stats,
     )

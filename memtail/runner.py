@@ -96,7 +96,7 @@ class TrialRunner:
             from memtail.datasets import load_dataset
             from memtail.training import Trainer
 
-            experiment = get_experiment(self._engine, experiment_id)
+            experiment = with_retries(lambda: get_experiment(self._engine, experiment_id))
             dataset = load_dataset(experiment.spec.dataset, self._settings.data_root)
             if (dataset.n_train, dataset.n_test) != (experiment.n_train, experiment.n_test):
                 raise RuntimeError(
@@ -123,30 +123,35 @@ class TrialRunner:
 
     def run_claimed(self, claim: trials.Claim) -> TrialReport:
         try:
-            experiment, trainer = self._trainer(claim.experiment_id)
-            mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
-            spec = experiment.spec
+            # The lease is held from the claim until the result is stored: loading the
+            # dataset onto the device (a process's first trial: imports, CUDA init, a large
+            # dataset) and storing through a database restart (retries with backoff) can
+            # each take longer than a lease, and the trial must not be reaped meanwhile.
             with Heartbeat(self._engine, claim, self._settings) as beat:
+                experiment, trainer = self._trainer(claim.experiment_id)
+                mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
+                spec = experiment.spec
+                beat.check()
                 result = trainer.run(  # type: ignore[attr-defined]
                     spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
                 )
                 beat.check()
-            outcome = trials.Outcome(
-                train_correct=result.train_correct,
-                test_correct=result.test_correct,
-                train_accuracy=result.train_accuracy,
-                test_accuracy=result.test_accuracy,
-                train_margin=result.train_margin,
-                test_margin=result.test_margin,
-            )
-            # Retried through a database restart: the trained result is the expensive part.
-            # If a commit landed but its acknowledgement was lost, the retry finds the
-            # trial no longer running and reports "lost"; the outcome is stored once.
-            with_retries(
-                lambda: trials.store(
-                    self._engine, claim, outcome, experiment.n_train, experiment.n_test
+                outcome = trials.Outcome(
+                    train_correct=result.train_correct,
+                    test_correct=result.test_correct,
+                    train_accuracy=result.train_accuracy,
+                    test_accuracy=result.test_accuracy,
+                    train_margin=result.train_margin,
+                    test_margin=result.test_margin,
                 )
-            )
+                # Retried through a database restart: the trained result is the expensive
+                # part. If a commit landed but its acknowledgement was lost, the retry finds
+                # the trial no longer running and reports "lost"; the outcome is stored once.
+                with_retries(
+                    lambda: trials.store(
+                        self._engine, claim, outcome, experiment.n_train, experiment.n_test
+                    )
+                )
             return TrialReport(claim.trial_id, "succeeded", seconds=result.seconds)
         except trials.LeaseLost as lost:
             return TrialReport(claim.trial_id, "lost", error=str(lost))

@@ -232,9 +232,19 @@ class ReapResult:
     failed: int
 
 
-def reap(engine: Engine, max_attempts: int) -> ReapResult:
-    """Return expired leases to pending (or failed when out of attempts)."""
+def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) -> ReapResult:
+    """Return expired leases to pending (or failed when out of attempts).
+
+    After a PostgreSQL restart every lease looks expired at once, although the workers
+    are alive and were only unable to heartbeat. With ``grace_after_restart`` (a lease
+    length) nothing is reaped until the server has been up that long, so live workers get
+    one lease period to heartbeat again before their finished work would be discarded.
+    """
     expired = sa.and_(trials.c.status == "running", trials.c.lease_expires_at < db_now_plus(0))
+    if grace_after_restart > 0 and is_postgres(engine):
+        expired = sa.and_(
+            expired, sa.func.pg_postmaster_start_time() < db_now_plus(-grace_after_restart)
+        )
     with transaction(engine) as conn:
         rows = conn.execute(
             sa.update(trials)

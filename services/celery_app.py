@@ -105,7 +105,7 @@ def reap() -> int:
     from memtail.trials import reap as reap_trials
 
     settings: Settings = app.conf.memtail_settings
-    result = reap_trials(_child().engine, settings.max_attempts)
+    result = reap_trials(_child().engine, settings.max_attempts, settings.lease_seconds)
     if result.requeued or result.failed:
         log.warning("reaped %s expired leases (%s failed)", result.requeued, result.failed)
     return result.requeued + result.failed

@@ -39,6 +39,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A GPU worker takes one trial at a time; prefetching would strand messages behind
         # a long trial while other GPUs idle.
         "worker_prefetch_multiplier": 1,
+        # Keep training through a broker blip: the trial's lease lives in PostgreSQL, and a
+        # redelivered duplicate of its message is dropped by the claim.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,

@@ -86,3 +86,51 @@ def test_round_trip_through_sqlite(sqlite_url: str) -> None:
         stored = conn.execute(sa.text("SELECT b FROM blob")).scalar_one()
     engine.dispose()
     assert np.array_equal(bits.unpack(stored, 77), flags)
+
+
+@pytest.mark.parametrize("k, n", [(0, 5), (1, 1), (7, 9), (64, 8), (65, 13), (513, 100)])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_trial_bits_transpose_rows(k: int, n: int, compiled: bool) -> None:
+    if compiled:
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(k * 31 + n)
+    matrix = rng.random((k, n)) < 0.6
+    payloads = [bits.pack(row) for row in matrix]
+    packed = bits.TrialBits.from_rows(payloads, n, compiled=compiled)
+    assert packed.n_trials == k and packed.n_examples == n
+    assert packed.words.shape == (n, bits.trial_words(k)) and packed.words.dtype == np.uint64
+    assert bits.trial_words(k) % bits.WORD_MULTIPLE == 0
+    assert np.array_equal(packed.words, bits.TrialBits.from_bool(matrix).words)
+    assert np.array_equal(packed.to_bool(), matrix)
+    # Word layout: trial t of example i is bit t % 64 of word t // 64.
+    for i, t in zip(
+        rng.integers(0, n, 20).tolist(), rng.integers(0, max(k, 1), 20).tolist(), strict=True
+    ):
+        if k:
+            assert bool((int(packed.words[i, t // 64]) >> (t % 64)) & 1) == matrix[t, i]
+    other = rng.random((k, n)) < 0.5
+    assert np.array_equal(packed.counts(), matrix.sum(axis=0))
+    both = packed.and_counts(bits.TrialBits.from_bool(other))
+    assert np.array_equal(both, (matrix & other).sum(axis=0))
+    index = rng.permutation(n)[: n // 2 + 1]
+    assert np.array_equal(packed.take(index).to_bool(), matrix[:, index])
+    with pytest.raises(ValueError, match="read-only"):
+        packed.words[0, 0] = 1
+
+
+def test_trial_bits_reject_bad_rows_and_words() -> None:
+    with pytest.raises(bits.PayloadError, match=r"subset\[1\]: padding bits"):
+        bits.TrialBits.from_rows([bytes([0, 0]), bytes([0, 0x10])], 12, what="subset")
+    with pytest.raises(bits.PayloadError, match=r"subset\[1\]: 1 bytes"):
+        bits.TrialBits.from_rows([bytes([0, 0]), bytes([0])], 12, what="subset")
+    with pytest.raises(bits.PayloadError, match=r"\(rows, 2\) uint8 matrix"):
+        bits.TrialBits.from_rows(np.zeros((3, 3), np.uint8), 12)
+    words = np.zeros((2, bits.trial_words(5)), np.uint64)
+    words[1, 0] = 1 << 5  # trial 5 of 5
+    with pytest.raises(bits.PayloadError, match="bits set past trial 4"):
+        bits.TrialBits(words, 5)
+    with pytest.raises(bits.PayloadError, match="uint64 words for 5 trials"):
+        bits.TrialBits(np.zeros((2, 1), np.uint64), 5)
+    a = bits.TrialBits.from_bool(np.ones((3, 4), bool))
+    with pytest.raises(bits.PayloadError, match="cannot combine"):
+        a.and_counts(bits.TrialBits.from_bool(np.ones((3, 5), bool)))

@@ -12,6 +12,7 @@ import pytest
 
 import memtail.estimator
 import memtail.influence
+from memtail.bits import TrialBits
 from memtail.influence import _min_passing_hits, influence_dense, influence_pairs
 from tests.test_estimator import loop_difference, no_warnings, random_trials
 
@@ -289,3 +290,89 @@ def test_estimator_still_exports_influence() -> None:
         "from memtail.estimator import InfluencePairs; import memtail.influence",
     ):
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+PAIR_FIELDS = ("infl", "std_err", "ci_low", "ci_high", "acc_in", "acc_out", "n_in", "n_out")
+
+
+def _planted(k: int, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Random trials plus edge cases: always-in, never-in, constant and influenced columns."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((k, n_train)) < 0.7
+    test_correct = rng.random((k, n_test)) < rng.uniform(0.2, 1.0, n_test)
+    if n_train > 2 and n_test > 2:
+        masks[:, 0], masks[:, 1] = True, False
+        test_correct[:, 1] = True
+        test_correct[:, 2] = masks[:, 2] | (rng.random(k) < 0.3)
+    return masks, test_correct, rng.integers(0, 3, n_train), rng.integers(0, 3, n_test)
+
+
+# k around and not at multiples of 64 and 512, n not multiples of 8 or of the kernel's
+# 16-column and 4-row blocks.
+SHAPES = [(1, 3, 2), (63, 9, 17), (64, 8, 16), (65, 31, 7), (130, 41, 33), (600, 23, 70)]
+
+
+@pytest.mark.parametrize("k, n_train, n_test", SHAPES)
+@pytest.mark.parametrize("same_class", [False, True])
+def test_kernel_and_numpy_paths_equal_filtered_dense(
+    k: int, n_train: int, n_test: int, same_class: bool
+) -> None:
+    pytest.importorskip("numba")
+    masks, test_correct, y_tr, y_te = _planted(k, n_train, n_test, seed=k + n_train)
+    dense = influence_dense(masks, test_correct)
+    values = np.unique(dense.value[dense.defined])
+    # Exactly attainable values (where rounding decides), and plain ones.
+    thresholds = [0.15, 0.0, -0.05, float(values[values.size * 3 // 4]) if values.size else 0.5]
+    packed = TrialBits.from_bool(masks), TrialBits.from_bool(test_correct)
+    for threshold in thresholds:
+        kwargs = dict(
+            threshold=threshold,
+            train_labels=y_tr,
+            test_labels=y_te,
+            same_class=same_class,
+        )
+        with no_warnings():
+            ref = influence_pairs(masks, test_correct, backend="numpy", **kwargs)
+            runs = [
+                influence_pairs(masks, test_correct, backend="numba", **kwargs),
+                influence_pairs(*packed, backend="numba", **kwargs),
+                influence_pairs(*packed, backend="numpy", **kwargs),
+                influence_pairs(*packed, backend="numba", block_rows=5, **kwargs),
+            ]
+        examined = dense.defined & (y_tr[:, None] == y_te[None, :] if same_class else True)
+        i, j = np.nonzero(examined & (dense.value >= threshold))
+        assert np.array_equal(ref.train_index, i) and np.array_equal(ref.test_index, j)
+        for name in PAIR_FIELDS:
+            want = getattr(dense, "value" if name == "infl" else name)[i, j]
+            assert np.array_equal(getattr(ref, name), want), name
+        for run in runs:
+            for name in (*PAIR_FIELDS, "train_index", "test_index", "p_value"):
+                assert np.array_equal(getattr(run, name), getattr(ref, name)), name
+            assert run.pairs_examined == ref.pairs_examined == int(examined.sum())
+            assert run.expected_null_passes == ref.expected_null_passes
+
+
+def test_numpy_fallback_without_numba() -> None:
+    # numba made unimportable: "auto" runs the numpy path, "numba" says what is missing.
+    code = """
+import sys
+sys.modules["numba"] = None
+import numpy as np
+from memtail.bits import TrialBits
+from memtail.influence import influence_pairs
+rng = np.random.default_rng(0)
+m, t = rng.random((700, 3000)) < 0.7, rng.random((700, 400)) < 0.8
+packed = TrialBits.from_rows(np.packbits(m, axis=1, bitorder="little"), 3000)
+assert np.array_equal(packed.to_bool(), m)
+auto = influence_pairs(packed, TrialBits.from_bool(t), threshold=0.1)
+ref = influence_pairs(m, t, threshold=0.1, backend="numpy")
+assert np.array_equal(auto.train_index, ref.train_index) and len(ref) > 0
+try:
+    influence_pairs(m, t, backend="numba")
+except ImportError:
+    print("fallback ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "fallback ok"

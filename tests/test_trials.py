@@ -249,3 +249,15 @@ def test_messages_missing_from_the_broker_are_sent_again(engine: Engine) -> None
     assert set(again) <= set(sent)
     # Within the grace period a message may still be on its way: nothing is touched.
     assert trials.forget_lost_dispatches(engine, broker_depth=0, grace_seconds=600) == 0
+
+
+@pytest.mark.postgres
+def test_reaper_waits_a_lease_after_a_server_restart(pg_engine: Engine) -> None:
+    exp = make_experiment(pg_engine).experiment
+    trial_id = _first_trial_id(pg_engine, exp.id)
+    assert trials.claim(pg_engine, trial_id, "w1", 60) is not None
+    _expire(pg_engine, trial_id)
+    # The server has been up for less than "a year-long lease": nothing is reaped, since
+    # the worker may only have been unable to heartbeat while the server was down.
+    assert trials.reap(pg_engine, 3, grace_after_restart=3e7) == trials.ReapResult(0, 0)
+    assert trials.reap(pg_engine, 3, grace_after_restart=0) == trials.ReapResult(1, 0)

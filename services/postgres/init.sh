@@ -2,10 +2,14 @@
 # First start of the compose PostgreSQL: the services' role owns memtail's database (and
 # so its schema) and nothing else; it is not a superuser and cannot create roles. The
 # analysts' read-only role is created here too; migration 0002 grants it SELECT.
+# Idempotent: safe to run again against a server that already has them.
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
   -v pw="$MEMTAIL_DB_PASSWORD" <<'SQL'
-CREATE ROLE memtail LOGIN PASSWORD :'pw';
-CREATE DATABASE memtail OWNER memtail;
-CREATE ROLE memtail_analyst NOLOGIN;
+SELECT format('CREATE ROLE memtail LOGIN PASSWORD %L', :'pw')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'memtail') \gexec
+SELECT 'CREATE DATABASE memtail OWNER memtail'
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'memtail') \gexec
+SELECT 'CREATE ROLE memtail_analyst NOLOGIN'
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'memtail_analyst') \gexec
 SQL

@@ -1,0 +1,201 @@
+"""Shared by the benchmarks (not a benchmark itself): synthetic trials, scratch databases.
+
+``generate`` makes synthetic trial outcomes packed exactly as trials store them. Trial t's
+subset is ``memtail.subsets.subset_mask(seed, t, n_train, round(0.7 n_train))`` (what an
+experiment with that seed stores); correctness is random with per-example accuracies, and
+``planted`` test examples depend on one train example's membership with influence
+0.10-0.50, so that some pairs pass the paper's 0.15 threshold and some sit near it. Rows
+are generated a chunk of trials at a time, so memory stays near the packed size.
+
+``scratch_database`` creates a PostgreSQL database with memtail's schema and drops it
+afterwards; ``peak_rss_mb`` reads this process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from memtail.subsets import subset_mask
+
+SUBSET_FRACTION = 0.7
+_STRENGTHS = np.array([0.10, 0.14, 0.15, 0.16, 0.2, 0.3, 0.5])
+
+
+@dataclass(frozen=True)
+class TrialRows:
+    """k trials as stored: one LSB-first packed row per trial and per payload."""
+
+    masks: np.ndarray  # (k, ceil(n_train / 8)) uint8: trials.subset
+    train_correct: np.ndarray  # (k, ceil(n_train / 8)) uint8
+    test_correct: np.ndarray  # (k, ceil(n_test / 8)) uint8
+    planted_train: np.ndarray  # train example i of each planted pair
+    planted_test: np.ndarray  # ... and its test example j
+    n_train: int
+    n_test: int
+
+    @property
+    def k(self) -> int:
+        return int(self.masks.shape[0])
+
+
+def generate(
+    k: int, n_train: int, n_test: int, *, seed: int = 0, planted: int = 200, first: int = 0
+) -> TrialRows:
+    """Trials first .. first + k - 1 of a synthetic experiment (same seed: same trials)."""
+    rng = np.random.default_rng(seed)  # per-example parameters: the same for any k
+    m = int(round(SUBSET_FRACTION * n_train))
+    train_acc = rng.uniform(0.5, 1.0, n_train)
+    test_acc = rng.uniform(0.3, 1.0, n_test)
+    planted = min(planted, n_test, n_train)
+    p_train = rng.choice(n_train, planted, replace=False)
+    p_test = rng.choice(n_test, planted, replace=False)
+    strength = _STRENGTHS[np.arange(planted) % _STRENGTHS.size]
+    base = rng.uniform(0.2, 1.0 - strength)
+    rows_m, rows_c, rows_t = [], [], []
+    chunk = 256
+    for t0 in range(first, first + k, chunk):
+        t1 = min(t0 + chunk, first + k)
+        trial_rng = np.random.default_rng([seed, t0])
+        masks = np.stack([subset_mask(seed, t, n_train, m) for t in range(t0, t1)])
+        # Models get their own training examples right more often: memorization.
+        p_correct = np.where(masks, np.maximum(train_acc, 0.95), train_acc)
+        correct = trial_rng.random(masks.shape) < p_correct
+        test = trial_rng.random((t1 - t0, n_test)) < test_acc
+        test[:, p_test] = trial_rng.random((t1 - t0, planted)) < base + strength * masks[:, p_train]
+        for rows, x in ((rows_m, masks), (rows_c, correct), (rows_t, test)):
+            rows.append(np.packbits(x, axis=1, bitorder="little"))
+    empty = [np.zeros((0, (n + 7) // 8), np.uint8) for n in (n_train, n_train, n_test)]
+    m_rows, c_rows, t_rows = (
+        np.concatenate(r) if r else e for r, e in zip((rows_m, rows_c, rows_t), empty, strict=True)
+    )
+    return TrialRows(m_rows, c_rows, t_rows, p_train, p_test, n_train, n_test)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (ru_maxrss)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    """Yield the URL of a new, migrated PostgreSQL database; drop it at the end."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from memtail.db import migrate
+
+    name = f"memtail_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def store_trials(url: str, rows: TrialRows, *, seed: int, name: str, margins: bool = False):
+    """Create an experiment whose subsets are ``rows.masks`` and store every trial's
+    outcomes through memtail.trials (claim, then store), as workers do.
+
+    Returns (engine, experiment). ``rows`` must come from ``generate(seed=seed)``: the
+    experiment derives its subsets from the same seed, and this checks they agree.
+    """
+    import sqlalchemy as sa
+
+    from memtail import bits, trials
+    from memtail.db.engine import make_engine
+    from memtail.db.tables import trials as trials_table
+    from memtail.experiments import ExampleSet, create_experiment
+    from memtail.spec import DatasetSpec, ExperimentSpec
+
+    engine = make_engine(url)
+    rng = np.random.default_rng(seed)
+    spec = ExperimentSpec(
+        name=name, dataset=DatasetSpec(name="synthetic-longtail"), trials=rows.k, seed=seed
+    )
+    data = ExampleSet(
+        train_labels=rng.integers(0, 100, rows.n_train),
+        test_labels=rng.integers(0, 100, rows.n_test),
+    )
+    experiment = create_experiment(engine, spec, data).experiment
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(trials_table.c.id, trials_table.c.subset)
+            .where(trials_table.c.experiment_id == experiment.id)
+            .order_by(trials_table.c.trial_index)
+        ).all()
+    for t, (trial_id, subset) in enumerate(stored):
+        if bytes(subset) != rows.masks[t].tobytes():
+            raise RuntimeError(f"trial {t}: stored subset differs from the generated one")
+        claim = trials.claim(engine, trial_id, "benchmark", 600)
+        assert claim is not None
+        train = bits.unpack(rows.train_correct[t].tobytes(), rows.n_train)
+        test = bits.unpack(rows.test_correct[t].tobytes(), rows.n_test)
+        outcome = trials.Outcome(
+            train_correct=train,
+            test_correct=test,
+            train_accuracy=float(train.mean()),
+            test_accuracy=float(test.mean()),
+            train_margin=rng.normal(size=rows.n_train).astype(np.float16) if margins else None,
+            test_margin=rng.normal(size=rows.n_test).astype(np.float16) if margins else None,
+        )
+        trials.store(engine, claim, outcome, rows.n_train, rows.n_test)
+    return engine, experiment
+
+
+ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A Redis server on a free port that keeps nothing; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="memtail-bench-redis-")
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            folder,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -102,11 +102,18 @@ def create_experiment_from(
     ``spec`` is an ExperimentSpec or the path of a TOML spec.
     """
     from memtail.datasets import load_dataset
-    from memtail.experiments import ExampleSet, create_experiment
+    from memtail.experiments import ExampleSet, create_experiment, find_experiment
     from memtail.spec import load_spec
 
     if not hasattr(spec, "dataset"):
         spec = load_spec(spec)
+    engine = _engine(settings)
+    existing = find_experiment(engine, spec.name)
+    if existing is not None and existing.spec_hash == spec.spec_hash():
+        # Nothing to create: skip loading the dataset (seconds of CPU on every restart
+        # of the coordinator, next to workers that are training).
+        print(f"experiment {spec.name!r} already exists with this spec (id {existing.id})")
+        return
     dataset = load_dataset(spec.dataset, settings.data_root, download=download)
     data = ExampleSet(
         train_labels=dataset.y_train.numpy(),
@@ -115,7 +122,6 @@ def create_experiment_from(
         test_sources=dataset.test_sources,
         train_attributes=dataset.train_attributes,
     )
-    engine = _engine(settings)
     result = create_experiment(engine, spec, data)
     exp = result.experiment
     if not result.created:

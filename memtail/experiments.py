@@ -185,6 +185,11 @@ def _by_name(conn: Connection, name: str) -> Experiment | None:
     return None if row is None else Experiment.from_row(row)
 
 
+def find_experiment(engine: Engine, name: str) -> Experiment | None:
+    with transaction(engine, readonly=True) as conn:
+        return _by_name(conn, name)
+
+
 def get_experiment(engine: Engine, name_or_id: str | int) -> Experiment:
     with transaction(engine, readonly=True) as conn:
         if isinstance(name_or_id, int):

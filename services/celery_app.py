@@ -80,7 +80,9 @@ def _reset_after_fork(**_: object) -> None:
 @app.task(name=RUN_TRIAL, ignore_result=True)
 def run_trial(trial_id: int) -> str:
     report = _child().runner.run(int(trial_id))
-    log.info("trial %s: %s %s", trial_id, report.status, report.error or "")
+    log.info(
+        "trial %s: %s in %.2fs %s", trial_id, report.status, report.seconds, report.error or ""
+    )
     return report.status
 
 

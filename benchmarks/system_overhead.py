@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import ADMIN_URL, private_redis, scratch_database  # noqa: E402
 
-from memtail import trials  # noqa: E402
+from memtail import dispatch, trials  # noqa: E402
 from memtail.db.engine import make_engine  # noqa: E402
 from memtail.spec import load_spec  # noqa: E402
 from memtail.subsets import subset_mask, training_seed  # noqa: E402
@@ -192,7 +192,7 @@ def per_operation(database_url: str, repeats: int = 200) -> dict[str, float]:
     sent: list[int] = []
     t0 = time.perf_counter()
     for _ in range(repeats // 10):
-        trials.dispatch(engine, exp.id, sent.append, window=10, redispatch_after=-1)
+        dispatch.dispatch(engine, exp.id, sent.append, window=10, redispatch_after=-1)
     dispatch_ms = 1000 * (time.perf_counter() - t0) / max(len(sent), 1)
     timings = {"claim": 0.0, "heartbeat": 0.0, "store": 0.0}
     outcome = trials.Outcome(rng.random(1347) < 0.9, rng.random(450) < 0.9, 0.9, 0.9)

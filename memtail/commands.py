@@ -136,12 +136,12 @@ def create_experiment_from(
 
 
 def _dispatch_now(engine: Any, settings: Settings, experiment_id: int) -> None:
-    from memtail import trials
+    from memtail import dispatch
 
     try:
         from services.dispatch import celery_sender
 
-        sent = trials.dispatch(
+        sent = dispatch.dispatch(
             engine,
             experiment_id,
             celery_sender(settings),

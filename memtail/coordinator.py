@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail import trials
+from memtail import dispatch, trials
 from memtail.config import Settings
 from memtail.db.engine import transaction
 from memtail.db.tables import experiments
@@ -56,10 +56,10 @@ def coordinate_once(
     reaped = trials.reap(engine, settings.max_attempts, settings.lease_seconds)
     lost = 0
     if broker_depth is not None:
-        lost = trials.forget_lost_dispatches(engine, broker_depth(), LOST_GRACE_SECONDS)
+        lost = dispatch.forget_lost_dispatches(engine, broker_depth(), LOST_GRACE_SECONDS)
     dispatched = 0
     for experiment_id in active_experiment_ids(engine):
-        dispatched += trials.dispatch(
+        dispatched += dispatch.dispatch(
             engine,
             experiment_id,
             send,

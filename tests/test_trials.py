@@ -195,34 +195,6 @@ def test_real_lease_expiry_by_database_clock(engine: Engine) -> None:
     assert _trial(engine, trial_id).status == "pending"
 
 
-def test_dispatch_keeps_a_bounded_window(engine: Engine) -> None:
-    exp = make_experiment(engine).experiment
-    sent: list[int] = []
-    assert trials.dispatch(engine, exp.id, sent.append, window=5, redispatch_after=600) == 5
-    assert trials.dispatch(engine, exp.id, sent.append, window=5, redispatch_after=600) == 0
-    # Two were claimed (left the queue): room for two more.
-    for trial_id in sent[:2]:
-        assert trials.claim(engine, trial_id, "w", 60) is not None
-    assert trials.dispatch(engine, exp.id, sent.append, window=5, redispatch_after=600) == 2
-    assert len(set(sent)) == 7
-    # Messages presumed lost (redispatch_after elapsed) are sent again; running ones not.
-    again: list[int] = []
-    trials.dispatch(engine, exp.id, again.append, window=100, redispatch_after=-1)
-    assert set(again) == set(sent[2:]) | (set(range(min(sent), min(sent) + 12)) - set(sent))
-
-
-def test_dispatch_unmarks_what_it_could_not_send(engine: Engine) -> None:
-    exp = make_experiment(engine).experiment
-
-    def broken(trial_id: int) -> None:
-        raise ConnectionError("broker down")
-
-    with pytest.raises(ConnectionError):
-        trials.dispatch(engine, exp.id, broken, window=4, redispatch_after=600)
-    sent: list[int] = []
-    assert trials.dispatch(engine, exp.id, sent.append, window=4, redispatch_after=600) == 4
-
-
 def test_experiment_lookup(engine: Engine) -> None:
     exp = make_experiment(engine).experiment
     assert get_experiment(engine, "tiny").id == exp.id
@@ -234,21 +206,6 @@ def test_claim_next_takes_pending_trials_in_order(engine: Engine) -> None:
     claims = [trials.claim_next(engine, exp.id, "w", 60) for _ in range(4)]
     assert [c.trial_index for c in claims[:3] if c] == [0, 1, 2]
     assert claims[3] is None
-
-
-def test_messages_missing_from_the_broker_are_sent_again(engine: Engine) -> None:
-    exp = make_experiment(engine).experiment
-    sent: list[int] = []
-    trials.dispatch(engine, exp.id, sent.append, window=5, redispatch_after=600)
-    # The broker holds all five: nothing is presumed lost.
-    assert trials.forget_lost_dispatches(engine, broker_depth=5, grace_seconds=-1) == 0
-    # The broker restarted and kept two: the three oldest go out again at once.
-    assert trials.forget_lost_dispatches(engine, broker_depth=2, grace_seconds=-1) == 3
-    again: list[int] = []
-    assert trials.dispatch(engine, exp.id, again.append, window=5, redispatch_after=600) == 3
-    assert set(again) <= set(sent)
-    # Within the grace period a message may still be on its way: nothing is touched.
-    assert trials.forget_lost_dispatches(engine, broker_depth=0, grace_seconds=600) == 0
 
 
 @pytest.mark.postgres

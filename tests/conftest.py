@@ -121,3 +121,12 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
     eng = make_engine(pg_url)
     yield eng
     eng.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs PostgreSQL from the fixtures it uses, so `-m "not postgres"` works."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if any(name.startswith("pg_") for name in fixtures) or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)

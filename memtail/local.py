@@ -15,12 +15,15 @@ import os
 import time
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
 from tqdm import tqdm
 
 from memtail import trials
 from memtail.config import Settings
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "experiments" / "digits-mlp.toml"
+# Worker names of local processes: "local:<parent pid>:<i>".
+LOCAL_PREFIX = "local:"
 
 
 def _worker_main(settings: Settings, experiment_id: int, name: str) -> None:
@@ -51,7 +54,8 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     from memtail.summary import print_summary
 
     out = Path(args.out)
-    if not args.database_url and not os.environ.get("MEMTAIL_DATABASE_URL"):
+    if settings.database_url == Settings().database_url:
+        # No database chosen (flag or MEMTAIL_DATABASE_URL): a SQLite file next to the plots.
         out.mkdir(parents=True, exist_ok=True)
         settings = dataclasses.replace(settings, database_url=f"sqlite:///{out / 'memtail.db'}")
     spec_path = args.spec or str(DEFAULT_SPEC)
@@ -77,9 +81,9 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
         f"m={experiment.subset_size} of n_train={experiment.n_train}, n_test={experiment.n_test}"
     )
     n_workers = args.workers or os.cpu_count() or 1
-    # Local runs have no other workers: trials left running by an interrupted run are
-    # ours and dead, so they go back to pending at once instead of after a lease.
-    trials.release_running(engine, experiment.id)
+    # Trials left running by an interrupted local run are ours and dead: they go back to
+    # pending at once instead of after a lease (Celery workers' trials are left alone).
+    trials.release_running(engine, experiment.id, worker_prefix=LOCAL_PREFIX)
     _drive(engine, settings, experiment.id, experiment.target_trials, n_workers)
     estimate_experiment(engine, experiment.id)
     print_summary(engine, experiment.id, settings.database_url)
@@ -91,7 +95,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _drive(
-    engine: object, settings: Settings, experiment_id: int, total: int, n_workers: int
+    engine: Engine, settings: Settings, experiment_id: int, total: int, n_workers: int
 ) -> None:
     from memtail.estimates import estimate_experiment
 
@@ -99,7 +103,7 @@ def _drive(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(settings, experiment_id, f"local:{os.getpid()}:{i}"),
+            args=(settings, experiment_id, f"{LOCAL_PREFIX}{os.getpid()}:{i}"),
             daemon=True,
         )
         for i in range(n_workers)
@@ -110,7 +114,7 @@ def _drive(
     try:
         with tqdm(total=total, unit="trial", desc="trials", smoothing=0.1, mininterval=1) as bar:
             while True:
-                counts = trials.status_counts(engine, experiment_id)  # type: ignore[arg-type]
+                counts = trials.status_counts(engine, experiment_id)
                 done = counts["succeeded"] + counts["failed"]
                 bar.update(done - bar.n)
                 bar.set_postfix(running=counts["running"], failed=counts["failed"], refresh=False)
@@ -118,9 +122,9 @@ def _drive(
                     break
                 if not any(p.is_alive() for p in procs):
                     raise RuntimeError("all local workers exited with trials left; see above")
-                trials.reap(engine, settings.max_attempts)  # type: ignore[arg-type]
+                trials.reap(engine, settings.max_attempts)
                 if time.monotonic() - last_estimate > settings.estimate_interval:
-                    estimate_experiment(engine, experiment_id)  # type: ignore[arg-type]
+                    estimate_experiment(engine, experiment_id)
                     last_estimate = time.monotonic()
                 time.sleep(0.5)
     finally:
@@ -128,4 +132,5 @@ def _drive(
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
-        trials.release_running(engine, experiment_id)  # type: ignore[arg-type]
+        mine = f"{LOCAL_PREFIX}{os.getpid()}:"
+        trials.release_running(engine, experiment_id, worker_prefix=mine)

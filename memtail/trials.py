@@ -267,16 +267,21 @@ def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) ->
     return ReapResult(requeued=len(rows) - failed, failed=failed)
 
 
-def release_running(engine: Engine, experiment_id: int) -> int:
-    """Return an experiment's running trials to pending (their workers are known dead).
+def release_running(engine: Engine, experiment_id: int, worker_prefix: str) -> int:
+    """Return running trials of workers named ``worker_prefix...`` to pending.
 
-    Only for the embedded runner, which owns every worker of its database; attempts are
-    left as they were, so a trial that keeps killing its worker still runs out of them.
+    Only for the embedded runner, whose worker processes it knows are dead (it started
+    them); attempts are left as they were, so a trial that keeps killing its worker still
+    runs out of them. Trials of other workers keep their leases.
     """
     with transaction(engine) as conn:
         return conn.execute(
             sa.update(trials)
-            .where(trials.c.experiment_id == experiment_id, trials.c.status == "running")
+            .where(
+                trials.c.experiment_id == experiment_id,
+                trials.c.status == "running",
+                trials.c.worker.startswith(worker_prefix, autoescape=True),
+            )
             .values(status="pending", worker=None, lease_expires_at=None, dispatched_at=None)
         ).rowcount
 

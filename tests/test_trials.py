@@ -218,3 +218,13 @@ def test_reaper_waits_a_lease_after_a_server_restart(pg_engine: Engine) -> None:
     # the worker may only have been unable to heartbeat while the server was down.
     assert trials.reap(pg_engine, 3, grace_after_restart=3e7) == trials.ReapResult(0, 0)
     assert trials.reap(pg_engine, 3, grace_after_restart=0) == trials.ReapResult(1, 0)
+
+
+def test_release_running_only_touches_the_named_workers(engine: Engine) -> None:
+    exp = make_experiment(engine, trials_=3).experiment
+    local = trials.claim_next(engine, exp.id, "local:123:0", 60)
+    celery = trials.claim_next(engine, exp.id, "gpu-host:77", 60)
+    assert local is not None and celery is not None
+    assert trials.release_running(engine, exp.id, worker_prefix="local:") == 1
+    assert _trial(engine, local.trial_id).status == "pending"
+    assert _trial(engine, celery.trial_id).status == "running"

@@ -39,8 +39,7 @@ def test_start_order_is_migrate_first() -> None:
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in APP_SERVICES:
         depends = services[name]["depends_on"]
-        if name != "flower":
-            assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
         assert depends["redis"] == {"condition": "service_healthy"}, name
     for name in ("postgres", "redis"):
         assert "healthcheck" in services[name]

@@ -7,7 +7,7 @@ host) sees the same progress the workers make.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -60,20 +60,21 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         ).all()
         counts = dict.fromkeys(("pending", "running", "succeeded", "failed"), 0)
         counts.update({status: int(n) for status, n in rows})
-        recent = conn.execute(
-            sa.select(sa.func.count()).where(
-                trials.c.experiment_id == experiment.id,
-                trials.c.status == "succeeded",
-                trials.c.finished_at >= db_now_plus(-RATE_WINDOW_SECONDS),
+        succeeded = sa.and_(trials.c.experiment_id == experiment.id, trials.c.status == "succeeded")
+        last = conn.execute(sa.select(sa.func.max(trials.c.finished_at)).where(succeeded))
+        last = last.scalar_one()
+        # While trials remain, the rate is over the last window before now (a stall shows
+        # as a falling rate); once all have ended, over the last window of the run.
+        active = counts["pending"] + counts["running"] > 0
+        if active or last is None:
+            since = db_now_plus(-RATE_WINDOW_SECONDS)
+        else:
+            since = last - timedelta(seconds=RATE_WINDOW_SECONDS)
+        recent, first = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(trials.c.finished_at)).where(
+                succeeded, trials.c.finished_at >= since
             )
-        ).scalar_one()
-        first = conn.execute(
-            sa.select(sa.func.min(trials.c.finished_at)).where(
-                trials.c.experiment_id == experiment.id,
-                trials.c.status == "succeeded",
-                trials.c.finished_at >= db_now_plus(-RATE_WINDOW_SECONDS),
-            )
-        ).scalar_one()
+        ).one()
         now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
         run = conn.execute(
             sa.select(estimate_runs.c.finished_at, estimate_runs.c.trials_used)
@@ -98,7 +99,8 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         ).all()
     now = _aware(now) if isinstance(now, datetime) else datetime.now(UTC)
     first = _aware(first) if isinstance(first, datetime) else None
-    span = (now - first).total_seconds() if first is not None else 0.0
+    end = now if active or last is None else _aware(last)
+    span = (end - first).total_seconds() if first is not None else 0.0
     # Rate over the recent window; a short span (just started) uses what it has.
     rate = 60.0 * recent / max(span, 1.0) if recent >= 2 else 0.0
     return Progress(

@@ -115,14 +115,7 @@ def create_experiment_from(
         print(f"experiment {spec.name!r} already exists with this spec (id {existing.id})")
         return
     dataset = load_dataset(spec.dataset, settings.data_root, download=download)
-    data = ExampleSet(
-        train_labels=dataset.y_train.numpy(),
-        test_labels=dataset.y_test.numpy(),
-        train_sources=dataset.train_sources,
-        test_sources=dataset.test_sources,
-        train_attributes=dataset.train_attributes,
-    )
-    result = create_experiment(engine, spec, data)
+    result = create_experiment(engine, spec, ExampleSet.from_dataset(dataset))
     exp = result.experiment
     if not result.created:
         print(f"experiment {exp.name!r} already exists with this spec (id {exp.id}); nothing to do")

@@ -69,6 +69,17 @@ class ExampleSet:
     test_sources: Sequence[str] | None = None
     train_attributes: Sequence[dict[str, Any]] | None = None
 
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> ExampleSet:
+        """What to keep of a loaded ``memtail.datasets.Dataset`` (labels, provenance)."""
+        return cls(
+            train_labels=dataset.y_train.numpy(),
+            test_labels=dataset.y_test.numpy(),
+            train_sources=dataset.train_sources,
+            test_sources=dataset.test_sources,
+            train_attributes=dataset.train_attributes,
+        )
+
     @property
     def n_train(self) -> int:
         return len(self.train_labels)

@@ -66,13 +66,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     result = create_experiment(
         engine,
         spec,
-        ExampleSet(
-            train_labels=dataset.y_train.numpy(),
-            test_labels=dataset.y_test.numpy(),
-            train_sources=dataset.train_sources,
-            test_sources=dataset.test_sources,
-            train_attributes=dataset.train_attributes,
-        ),
+        ExampleSet.from_dataset(dataset),
     )
     experiment = result.experiment
     verb = "created" if result.created else "resuming"

@@ -27,12 +27,13 @@ from tests.faultinject.faultcluster import (
     Cluster,
     cluster,
     fault_env,
+    migrate,
     spec_toml,
     tally,
     worker_log_counts,
 )
 from tests.pgserver import PgServer, PgServerUnavailable, private_postgres
-from tests.processes import ROOT, compose_command, wait_for
+from tests.processes import ROOT, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis]
 
@@ -184,15 +185,7 @@ def test_compose_postgres_init_script(pg_server: PgServer, tmp_path: Path) -> No
     assert init.returncode == 0, init.stderr
     url = f"postgresql+psycopg2://memtail:test-secret@127.0.0.1:{pg_server.port}/memtail"
     env = fault_env(url, "redis://127.0.0.1:1/0")
-    migrate = subprocess.run(
-        compose_command("migrate", env),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(env)  # the compose `migrate` command, as the services' role
 
     engine = sa.create_engine(url)
     with engine.connect() as conn:

@@ -47,6 +47,9 @@ class Settings:
     device: str = "auto"
     #: torch intra-op threads per worker process on CPU (1: processes scale better).
     torch_threads: int = 1
+    #: Seconds a worker keeps claiming further undispatched trials of the same experiment
+    #: straight from the database after its message's trial (0: one trial per message).
+    chain_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,3 +86,5 @@ class Settings:
             raise ConfigError("MEMTAIL_DISPATCH_WINDOW must be >= 1")
         if self.torch_threads < 1:
             raise ConfigError("MEMTAIL_TORCH_THREADS must be >= 1")
+        if self.chain_seconds < 0:
+            raise ConfigError("MEMTAIL_CHAIN_SECONDS must be >= 0 (0 turns chaining off)")

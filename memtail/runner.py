@@ -1,15 +1,19 @@
 """Run claimed trials inside one worker process: claim, train with heartbeats, store.
 
-Shared by the Celery task (``services/tasks.py``) and the embedded local runner, so both
-paths claim, train, fence and store with the same code. The dataset of an experiment is
-loaded once per process and kept on the device; each trial selects its subset by mask.
+Shared by the Celery task (``services/celery_app.py``) and the embedded local runner, so
+both paths claim, train, fence and store with the same code. The dataset of an experiment
+is loaded once per process and kept on the device; each trial selects its subset by mask.
+Within a chain (:meth:`TrialRunner.run_chain`) stores run on a writer thread, overlapping
+the next trial's training.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -40,9 +44,16 @@ class Heartbeat:
         self._lost: trials.LeaseLost | None = None
         self._thread = threading.Thread(target=self._loop, name="memtail-heartbeat", daemon=True)
 
-    def __enter__(self) -> Heartbeat:
+    def start(self) -> Heartbeat:
         self._thread.start()
         return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Heartbeat:
+        return self.start()
 
     def __exit__(
         self,
@@ -50,8 +61,7 @@ class Heartbeat:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join()
+        self.stop()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._settings.heartbeat_seconds):
@@ -89,6 +99,7 @@ class TrialRunner:
         self._settings = settings
         self._worker = worker
         self._loaded: dict[int, tuple[Experiment, object]] = {}
+        self._executor: ThreadPoolExecutor | None = None
 
     def _trainer(self, experiment_id: int) -> tuple[Experiment, object]:
         if experiment_id not in self._loaded:
@@ -111,10 +122,13 @@ class TrialRunner:
             self._loaded = {experiment_id: (experiment, trainer)}
         return self._loaded[experiment_id]
 
-    def run(self, trial_id: int) -> TrialReport:
-        claim = with_retries(
+    def _claim(self, trial_id: int) -> trials.Claim | None:
+        return with_retries(
             lambda: trials.claim(self._engine, trial_id, self._worker, self._settings.lease_seconds)
         )
+
+    def run(self, trial_id: int) -> TrialReport:
+        claim = self._claim(trial_id)
         if claim is None:
             # Duplicate delivery, or a trial finished/failed meanwhile: dropped on purpose,
             # the database already says it needs no work.
@@ -122,48 +136,140 @@ class TrialRunner:
         return self.run_claimed(claim)
 
     def run_claimed(self, claim: trials.Claim) -> TrialReport:
-        try:
-            # The lease is held from the claim until the result is stored: loading the
-            # dataset onto the device (a process's first trial: imports, CUDA init, a large
-            # dataset) and storing through a database restart (retries with backoff) can
-            # each take longer than a lease, and the trial must not be reaped meanwhile.
-            with Heartbeat(self._engine, claim, self._settings) as beat:
-                experiment, trainer = self._trainer(claim.experiment_id)
-                mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
-                spec = experiment.spec
-                beat.check()
-                result = trainer.run(  # type: ignore[attr-defined]
-                    spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
+        """Train a claimed trial and store its outcome before returning."""
+        return self._train(claim)[0].result()
+
+    def run_chain(self, trial_id: int, budget_seconds: float) -> list[TrialReport]:
+        """Run a message's trial, then claim further trials of its experiment directly.
+
+        Each broker round trip (ack, next message, hand-off to the child) idles a worker
+        for about 10 ms; for sub-second trials that is several percent of the hardware.
+        After its own trial the worker keeps claiming undispatched pending trials of the
+        same experiment from the database (they have no message, so nothing turns into a
+        duplicate) until ``budget_seconds`` have passed since the task began, so a task
+        never holds a worker much longer than one trial past the budget and other
+        experiments' messages still get their turn.
+
+        Within a chain, a trial's store runs on a writer thread while the next trial
+        trains, so the device never waits for the database; at most one store is in
+        flight, and every store has finished before this returns (the message is acked
+        only then). The chain stops after the first trial that does not succeed: a
+        broken worker must not burn through the experiment's attempts faster than its
+        messages would.
+        """
+        start = time.monotonic()
+        claim = self._claim(trial_id)
+        if claim is None:
+            return [TrialReport(trial_id, "skipped")]
+        experiment_id = claim.experiment_id
+        reports: list[TrialReport] = []
+        in_flight: Future[TrialReport] | None = None
+        while claim is not None:
+            current, trained = self._train(claim)
+            if in_flight is not None:
+                reports.append(in_flight.result())
+            in_flight = current
+            stored = not reports or reports[-1].status == "succeeded"
+            if not (trained and stored) or time.monotonic() - start >= budget_seconds:
+                break
+            claim = with_retries(
+                lambda: trials.claim_next(
+                    self._engine,
+                    experiment_id,
+                    self._worker,
+                    self._settings.lease_seconds,
+                    undispatched_only=True,
                 )
-                beat.check()
-                outcome = trials.Outcome(
-                    train_correct=result.train_correct,
-                    test_correct=result.test_correct,
-                    train_accuracy=result.train_accuracy,
-                    test_accuracy=result.test_accuracy,
-                    train_margin=result.train_margin,
-                    test_margin=result.test_margin,
-                )
-                # Retried through a database restart: the trained result is the expensive
-                # part. If a commit landed but its acknowledgement was lost, the retry finds
-                # the trial no longer running and reports "lost"; the outcome is stored once.
-                with_retries(
-                    lambda: trials.store(
-                        self._engine, claim, outcome, experiment.n_train, experiment.n_test
-                    )
-                )
-            return TrialReport(claim.trial_id, "succeeded", seconds=result.seconds)
-        except trials.LeaseLost as lost:
-            return TrialReport(claim.trial_id, "lost", error=str(lost))
-        except Exception as error:  # noqa: BLE001 - any training failure is this attempt's
-            message = f"{type(error).__name__}: {error}"
-            log.warning("trial %s attempt %s failed: %s", claim.trial_id, claim.attempt, message)
-            log.debug("%s", traceback.format_exc())
-            _release_device_memory()
-            status = with_retries(
-                lambda: trials.fail(self._engine, claim, message, self._settings.max_attempts)
             )
-            return TrialReport(claim.trial_id, status or "lost", error=message)
+        if in_flight is not None:
+            reports.append(in_flight.result())
+        return reports
+
+    def _train(self, claim: trials.Claim) -> tuple[Future[TrialReport], bool]:
+        """Train on this thread; the store (or the failure record) runs on the writer.
+
+        Returns the report to come and whether training itself succeeded.
+
+        The lease is held from the claim until the result is stored: loading the dataset
+        onto the device (a process's first trial: imports, CUDA init, a large dataset) and
+        storing through a database restart (retries with backoff) can each take longer
+        than a lease, and the trial must not be reaped meanwhile.
+        """
+        beat = Heartbeat(self._engine, claim, self._settings).start()
+        try:
+            experiment, trainer = self._trainer(claim.experiment_id)
+            mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
+            spec = experiment.spec
+            beat.check()
+            result = trainer.run(  # type: ignore[attr-defined]
+                spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
+            )
+            beat.check()
+        except trials.LeaseLost as lost:
+            beat.stop()
+            return _done(TrialReport(claim.trial_id, "lost", error=str(lost))), False
+        except Exception as error:  # noqa: BLE001 - any training failure is this attempt's
+            _release_device_memory()
+            return self._writer().submit(self._record_failure, claim, beat, error), False
+        outcome = trials.Outcome(
+            train_correct=result.train_correct,
+            test_correct=result.test_correct,
+            train_accuracy=result.train_accuracy,
+            test_accuracy=result.test_accuracy,
+            train_margin=result.train_margin,
+            test_margin=result.test_margin,
+        )
+        store = self._writer().submit(
+            self._store, claim, beat, outcome, experiment.n_train, experiment.n_test, result.seconds
+        )
+        return store, True
+
+    def _store(
+        self,
+        claim: trials.Claim,
+        beat: Heartbeat,
+        outcome: trials.Outcome,
+        n_train: int,
+        n_test: int,
+        seconds: float,
+    ) -> TrialReport:
+        try:
+            # Retried through a database restart: the trained result is the expensive part.
+            # If a commit landed but its acknowledgement was lost, the retry finds the trial
+            # no longer running and reports "lost"; the outcome is stored once.
+            with_retries(lambda: trials.store(self._engine, claim, outcome, n_train, n_test))
+        except trials.LeaseLost as lost:
+            beat.stop()
+            return TrialReport(claim.trial_id, "lost", error=str(lost))
+        except Exception as error:  # noqa: BLE001 - e.g. the database stayed down
+            return self._record_failure(claim, beat, error)
+        beat.stop()
+        return TrialReport(claim.trial_id, "succeeded", seconds=seconds)
+
+    def _record_failure(
+        self, claim: trials.Claim, beat: Heartbeat, error: BaseException
+    ) -> TrialReport:
+        beat.stop()
+        message = f"{type(error).__name__}: {error}"
+        log.warning("trial %s attempt %s failed: %s", claim.trial_id, claim.attempt, message)
+        log.debug("%s", "".join(traceback.format_exception(error)))
+        status = with_retries(
+            lambda: trials.fail(self._engine, claim, message, self._settings.max_attempts)
+        )
+        return TrialReport(claim.trial_id, status or "lost", error=message)
+
+    def _writer(self) -> ThreadPoolExecutor:
+        # One thread: stores keep their order, and at most one waits on the database
+        # while the next trial trains. Created lazily, after any fork.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="memtail-store")
+        return self._executor
+
+
+def _done(report: TrialReport) -> Future[TrialReport]:
+    future: Future[TrialReport] = Future()
+    future.set_result(report)
+    return future
 
 
 def _release_device_memory() -> None:

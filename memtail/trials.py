@@ -1,7 +1,8 @@
 """The trial lifecycle in the database: dispatch, claim, heartbeat, store, fail, reap.
 
 The database is the source of truth; a broker message only says "run trial 17". Every
-function here is one short transaction.
+function here is one short transaction; on PostgreSQL the hot ones (claim, heartbeat,
+store, fail) are each a single statement in autocommit, one round trip apiece.
 
     pending --claim--> running --store--> succeeded
        ^                  |
@@ -22,8 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail import bits
-from memtail.db.engine import db_now_plus, is_postgres, transaction
-from memtail.db.tables import experiments, trial_outcomes, trials
+from memtail.db import statements
+from memtail.db.engine import db_now_plus, is_postgres, one_statement, transaction
+from memtail.db.tables import trials
 
 
 class LeaseLost(RuntimeError):
@@ -61,54 +63,37 @@ def claim(engine: Engine, trial_id: int, worker: str, lease_seconds: float) -> C
     A conditional UPDATE is the whole protocol: of two workers racing for one trial
     (duplicate delivery is normal), exactly one matches ``status = 'pending'``.
     """
-    return _claim_where(engine, trials.c.id == trial_id, worker, lease_seconds)
+    return _claim(engine, statements.CLAIM, {"trial_id": trial_id}, worker, lease_seconds)
 
 
 def claim_next(
-    engine: Engine, experiment_id: int, worker: str, lease_seconds: float
+    engine: Engine,
+    experiment_id: int,
+    worker: str,
+    lease_seconds: float,
+    *,
+    undispatched_only: bool = False,
 ) -> Claim | None:
-    """Claim the lowest-index pending trial of an experiment (pull-based local workers)."""
-    pick = (
-        sa.select(trials.c.id)
-        .where(trials.c.experiment_id == experiment_id, trials.c.status == "pending")
-        .order_by(trials.c.trial_index)
-        .limit(1)
-    )
-    if is_postgres(engine):
-        # Concurrent pickers skip each other's row instead of queueing behind it.
-        pick = pick.with_for_update(skip_locked=True)
-    return _claim_where(engine, trials.c.id == pick.scalar_subquery(), worker, lease_seconds)
+    """Claim the lowest-index pending trial of an experiment.
+
+    Pull-based local workers take any pending trial. A Celery worker chaining past its
+    message takes only ``undispatched_only`` trials: those have no broker message, so
+    pulling them never turns a queued message into a duplicate.
+    """
+    statement = statements.CLAIM_NEXT[undispatched_only, is_postgres(engine)]
+    return _claim(engine, statement, {"experiment": experiment_id}, worker, lease_seconds)
 
 
-def _claim_where(
-    engine: Engine, which: sa.ColumnElement[bool], worker: str, lease_seconds: float
+def _claim(
+    engine: Engine,
+    statement: sa.Update,
+    which: dict[str, object],
+    worker: str,
+    lease_seconds: float,
 ) -> Claim | None:
-    active = (
-        sa.select(experiments.c.id)
-        .where(experiments.c.id == trials.c.experiment_id, experiments.c.status == "active")
-        .exists()
-    )
-    with transaction(engine) as conn:
+    with one_statement(engine) as conn:
         row = conn.execute(
-            sa.update(trials)
-            .where(which, trials.c.status == "pending", active)
-            .values(
-                status="running",
-                attempts=trials.c.attempts + 1,
-                worker=worker,
-                started_at=db_now_plus(0),
-                heartbeat_at=db_now_plus(0),
-                lease_expires_at=db_now_plus(lease_seconds),
-                finished_at=None,
-            )
-            .returning(
-                trials.c.id,
-                trials.c.experiment_id,
-                trials.c.trial_index,
-                trials.c.seed,
-                trials.c.subset,
-                trials.c.attempts,
-            )
+            statement, {**which, "claimant": worker, "lease": float(lease_seconds)}
         ).one_or_none()
     if row is None:
         return None
@@ -123,64 +108,52 @@ def _claim_where(
     )
 
 
-def _fenced(claim: Claim) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        trials.c.id == claim.trial_id,
-        trials.c.status == "running",
-        trials.c.attempts == claim.attempt,
-    )
+def _fence(claim: Claim) -> dict[str, object]:
+    """Parameters of statements.FENCED: writes of a stale claim match no row."""
+    return {"trial_id": claim.trial_id, "attempt": claim.attempt}
 
 
 def heartbeat(engine: Engine, claim: Claim, lease_seconds: float) -> None:
     """Extend the lease; raises LeaseLost if the claim is no longer current."""
-    with transaction(engine) as conn:
+    with one_statement(engine) as conn:
         updated = conn.execute(
-            sa.update(trials)
-            .where(_fenced(claim))
-            .values(heartbeat_at=db_now_plus(0), lease_expires_at=db_now_plus(lease_seconds))
+            statements.HEARTBEAT, {**_fence(claim), "lease": float(lease_seconds)}
         ).rowcount
     if updated != 1:
         raise LeaseLost(f"trial {claim.trial_id} attempt {claim.attempt} lost its lease")
 
 
 def store(engine: Engine, claim: Claim, outcome: Outcome, n_train: int, n_test: int) -> None:
-    """Store outcomes and mark success in one transaction fenced by the claim.
+    """Store outcomes and mark success atomically, fenced by the claim.
 
     A payload of the wrong length is rejected before anything is written. If the claim is
-    stale, the transaction rolls back and LeaseLost is raised: the current claimant's
-    result is the one that counts.
+    stale, nothing is written and LeaseLost is raised: the current claimant's result is
+    the one that counts.
     """
-    train_correct = _packed(outcome.train_correct, n_train, "train_correct")
-    test_correct = _packed(outcome.test_correct, n_test, "test_correct")
-    train_margin = _margins(outcome.train_margin, n_train, "train_margin")
-    test_margin = _margins(outcome.test_margin, n_test, "test_margin")
-    with transaction(engine) as conn:
-        updated = conn.execute(
-            sa.update(trials)
-            .where(_fenced(claim))
-            .values(
-                status="succeeded",
-                finished_at=db_now_plus(0),
-                lease_expires_at=None,
-                train_accuracy=float(outcome.train_accuracy),
-                test_accuracy=float(outcome.test_accuracy),
-            )
-        ).rowcount
-        if updated != 1:
-            raise LeaseLost(
-                f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; "
-                "result discarded"
-            )
-        conn.execute(
-            sa.insert(trial_outcomes).values(
-                trial_id=claim.trial_id,
-                experiment_id=claim.experiment_id,
-                attempt=claim.attempt,
-                train_correct=train_correct,
-                test_correct=test_correct,
-                train_margin=train_margin,
-                test_margin=test_margin,
-            )
+    mark = {
+        **_fence(claim),
+        "train_acc": float(outcome.train_accuracy),
+        "test_acc": float(outcome.test_accuracy),
+    }
+    payload = {
+        "out_experiment_id": claim.experiment_id,
+        "out_attempt": claim.attempt,
+        "out_train_correct": _packed(outcome.train_correct, n_train, "train_correct"),
+        "out_test_correct": _packed(outcome.test_correct, n_test, "test_correct"),
+        "out_train_margin": _margins(outcome.train_margin, n_train, "train_margin"),
+        "out_test_margin": _margins(outcome.test_margin, n_test, "test_margin"),
+    }
+    if is_postgres(engine):
+        with one_statement(engine) as conn:
+            stored = conn.execute(statements.STORE, {**mark, **payload}).rowcount
+    else:
+        with transaction(engine) as conn:
+            stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
+            if stored == 1:
+                conn.execute(statements.INSERT_OUTCOME, {**payload, "out_trial_id": claim.trial_id})
+    if stored != 1:
+        raise LeaseLost(
+            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; result discarded"
         )
 
 
@@ -205,10 +178,10 @@ def fail(engine: Engine, claim: Claim, error: str, max_attempts: int) -> str | N
 
     Returns the new status, or None if the claim was stale (nothing written).
     """
-    with transaction(engine) as conn:
+    with one_statement(engine) as conn:
         row = conn.execute(
             sa.update(trials)
-            .where(_fenced(claim))
+            .where(statements.FENCED)
             .values(
                 status=sa.case((trials.c.attempts >= max_attempts, "failed"), else_="pending"),
                 error=error[:4000],
@@ -220,7 +193,8 @@ def fail(engine: Engine, claim: Claim, error: str, max_attempts: int) -> str | N
                     (trials.c.attempts >= max_attempts, db_now_plus(0)), else_=None
                 ),
             )
-            .returning(trials.c.status)
+            .returning(trials.c.status),
+            _fence(claim),
         ).one_or_none()
     return None if row is None else row.status
 

@@ -79,11 +79,17 @@ def _reset_after_fork(**_: object) -> None:
 
 @app.task(name=RUN_TRIAL, ignore_result=True)
 def run_trial(trial_id: int) -> str:
-    report = _child().runner.run(int(trial_id))
-    log.info(
-        "trial %s: %s in %.2fs %s", trial_id, report.status, report.seconds, report.error or ""
-    )
-    return report.status
+    settings: Settings = app.conf.memtail_settings
+    reports = _child().runner.run_chain(int(trial_id), settings.chain_seconds)
+    for report in reports:
+        log.info(
+            "trial %s: %s in %.2fs %s",
+            report.trial_id,
+            report.status,
+            report.seconds,
+            report.error or "",
+        )
+    return reports[0].status
 
 
 @app.task(name=ESTIMATE, ignore_result=True)

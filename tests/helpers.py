@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sqlalchemy.engine import Engine
 
 from memtail import trials
-from memtail.experiments import CreateResult, ExampleSet, create_experiment
-from memtail.spec import DatasetSpec, EstimateSpec, ExperimentSpec
+from memtail.experiments import CreateResult, ExampleSet, Experiment, create_experiment
+from memtail.spec import DatasetSpec, EstimateSpec, ExperimentSpec, load_spec
 
 
 def tiny_spec(name: str = "tiny", trials_: int = 12, **estimate: object) -> ExperimentSpec:
@@ -74,3 +76,15 @@ def run_all_trials(
         claim = trials.claim(engine, trial_id, "test-worker", 60)
         assert claim is not None
         trials.store(engine, claim, random_outcome(rng, n_train, n_test), n_train, n_test)
+
+
+def trained_experiment(engine: Engine, tmp_path: Path, name: str, n_trials: int) -> Experiment:
+    """A small synthetic-longtail experiment whose trials really train (well under 1 s)."""
+    from memtail.datasets import load_dataset
+    from tests.faultinject.faultcluster import spec_toml
+
+    path = tmp_path / f"{name}.toml"
+    path.write_text(spec_toml(name, n_trials))
+    spec = load_spec(path)
+    data = load_dataset(spec.dataset, tmp_path)
+    return create_experiment(engine, spec, ExampleSet.from_dataset(data)).experiment

@@ -22,34 +22,14 @@ from sqlalchemy.engine import Engine
 
 from memtail import trials
 from memtail.config import Settings
-from memtail.datasets import load_dataset
 from memtail.db.engine import make_engine
-from memtail.experiments import ExampleSet, Experiment, create_experiment
 from memtail.runner import TrialRunner
-from memtail.spec import load_spec
 from services.dispatch import Broker
 from tests.faultinject.faultcluster import cluster, memtail_cli, spec_toml, worker_log_counts
+from tests.helpers import trained_experiment
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis]
-
-
-def _experiment(engine: Engine, tmp_path: Path, name: str, n_trials: int) -> Experiment:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(spec_toml(name, n_trials))
-    spec = load_spec(path)
-    data = load_dataset(spec.dataset, tmp_path)
-    return create_experiment(
-        engine,
-        spec,
-        ExampleSet(
-            train_labels=data.y_train.numpy(),
-            test_labels=data.y_test.numpy(),
-            train_sources=data.train_sources,
-            test_sources=data.test_sources,
-            train_attributes=data.train_attributes,
-        ),
-    ).experiment
 
 
 def _trial_ids(engine: Engine, experiment_id: int) -> list[int]:
@@ -94,7 +74,7 @@ def _hold_training(runner: TrialRunner, experiment_id: int, until: threading.Eve
 @pytest.mark.timeout(120)
 def test_two_runners_race_for_one_trial(pg_url: str, tmp_path: Path) -> None:
     engine = make_engine(pg_url)
-    exp = _experiment(engine, tmp_path, "race", 2)
+    exp = trained_experiment(engine, tmp_path, "race", 2)
     settings = Settings(database_url=pg_url, device="cpu", lease_seconds=30, heartbeat_seconds=1)
     runners = [_runner(pg_url, settings, f"w{i}", exp.id) for i in range(2)]
     trial_id = _trial_ids(engine, exp.id)[0]
@@ -120,7 +100,7 @@ def test_two_runners_race_for_one_trial(pg_url: str, tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_zombie_cannot_store_after_its_trial_was_reclaimed(pg_url: str, tmp_path: Path) -> None:
     engine = make_engine(pg_url)
-    exp = _experiment(engine, tmp_path, "zombie", 2)
+    exp = trained_experiment(engine, tmp_path, "zombie", 2)
     healthy = Settings(database_url=pg_url, device="cpu", lease_seconds=30, heartbeat_seconds=0.2)
     first, second = _trial_ids(engine, exp.id)
 
@@ -180,7 +160,8 @@ def test_zombie_cannot_store_after_its_trial_was_reclaimed(pg_url: str, tmp_path
 @pytest.mark.timeout(180)
 def test_duplicate_messages_and_a_frozen_worker(pg_empty_url: str, tmp_path: Path) -> None:
     name = "faults-dup"
-    settings = {"lease_seconds": "3", "heartbeat_seconds": "1"}
+    # One trial per message (no chaining): the test counts what each message did.
+    settings = {"lease_seconds": "3", "heartbeat_seconds": "1", "chain_seconds": "0"}
     with cluster(pg_empty_url, tmp_path, name, spec_toml(name, 3), **settings) as c:
         created = memtail_cli(
             c.procs.env, "experiment", "create", "--no-dispatch", str(tmp_path / f"{name}.toml")

@@ -65,6 +65,23 @@ def transaction(engine: Engine, *, readonly: bool = False) -> Iterator[Connectio
         yield conn
 
 
+@contextmanager
+def one_statement(engine: Engine) -> Iterator[Connection]:
+    """A unit of work that is one SQL statement, atomic by itself.
+
+    On PostgreSQL it runs in autocommit: psycopg2 would otherwise spend a round trip on
+    BEGIN and another on COMMIT around it, and on a worker host whose cores are all
+    training each round trip waits about a millisecond for the server to be scheduled
+    (measured by benchmarks/system_overhead.py). SQLite keeps its usual transaction.
+    """
+    if not is_postgres(engine):
+        with transaction(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
@@ -79,8 +96,10 @@ class db_now_plus(FunctionElement):  # noqa: N801 - reads like the SQL function 
     type = sa.DateTime(timezone=True)
     inherit_cache = True
 
-    def __init__(self, seconds: float) -> None:
-        super().__init__(sa.literal(float(seconds)))
+    def __init__(self, seconds: float | sa.ColumnElement[float]) -> None:
+        if not isinstance(seconds, sa.ColumnElement):
+            seconds = sa.literal(float(seconds))
+        super().__init__(seconds)
 
 
 @compiles(db_now_plus, "postgresql")

@@ -14,12 +14,7 @@ afterwards; ``peak_rss_mb`` reads this process's peak resident memory.
 from __future__ import annotations
 
 import resource
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -166,36 +161,8 @@ ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 @contextmanager
 def private_redis() -> Iterator[str]:
-    """A Redis server on a free port that keeps nothing; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tempfile.mkdtemp(prefix="memtail-bench-redis-")
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            folder,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+    """A Redis server on a free port that keeps nothing (the tests' harness); its URL."""
+    from tests.processes import private_redis as start_redis
+
+    with start_redis() as (url, _stop, _start):
+        yield url

@@ -43,6 +43,7 @@ from memtail import dispatch, trials  # noqa: E402
 from memtail.db.engine import make_engine  # noqa: E402
 from memtail.spec import load_spec  # noqa: E402
 from memtail.subsets import subset_mask, training_seed  # noqa: E402
+from tests.processes import compose_command  # noqa: E402
 
 SPEC = ROOT / "experiments" / "digits-mlp.toml"
 
@@ -95,19 +96,6 @@ def bare(trials_: int, workers: int) -> tuple[float, float]:
     return time.perf_counter() - start, steady_rate([t for t, _ in finished])
 
 
-def _command(service: str, env: dict[str, str]) -> list[str]:
-    import re
-
-    import yaml
-
-    command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service][
-        "command"
-    ]
-    out = [re.sub(r"\$\{([^}:]+):-([^}]*)\}", lambda m: env.get(m[1], m[2]), a) for a in command]
-    exe = Path(sys.executable).parent / out[0]
-    return [str(exe) if exe.exists() else out[0], *out[1:]]
-
-
 def full(
     trials_: int, workers: int, database_url: str, broker_url: str, spec_path: Path
 ) -> tuple[float, float]:
@@ -128,7 +116,12 @@ def full(
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            _command(s, env), cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
+            compose_command(s, env),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         for s, log in zip(("coordinator", "worker", "estimator", "beat"), logs, strict=True)
     ]

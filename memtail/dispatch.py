@@ -79,12 +79,13 @@ def dispatch(
 def forget_lost_dispatches(engine: Engine, broker_depth: int, grace_seconds: float) -> int:
     """Mark dispatched-but-unclaimed trials as undelivered when the broker lacks them.
 
-    With late acks and prefetch 1, a message a worker holds is already a claimed (running)
-    trial, so every pending trial dispatched more than ``grace_seconds`` ago should still
-    be in the queue. When the queue holds fewer messages than that (the broker restarted
-    without persistence, or a message was purged), the oldest ones are presumed lost and
-    dispatched again at once instead of after ``redispatch_after``. A wrong guess only
-    costs a duplicate message, which its claim drops.
+    With late acks and prefetch 1, a message a worker holds belongs to a trial it already
+    claimed (chains only ever claim trials without a message), so every pending trial
+    dispatched more than ``grace_seconds`` ago should still be in the queue. When the
+    queue holds fewer messages than that (the broker restarted without persistence, or a
+    message was purged), the oldest ones are presumed lost and dispatched again at once
+    instead of after ``redispatch_after``. A wrong guess only costs a duplicate message,
+    which its claim drops.
     """
     waiting = sa.and_(
         trials.c.status == "pending",

@@ -15,7 +15,6 @@ import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -51,17 +50,6 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-    def __enter__(self) -> Heartbeat:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _loop(self) -> None:
         while not self._stop.wait(self._settings.heartbeat_seconds):

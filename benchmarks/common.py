@@ -8,17 +8,22 @@ experiment with that seed stores); correctness is random with per-example accura
 are generated a chunk of trials at a time, so memory stays near the packed size.
 
 ``scratch_database`` creates a PostgreSQL database with memtail's schema and drops it
-afterwards; ``peak_rss_mb`` reads this process's peak resident memory.
+afterwards; ``peak_rss_mb`` reads this process's peak resident memory; ``CpuShares``
+samples the CPU time of every process on the host.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -166,3 +171,68 @@ def private_redis() -> Iterator[str]:
 
     with start_redis() as (url, _stop, _start):
         yield url
+
+
+class CpuShares:
+    """CPU time of every process on the host, sampled from /proc twice a second.
+
+    Says where the cores went during a run's steady window: to the processes that train,
+    or to PostgreSQL, Redis, the Celery parents, the coordinator, the estimator, beat and
+    the host's own daemons. Both wall clocks are ``time.time()``.
+    """
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._samples: list[tuple[float, dict[int, tuple[int, int, str, float]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._samples.append((time.time(), self._snapshot()))
+
+    def _snapshot(self) -> dict[int, tuple[int, int, str, float]]:
+        """pid -> (ppid, pgid, command, CPU seconds so far)."""
+        out = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:  # exited meanwhile
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick
+            name = command.decode(errors="replace")
+            out[int(entry)] = (int(fields[1]), int(fields[2]), name, cpu)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def cores(
+        self, start: float, end: float, group: Callable[[int, int, int, str], str]
+    ) -> dict[str, float]:
+        """Cores used per group between two times; ``group(pid, ppid, pgid, command)``."""
+        (t0, first), (t1, last) = (
+            min(self._samples, key=lambda sample: abs(sample[0] - t)) for t in (start, end)
+        )
+        used: dict[str, float] = {}
+        for pid, (ppid, pgid, command, cpu) in last.items():
+            before = first[pid][3] if pid in first else 0.0
+            name = group(pid, ppid, pgid, command)
+            used[name] = used.get(name, 0.0) + (cpu - before) / (t1 - t0)
+        return used
+
+
+def shared_group(pid: int, command: str) -> str:
+    if pid == os.getpid():
+        return "benchmark"
+    if "postgres" in command:
+        return "postgres"
+    if "redis-server" in command:
+        return "redis"
+    return "host"

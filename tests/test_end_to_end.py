@@ -94,6 +94,10 @@ def test_celery_end_to_end(pg_empty_url: str, tmp_path: Path) -> None:
                 assert proc.alive(), f"{proc.name} died:\n{proc.output()[-3000:]}"
         finally:
             procs.stop_all()
+    # Only the estimator pays for scipy and numba, and it pays at start-up.
+    logs = {proc.name: proc.output() for proc in procs.started}
+    assert "preloaded scipy" in logs["estimator"]
+    assert "preloaded" not in logs["worker"]
 
     experiment = get_experiment(engine, "e2e-longtail")
     with engine.connect() as conn:

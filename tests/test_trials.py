@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail import bits, trials
-from memtail.db.engine import db_now_plus
+from memtail.db.engine import db_now_plus, one_statement, with_retries
 from memtail.db.tables import examples, experiments, trial_outcomes
 from memtail.db.tables import trials as trials_table
 from memtail.experiments import create_experiment, get_experiment
@@ -218,6 +218,29 @@ def test_reaper_waits_a_lease_after_a_server_restart(pg_engine: Engine) -> None:
     # the worker may only have been unable to heartbeat while the server was down.
     assert trials.reap(pg_engine, 3, grace_after_restart=3e7) == trials.ReapResult(0, 0)
     assert trials.reap(pg_engine, 3, grace_after_restart=0) == trials.ReapResult(1, 0)
+
+
+@pytest.mark.postgres
+def test_single_statements_survive_a_dropped_connection_with_one_retry(pg_engine: Engine) -> None:
+    # Hot statements run on an autocommit pool without pre-ping; a connection the server
+    # dropped must cost one retry, not a crashed worker, and the retry must succeed.
+    exp = make_experiment(pg_engine, trials_=3).experiment
+    with one_statement(pg_engine) as conn:
+        assert conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
+        backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with pg_engine.connect() as admin:
+        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    attempts: list[int] = []
+
+    def claim() -> trials.Claim | None:
+        attempts.append(1)
+        return trials.claim_next(pg_engine, exp.id, "w", 60)
+
+    first = with_retries(claim, first_delay=0.01)
+    assert first is not None and first.trial_index == 0
+    assert len(attempts) == 2
+    # The claim committed by itself, with no transaction left open on the connection.
+    assert _trial(pg_engine, first.trial_id).status == "running"
 
 
 def test_release_running_only_touches_the_named_workers(engine: Engine) -> None:

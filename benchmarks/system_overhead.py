@@ -85,7 +85,7 @@ def _bare_worker(index: int, trials_: int, inbox: mp.Queue, done: mp.Queue) -> N
 def _print_cores(label: str, used: dict[str, float]) -> float:
     """Print the groups' cores; return the training processes' share of all used."""
     shown = sorted(((v, k) for k, v in used.items() if v >= 0.002), reverse=True)
-    print(f"  {label}: cores in the steady window: " + ", ".join(f"{k} {v:.3f}" for v, k in shown))
+    print(f"  {label}: mean cores in its windows: " + ", ".join(f"{k} {v:.3f}" for v, k in shown))
     return used.get("training", 0.0) / sum(used.values())
 
 
@@ -341,10 +341,11 @@ def main() -> None:
         side: sum(n for _, _, n in windows[side]) / sum(e - s for s, e, _ in windows[side])
         for side in ("full", "bare")
     }
-    print(
-        "throughput ratio per window pair: "
-        + ", ".join(f"{r:.3f}" for r in rates["full"] / rates["bare"])
-    )
+    pairs = rates["full"] / rates["bare"]
+    print("throughput ratio per window pair: " + ", ".join(f"{r:.3f}" for r in pairs))
+    if len(pairs) > 1:  # how far the host's noise leaves the answer open
+        error = pairs.std(ddof=1) / np.sqrt(len(pairs))
+        print(f"mean of the pair ratios: {pairs.mean():.3f} +- {error:.3f} (standard error)")
     with scratch_database(ADMIN_URL) as url:
         ops = per_operation(url)
     print(

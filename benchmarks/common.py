@@ -176,7 +176,7 @@ def private_redis() -> Iterator[str]:
 class CpuShares:
     """CPU time of every process on the host, sampled from /proc twice a second.
 
-    Says where the cores went during a run's steady window: to the processes that train,
+    Says where the cores went during a window of a run: to the processes that train,
     or to PostgreSQL, Redis, the Celery parents, the coordinator, the estimator, beat and
     the host's own daemons. Both wall clocks are ``time.time()``.
     """

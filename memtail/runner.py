@@ -116,12 +116,8 @@ class TrialRunner:
         )
 
     def run(self, trial_id: int) -> TrialReport:
-        claim = self._claim(trial_id)
-        if claim is None:
-            # Duplicate delivery, or a trial finished/failed meanwhile: dropped on purpose,
-            # the database already says it needs no work.
-            return TrialReport(trial_id, "skipped")
-        return self.run_claimed(claim)
+        """Run one message's trial and nothing more (a chain with no budget)."""
+        return self.run_chain(trial_id, budget_seconds=0)[0]
 
     def run_claimed(self, claim: trials.Claim) -> TrialReport:
         """Train a claimed trial and store its outcome before returning."""
@@ -148,6 +144,8 @@ class TrialRunner:
         start = time.monotonic()
         claim = self._claim(trial_id)
         if claim is None:
+            # Duplicate delivery, or a trial finished/failed meanwhile: dropped on purpose,
+            # the database already says it needs no work.
             return [TrialReport(trial_id, "skipped")]
         experiment_id = claim.experiment_id
         reports: list[TrialReport] = []

@@ -234,13 +234,15 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from memtail.estimates import estimate_all, estimate_experiment
     from memtail.experiments import get_experiment
 
-    engine = _engine(_settings(args))
+    settings = _settings(args)
+    engine = _engine(settings)
+    device = settings.estimator_device
     if args.name:
         exp = get_experiment(engine, args.name)
-        summary = estimate_experiment(engine, exp.id, force=True)
+        summary = estimate_experiment(engine, exp.id, force=True, device=device)
         summaries = [summary] if summary else []
     else:
-        summaries = estimate_all(engine)
+        summaries = estimate_all(engine, device)
     for s in summaries:
         print(
             f"experiment {s.experiment_id}: {s.trials_used} trials, {s.memorization_rows} "

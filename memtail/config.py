@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 DEFAULT_SQLITE_PATH = Path("memtail.db")
+# torch.compile modes for training ("none": eager); memtail.training uses the same tuple.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -50,6 +52,13 @@ class Settings:
     #: Seconds a worker keeps claiming further undispatched trials of the same experiment
     #: straight from the database after its message's trial (0: one trial per message).
     chain_seconds: float = 30.0
+    #: torch.compile mode for training: "none" (eager), "default", "reduce-overhead" (CUDA
+    #: graphs), "max-autotune-no-cudagraphs". Each worker compiles once per network (tens
+    #: of seconds), then every trial reuses it; see README, Performance.
+    compile_mode: str = "none"
+    #: Where the estimator scans influence pairs: "auto" (the first GPU when torch sees
+    #: one, else the CPU kernels), "cpu", "cuda", "cuda:1", ...
+    estimator_device: str = "auto"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,3 +97,15 @@ class Settings:
             raise ConfigError("MEMTAIL_TORCH_THREADS must be >= 1")
         if self.chain_seconds < 0:
             raise ConfigError("MEMTAIL_CHAIN_SECONDS must be >= 0 (0 turns chaining off)")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(
+                f"MEMTAIL_COMPILE_MODE={self.compile_mode!r} is not a torch.compile mode; "
+                f"use one of {', '.join(COMPILE_MODES)}"
+            )
+        if not (
+            self.estimator_device in ("auto", "cpu") or self.estimator_device.startswith("cuda")
+        ):
+            raise ConfigError(
+                f"MEMTAIL_ESTIMATOR_DEVICE={self.estimator_device!r} is not a device; "
+                "use auto, cpu, cuda or cuda:N"
+            )

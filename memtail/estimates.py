@@ -172,10 +172,22 @@ def _unfinished(engine: Engine, experiment_id: int) -> int:
         ).scalar_one()
 
 
+def scan_backend(device: str) -> tuple[str, str]:
+    """``influence_pairs``'s (backend, device) for MEMTAIL_ESTIMATOR_DEVICE ``device``."""
+    if device == "auto":
+        import torch  # already loaded in workers; only "auto" needs to look for a GPU
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return ("auto", "cpu") if device == "cpu" else ("cuda", device)
+
+
 def estimate_experiment(
-    engine: Engine, experiment_id: int, *, force: bool = False
+    engine: Engine, experiment_id: int, *, force: bool = False, device: str = "cpu"
 ) -> RunSummary | None:
-    """Recompute one experiment's estimates if it has new trials; None when skipped."""
+    """Recompute one experiment's estimates if it has new trials; None when skipped.
+
+    ``device``: where influence pairs are scanned (MEMTAIL_ESTIMATOR_DEVICE values).
+    """
     with _exclusive(engine, experiment_id) as mine:
         if not mine:
             return None
@@ -188,10 +200,12 @@ def estimate_experiment(
             if final and outcomes.n_trials and experiment.status == "active":
                 _mark_complete(engine, experiment_id)
             return None
-        return _run(engine, experiment, outcomes, final)
+        return _run(engine, experiment, outcomes, final, device)
 
 
-def _run(engine: Engine, experiment: Experiment, outcomes: Outcomes, final: bool) -> RunSummary:
+def _run(
+    engine: Engine, experiment: Experiment, outcomes: Outcomes, final: bool, device: str
+) -> RunSummary:
     started = time.perf_counter()
     with transaction(engine) as conn:
         # We hold the experiment's estimator lock, so a run still marked running is one
@@ -212,6 +226,7 @@ def _run(engine: Engine, experiment: Experiment, outcomes: Outcomes, final: bool
     try:
         rule = experiment.spec.estimate
         mem = estimate_memorization(outcomes.mem_counts(), rule.confidence)
+        backend, scan_device = scan_backend(device)
         pairs = influence_pairs(
             outcomes.mask_bits,
             outcomes.test_correct_bits,
@@ -220,6 +235,8 @@ def _run(engine: Engine, experiment: Experiment, outcomes: Outcomes, final: bool
             test_labels=labels(engine, experiment.id, "test") if rule.same_class else None,
             same_class=rule.same_class,
             confidence=rule.confidence,
+            backend=backend,
+            device=scan_device,
         )
         seconds = _replace(engine, experiment.id, run_id, mem, pairs, final, started)
     except BaseException as error:
@@ -344,8 +361,9 @@ def _mark_complete(engine: Engine, experiment_id: int) -> None:
         )
 
 
-def estimate_all(engine: Engine) -> list[RunSummary]:
-    """Estimate every active experiment that has new succeeded trials."""
+def estimate_all(engine: Engine, device: str = "cpu") -> list[RunSummary]:
+    """Estimate every active experiment that has new succeeded trials (``device``: as in
+    ``estimate_experiment``)."""
     with transaction(engine, readonly=True) as conn:
         ids = list(
             conn.execute(
@@ -356,7 +374,7 @@ def estimate_all(engine: Engine) -> list[RunSummary]:
         )
     summaries = []
     for experiment_id in ids:
-        summary = estimate_experiment(engine, experiment_id)
+        summary = estimate_experiment(engine, experiment_id, device=device)
         if summary is not None:
             summaries.append(summary)
     return summaries

@@ -45,6 +45,7 @@ same table (both in ``memtail.scan``); they return the same pairs, counts and st
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -157,7 +158,8 @@ def influence_pairs(
     same_class: bool = False,
     confidence: float = 0.95,
     block_rows: int | None = None,
-    backend: Literal["auto", "numba", "numpy"] = "auto",
+    backend: Literal["auto", "numba", "numpy", "cuda"] = "auto",
+    device: str = "cuda",
 ) -> InfluencePairs:
     """Pairs with infl(i, j) >= threshold (and equal labels if ``same_class``).
 
@@ -166,8 +168,9 @@ def influence_pairs(
     ``block_rows`` (default: ~64 MB of count matrix or pass buffers) and each block is
     thresholded at once, so memory is bounded by the block plus the passing pairs; no
     dense n_train x n_test array is ever built. ``backend``: "numba" (compiled popcount
-    kernel), "numpy" (float GEMM), or "auto" (numba when installed and the input is
-    large); all give identical results. Train examples in no trial's subset, or in all
+    kernel), "numpy" (float GEMM), "cuda" (the popcount kernel in Triton on ``device``,
+    ``memtail.gpuscan``), or "auto" (numba when installed and the input is large); all
+    give identical results. Train examples in no trial's subset, or in all
     of them, have no estimate and are not examined.
     """
     m, t = _trials(masks, test_correct)
@@ -179,8 +182,8 @@ def influence_pairs(
         if isinstance(block_rows, bool) or int(block_rows) != block_rows or block_rows < 1:
             raise ValueError(f"block_rows must be a positive integer or None; got {block_rows!r}")
         block_rows = int(block_rows)
-    if backend not in ("auto", "numba", "numpy"):
-        raise ValueError(f'backend must be "auto", "numba" or "numpy"; got {backend!r}')
+    if backend not in ("auto", "numba", "numpy", "cuda"):
+        raise ValueError(f'backend must be "auto", "numba", "numpy" or "cuda"; got {backend!r}')
     k = m.n_trials if isinstance(m, TrialBits) else m.shape[0]
     n_train, n_test = (x.n_examples if isinstance(x, TrialBits) else x.shape[1] for x in (m, t))
     y_tr = _labels(train_labels, n_train, "train_labels", "masks")
@@ -211,9 +214,14 @@ def influence_pairs(
     if backend == "auto":
         work = pairs_examined * trial_words(k)
         backend = "numba" if work >= _KERNEL_MIN_WORK and _kernels() is not None else "numpy"
-    if backend == "numba":  # the kernel reads packed words; pack 0/1 matrices once
+    if backend in ("numba", "cuda"):  # the kernels read packed words; pack 0/1 matrices once
         m, t = (x if isinstance(x, TrialBits) else TrialBits.from_bool(x) for x in (m, t))
-    find = kernel_scan if backend == "numba" else gemm_scan
+    if backend == "cuda":
+        from memtail.gpuscan import cuda_scan
+
+        find = functools.partial(cuda_scan, device=device)
+    else:
+        find = kernel_scan if backend == "numba" else gemm_scan
     found = [find(m, t, rows, cols, n_codes, s_codes, h_min, block_rows) for rows, cols in groups]
     tr, te, h_in = (
         (np.concatenate(parts) for parts in zip(*found, strict=True))

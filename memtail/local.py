@@ -79,7 +79,7 @@ def run_local(args: argparse.Namespace, settings: Settings) -> int:
     # pending at once instead of after a lease (Celery workers' trials are left alone).
     trials.release_running(engine, experiment.id, worker_prefix=LOCAL_PREFIX)
     _drive(engine, settings, experiment.id, experiment.target_trials, n_workers)
-    estimate_experiment(engine, experiment.id)
+    estimate_experiment(engine, experiment.id, device=settings.estimator_device)
     print_summary(engine, experiment.id, settings.database_url)
     from memtail.plots import plot_experiment
 
@@ -118,7 +118,7 @@ def _drive(
                     raise RuntimeError("all local workers exited with trials left; see above")
                 trials.reap(engine, settings.max_attempts)
                 if time.monotonic() - last_estimate > settings.estimate_interval:
-                    estimate_experiment(engine, experiment_id)
+                    estimate_experiment(engine, experiment_id, device=settings.estimator_device)
                     last_estimate = time.monotonic()
                 time.sleep(0.5)
     finally:

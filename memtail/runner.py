@@ -104,7 +104,10 @@ class TrialRunner:
                     f"created with {experiment.n_train}/{experiment.n_test}"
                 )
             trainer = Trainer(
-                dataset, device=self._settings.device, threads=self._settings.torch_threads
+                dataset,
+                device=self._settings.device,
+                threads=self._settings.torch_threads,
+                compile_mode=self._settings.compile_mode,
             )
             # One resident dataset at a time: GPU memory is for the current experiment.
             self._loaded = {experiment_id: (experiment, trainer)}

@@ -111,7 +111,8 @@ def run_trial(trial_id: int) -> str:
 def estimate() -> int:
     from memtail.estimates import estimate_all
 
-    summaries = estimate_all(_child().engine)
+    settings: Settings = app.conf.memtail_settings
+    summaries = estimate_all(_child().engine, settings.estimator_device)
     for s in summaries:
         log.info(
             "estimated experiment %s from %s trials in %.2fs (%s pairs)",

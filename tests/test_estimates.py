@@ -133,6 +133,21 @@ def test_crash_mid_replacement_keeps_previous_estimate(
     assert estimates.estimate_experiment(engine, exp.id, force=True) is not None
 
 
+def test_an_estimator_without_its_gpu_records_why(engine: Engine) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has the GPU whose absence the test is about")
+    exp = make_experiment(engine, n_train=40, n_test=30, trials_=30).experiment
+    run_all_trials(engine, exp.id, 40, 30)
+    with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+        estimates.estimate_experiment(engine, exp.id, device="cuda")
+    run = _table(engine, estimate_runs, "id")[-1]
+    assert run.status == "failed" and "torch sees no CUDA device" in run.error
+    # The CPU scan then works on the same outcomes.
+    assert estimates.estimate_experiment(engine, exp.id, device="auto") is not None
+
+
 def test_examples_never_out_get_null_estimates(engine: Engine) -> None:
     # m = n - 1 with 2 trials: most examples are in every subset, so n_out = 0 for them.
     from dataclasses import replace

@@ -203,3 +203,23 @@ def test_cuda_trial(digits: Dataset) -> None:
     training = TrainingSpec(epochs=10, flip=False, crop=1, margins=True)
     result = trainer.run(ModelSpec("cnn"), training, half(digits.n_train), seed=0)
     assert result.test_accuracy >= 0.85 and result.train_margin.dtype == np.float16
+
+
+@pytest.mark.slow
+def test_compiled_training_compiles_each_network_once(digits: Dataset) -> None:
+    from torch._dynamo.utils import counters
+
+    with pytest.raises(ValueError, match="compile must be one of none, default"):
+        Trainer(digits, "cpu", THREADS, compile_mode="fast")
+    training = TrainingSpec(epochs=4, batch_size=64, lr=0.05, flip=False, crop=0)
+    spec = ModelSpec("mlp", width=64)
+    compiled = Trainer(digits, "cpu", THREADS, compile_mode="default")
+    first = compiled.run(spec, training, half(digits.n_train), seed=0)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0  # it did compile
+    second = compiled.run(spec, training, half(digits.n_train, seed=1), seed=1)
+    # A fresh model of the same network reuses the compiled code: no new graph.
+    assert counters["stats"]["unique_graphs"] == graphs
+    eager = Trainer(digits, "cpu", THREADS).run(spec, training, half(digits.n_train), seed=0)
+    assert min(first.test_accuracy, second.test_accuracy) >= 0.85
+    assert abs(first.test_accuracy - eager.test_accuracy) <= 0.03

@@ -40,7 +40,8 @@ compiled kernel (``memtail.kernels``) counts popcount(M_i & T_j) over the words 
 pair and compares it at once with the integer h_min(n_in(i), S_j) looked up in a table
 over the distinct (n_in, S) values, writing out only passing pairs. Without numba, and
 for small inputs, a numpy path forms G block by block with a float GEMM and applies the
-same table (both in ``memtail.scan``); they return the same pairs, counts and statistics.
+same table (both in ``memtail.scan``); on a GPU the popcount rule runs as a Triton kernel
+(``memtail.gpuscan``). All return the same pairs, counts and statistics.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ margin: the true-class logit minus the largest other logit).
 
 Determinism: model initialization uses torch's global RNG seeded with the trial seed, and
 shuffling and augmentation a local ``torch.Generator``; on CPU the same seed, data and
-thread count give bit-identical results. CUDA adds bf16 autocast and channels-last and is
-only reproducible up to cuDNN's nondeterministic kernels.
+thread count give bit-identical results. CUDA adds bf16 autocast, channels-last and fused
+optimizers, and is only reproducible up to cuDNN's nondeterministic kernels.
+``compile_mode`` optionally wraps the model in ``torch.compile`` (MEMTAIL_COMPILE_MODE).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class Trainer:
     ) -> None:
         if compile_mode not in COMPILE_MODES:
             raise ValueError(
-                f"compile must be one of {', '.join(COMPILE_MODES)}; got {compile_mode!r}"
+                f"compile_mode must be one of {', '.join(COMPILE_MODES)}; got {compile_mode!r}"
             )
         self.dataset = dataset
         self.device = resolve_device(device)

@@ -209,7 +209,7 @@ def test_cuda_trial(digits: Dataset) -> None:
 def test_compiled_training_compiles_each_network_once(digits: Dataset) -> None:
     from torch._dynamo.utils import counters
 
-    with pytest.raises(ValueError, match="compile must be one of none, default"):
+    with pytest.raises(ValueError, match="compile_mode must be one of none, default"):
         Trainer(digits, "cpu", THREADS, compile_mode="fast")
     training = TrainingSpec(epochs=4, batch_size=64, lr=0.05, flip=False, crop=0)
     spec = ModelSpec("mlp", width=64)

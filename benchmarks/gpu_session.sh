@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu_session.sh                    # all parts
 #   bash benchmarks/gpu_session.sh tests service      # some
 # Where the machine lacks sqlalchemy/alembic (the H200 image does), put their wheels
-# first on PYTHONPATH (see the README, Performance).
+# first on PYTHONPATH (pip install --target DIR, then PYTHONPATH=DIR).
 set -u
 out=${OUT:-gpu-logs}
 mkdir -p "$out"

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from memtail.commands import (
+    cmd_compare,
     cmd_coordinator,
     cmd_db_upgrade,
     cmd_estimate,
@@ -22,6 +23,7 @@ from memtail.commands import (
     cmd_pairs,
     cmd_plot,
     cmd_run,
+    cmd_stability,
     cmd_status,
     cmd_top,
 )
@@ -89,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.set_defaults(func=cmd_export)
 
+    compare = sub.add_parser(
+        "compare", help="agreement of two experiments on the same data (e.g. two models)"
+    )
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument(
+        "--mem-threshold", type=float, help="memorized: mem >= this (default: a's spec)"
+    )
+    compare.add_argument("--out", default=".", help="folder for the scatter plot (PNG)")
+    compare.set_defaults(func=cmd_compare)
+
+    stability = sub.add_parser(
+        "stability", help="agreement of the estimates from two random halves of the trials"
+    )
+    stability.add_argument("name")
+    stability.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    stability.add_argument("--out", default=".", help="folder for the scatter plot (PNG)")
+    stability.set_defaults(func=cmd_stability)
+
     plot = sub.add_parser("plot", help="PNG plots of the results")
     plot.add_argument("name")
     plot.add_argument("--out", default=".", help="folder for the PNG files")
@@ -124,12 +145,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose or args.command == "coordinator" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from memtail.comparison import ComparisonError
     from memtail.datasets import DatasetError
     from memtail.experiments import ExperimentNotFound
     from memtail.networks import ModelError
     from memtail.spec import SpecError
 
-    errors = (ConfigError, SpecError, DatasetError, ModelError, ExperimentNotFound)
+    errors = (
+        ConfigError,
+        SpecError,
+        DatasetError,
+        ModelError,
+        ExperimentNotFound,
+        ComparisonError,
+    )
     try:
         return int(args.func(args) or 0)
     except errors as error:

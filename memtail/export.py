@@ -21,6 +21,13 @@ from memtail.experiments import Experiment, labels
 
 def export_npz(engine: Engine, experiment: Experiment, out: str | Path) -> dict[str, np.ndarray]:
     """Write the experiment's estimates to ``out`` (.npz) and return the arrays."""
+    arrays = estimate_arrays(engine, experiment)
+    np.savez_compressed(Path(out), **arrays)
+    return arrays
+
+
+def estimate_arrays(engine: Engine, experiment: Experiment) -> dict[str, np.ndarray]:
+    """The experiment's current estimates as the arrays ``export_npz`` writes."""
     n = experiment.n_train
     mem = np.full(n, np.nan)
     low = np.full(n, np.nan)
@@ -53,7 +60,7 @@ def export_npz(engine: Engine, experiment: Experiment, out: str | Path) -> dict[
         high[i] = np.nan if row.ci_high is None else row.ci_high
         n_in[i], n_out[i] = row.n_in, row.n_out
     columns = list(zip(*pairs, strict=True)) if pairs else [()] * 7
-    arrays = {
+    return {
         "tr_labels": labels(engine, experiment.id, "train"),
         "tt_labels": labels(engine, experiment.id, "test"),
         "tr_mem": mem,
@@ -71,5 +78,3 @@ def export_npz(engine: Engine, experiment: Experiment, out: str | Path) -> dict[
             [np.nan if p is None else p for p in columns[6]], dtype=np.float64
         ),
     }
-    np.savez_compressed(Path(out), **arrays)
-    return arrays

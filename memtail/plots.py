@@ -131,3 +131,30 @@ def _pair_images(engine: Engine, experiment: Experiment, data: object, out: Path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_agreement(
+    mem_a: np.ndarray, mem_b: np.ndarray, threshold: float, names: tuple[str, str], path: Path
+) -> Path:
+    """``memtail compare`` / ``stability``: mem of A against mem of B, one dot per example."""
+    both = ~np.isnan(mem_a) & ~np.isnan(mem_b)
+    a, b = mem_a[both], mem_b[both]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(a, b, s=4, alpha=0.4, color="#3b6ea5")
+    for line in (ax.axvline, ax.axhline):
+        line(threshold, color="#c0392b", linestyle="--", linewidth=1)
+    ax.plot([-1, 1], [-1, 1], color="#888888", linewidth=0.8)
+    lo = float(min(a.min(), b.min(), 0.0)) if a.size else 0.0
+    ax.set_xlim(lo - 0.02, 1.02)
+    ax.set_ylim(lo - 0.02, 1.02)
+    ax.set_xlabel(f"mem in {names[0]}")
+    ax.set_ylabel(f"mem in {names[1]}")
+    in_a, in_b = a >= threshold, b >= threshold
+    union = int((in_a | in_b).sum())
+    jaccard = (in_a & in_b).sum() / union if union else float("nan")
+    ax.set_title(f"memorized sets (mem >= {threshold}): Jaccard {jaccard:.2f}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -64,7 +64,9 @@ def random_bits(n: int, k: int, p: torch.Tensor, seed: int, device: torch.device
     return TrialBits(words, k)
 
 
-def trials(args: argparse.Namespace, k: int, n_train: int, n_test: int, device: torch.device):
+def trials(
+    args: argparse.Namespace, k: int, n_train: int, n_test: int, device: torch.device
+) -> tuple[TrialBits, TrialBits]:
     gen = torch.Generator().manual_seed(args.seed)
     m = random_bits(n_train, k, torch.full((n_train,), 0.7, device=device), args.seed, device)
     acc = (0.2 + 0.75 * torch.rand(n_test, generator=gen)).to(device)
@@ -94,7 +96,9 @@ def same(a: InfluencePairs, b: InfluencePairs) -> bool:
     )
 
 
-def gemm(m: TrialBits, t: TrialBits, dtype: torch.dtype, device: torch.device):
+def gemm(
+    m: TrialBits, t: TrialBits, dtype: torch.dtype, device: torch.device
+) -> Callable[[], torch.Tensor]:
     mm = torch.from_numpy(m.to_bool()).to(device, dtype)
     tt = torch.from_numpy(t.to_bool()).to(device, dtype)
     return lambda: mm.T @ tt
@@ -110,7 +114,7 @@ def paper(args: argparse.Namespace, device: torch.device) -> None:
     cpu_s, reference = timed(lambda: run(CPU), device)
     gpu_s, pairs = timed(lambda: run("cuda"), device)  # includes Triton's compile
     if not same(pairs, reference):
-        sys.exit(f"MISMATCH: cuda {len(pairs)} pairs vs numba {len(reference)}")
+        sys.exit(f"MISMATCH: cuda {len(pairs)} pairs vs {CPU} {len(reference)}")
     print(f"  cuda pairs == {CPU} pairs: {len(pairs)} pairs (first call {gpu_s:.2f} s)")
     if device.type != "cuda":
         return
@@ -166,7 +170,7 @@ def imagenet(args: argparse.Namespace, device: torch.device) -> float:
         device,
     )
     if not same(gpu_pairs, cpu_pairs):
-        sys.exit(f"MISMATCH on the block: cuda {len(gpu_pairs)} vs numba {len(cpu_pairs)}")
+        sys.exit(f"MISMATCH on the block: cuda {len(gpu_pairs)} vs {CPU} {len(cpu_pairs)}")
     print(f"  influence pairs, cuda, all rows : {total:8.2f} s ({len(pairs)} pairs)")
     print(f"  memorization, every train example: {mem_s:8.2f} s")
     print(f"  block of {cpu_rows} rows: {CPU} {cpu_s:.2f} s, cuda {gpu_block_s:.3f} s (equal)")

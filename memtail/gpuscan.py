@@ -149,7 +149,7 @@ def cuda_scan(
     col_code = torch.from_numpy(s_codes[cols].astype(np.int32)).to(dev)
     h = torch.from_numpy(np.ascontiguousarray(h_min, dtype=np.int32)).to(dev)
     step = block_rows or max(1, _BLOCK_BYTES // (out_dtype.itemsize * max(1, cols.size)))
-    step = min(step, rows.size, (2**31 - 1) // max(1, cols.size))
+    step = max(1, min(step, rows.size, (2**31 - 1) // max(1, cols.size)))
     out = torch.empty((step, cols.size), dtype=out_dtype, device=dev)
     bm, bn, warps = TILE
     found = []

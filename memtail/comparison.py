@@ -59,6 +59,12 @@ def compare_experiments(
     train_labels = _check_same_examples(engine, a, b)
     threshold = a.spec.estimate.mem_threshold if mem_threshold is None else mem_threshold
     x, y = estimate_arrays(engine, a), estimate_arrays(engine, b)
+    for experiment, arrays in ((a, x), (b, y)):
+        if np.isnan(arrays["tr_mem"]).all():
+            raise ComparisonError(
+                f"experiment {experiment.name!r} has no estimates yet; run "
+                f"`memtail estimate {experiment.name}` once it has trials"
+            )
     result = agreement(
         x["tr_mem"],
         y["tr_mem"],

@@ -120,3 +120,7 @@ def test_cli_prints_agreement_writes_a_plot_and_refuses_other_data(
     assert cli.main(["--database-url", url, "compare", "one", "bigger"]) == 2
     err = capsys.readouterr().err.strip()
     assert "are not over the same examples" in err and "\n" not in err
+    spec = dataclasses.replace(tiny_spec("fresh", trials_=4), model=ModelSpec("cnn"))
+    create_experiment(engine, spec, tiny_examples(N_TRAIN, N_TEST))
+    assert cli.main(["--database-url", url, "compare", "one", "fresh"]) == 2
+    assert "has no estimates yet; run `memtail estimate fresh`" in capsys.readouterr().err

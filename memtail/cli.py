@@ -12,8 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from memtail.analyses import cmd_compare, cmd_removal, cmd_stability, cmd_utility
 from memtail.commands import (
-    cmd_compare,
     cmd_coordinator,
     cmd_db_upgrade,
     cmd_estimate,
@@ -23,7 +23,6 @@ from memtail.commands import (
     cmd_pairs,
     cmd_plot,
     cmd_run,
-    cmd_stability,
     cmd_status,
     cmd_top,
 )
@@ -110,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     stability.add_argument("--out", default=".", help="folder for the scatter plot (PNG)")
     stability.set_defaults(func=cmd_stability)
 
+    removal = sub.add_parser(
+        "removal", help="retrain without the memorized examples vs a random set (3 arms)"
+    )
+    removal.add_argument("source", help="a subsample experiment with estimates")
+    removal.add_argument("--trials-per-arm", type=int, default=5)
+    removal.add_argument(
+        "--mem-threshold", type=float, help="memorized: mem >= this (default: the source's)"
+    )
+    removal.add_argument("--seed", type=int, default=0, help="seed of the random removed set")
+    removal.add_argument(
+        "--run", action="store_true", help="train the arms here (embedded), then report"
+    )
+    removal.add_argument("--workers", type=int, default=0, help="with --run (default: cores)")
+    removal.add_argument("--out", default=".", help="with --run: folder for the plot (PNG)")
+    removal.set_defaults(func=cmd_removal)
+
+    utility = sub.add_parser(
+        "utility", help="test accuracy of the removal arms: what memorized examples are worth"
+    )
+    utility.add_argument("name", help="the source experiment of `memtail removal`")
+    utility.add_argument("--out", default=".", help="folder for the bar plot (PNG)")
+    utility.set_defaults(func=cmd_utility)
+
     plot = sub.add_parser("plot", help="PNG plots of the results")
     plot.add_argument("name")
     plot.add_argument("--out", default=".", help="folder for the PNG files")
@@ -149,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from memtail.datasets import DatasetError
     from memtail.experiments import ExperimentNotFound
     from memtail.networks import ModelError
+    from memtail.removal import RemovalError
     from memtail.spec import SpecError
 
     errors = (
@@ -158,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ModelError,
         ExperimentNotFound,
         ComparisonError,
+        RemovalError,
     )
     try:
         return int(args.func(args) or 0)

@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from memtail.config import ConfigError, Settings
@@ -211,40 +210,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     exp = get_experiment(engine, args.name)
     arrays = export_npz(engine, exp, args.out)
     print(f"wrote {args.out}: {exp.n_train} memorization values, {arrays['tr_idx'].size} pairs")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from memtail.comparison import compare_experiments, format_agreement
-    from memtail.experiments import get_experiment
-    from memtail.plots import plot_agreement
-
-    engine = _engine(_settings(args))
-    a, b = get_experiment(engine, args.a), get_experiment(engine, args.b)
-    result = compare_experiments(engine, a, b, args.mem_threshold)
-    print(f"{a.name} ({a.spec.model.name}) vs {b.name} ({b.spec.model.name})")
-    print(format_agreement(result.agreement, a.name, b.name))
-    path = Path(args.out) / f"{a.name}-vs-{b.name}.png"
-    threshold = result.agreement.mem_threshold
-    print(f"wrote {plot_agreement(result.mem_a, result.mem_b, threshold, (a.name, b.name), path)}")
-    return 0
-
-
-def cmd_stability(args: argparse.Namespace) -> int:
-    from memtail.comparison import format_agreement, split_half
-    from memtail.experiments import get_experiment
-    from memtail.plots import plot_agreement
-
-    engine = _engine(_settings(args))
-    exp = get_experiment(engine, args.name)
-    result = split_half(engine, exp, args.seed)
-    print(f"{exp.name}: estimates from two random halves of its trials")
-    print(format_agreement(result.agreement, "half 1", "half 2"))
-    path = Path(args.out) / f"{exp.name}-split-half.png"
-    threshold = result.agreement.mem_threshold
-    print(
-        f"wrote {plot_agreement(result.mem_a, result.mem_b, threshold, ('half 1', 'half 2'), path)}"
-    )
     return 0
 
 

@@ -192,6 +192,13 @@ def estimate_experiment(
         if not mine:
             return None
         experiment = get_experiment(engine, experiment_id)
+        if experiment.kind != "subsample":
+            # A removal experiment trains every trial on one subset: each example is in
+            # all of its trials or in none, so nothing is estimable. It is complete once
+            # no trial is left to run.
+            if _unfinished(engine, experiment_id) == 0 and experiment.status == "active":
+                _mark_complete(engine, experiment_id)
+            return None
         # Count unfinished trials *before* reading outcomes: if none were unfinished then,
         # the outcomes read next are final, and this run is the experiment's last.
         final = _unfinished(engine, experiment_id) == 0

@@ -6,8 +6,9 @@ their packed subsets) in one transaction: either the whole experiment exists or 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -95,20 +96,34 @@ class CreateResult:
     created: bool
 
 
-def create_experiment(engine: Engine, spec: ExperimentSpec, data: ExampleSet) -> CreateResult:
+def create_experiment(
+    engine: Engine, spec: ExperimentSpec, data: ExampleSet, subset: np.ndarray | None = None
+) -> CreateResult:
     """Insert the experiment, its examples and trials; a no-op if the same spec exists.
 
     The same name with a different spec raises SpecError: silently reusing a name would mix
-    two experiments' trials in one estimate.
+    two experiments' trials in one estimate. ``subset`` (kind "removal" only): the one
+    subset every trial trains on, instead of random m-subsets; it is part of the digest.
     """
-    m = spec.resolve_subset_size(data.n_train)
+    if (spec.kind == "removal") != (subset is not None):
+        raise SpecError(
+            "kind",
+            "removal experiments train on one given subset; create them with `memtail removal`",
+        )
     digest = spec.spec_hash()
+    if subset is not None:
+        subset = np.asarray(subset, dtype=bool)
+        if subset.shape != (data.n_train,):
+            raise ValueError(f"subset must be ({data.n_train},) bool; got {subset.shape}")
+        spec = replace(spec, subset_size=int(subset.sum()))
+        digest = hashlib.sha256((spec.spec_hash() + bits.pack(subset).hex()).encode()).hexdigest()
+    m = spec.resolve_subset_size(data.n_train)
     try:
         with transaction(engine) as conn:
             existing = _by_name(conn, spec.name)
             if existing is not None:
                 return CreateResult(_check_same(existing, digest), created=False)
-            experiment_id = _insert(conn, spec, digest, data, m)
+            experiment_id = _insert(conn, spec, digest, data, m, subset)
             row = conn.execute(
                 sa.select(experiments).where(experiments.c.id == experiment_id)
             ).one()
@@ -132,7 +147,14 @@ def _check_same(existing: Experiment, digest: str) -> Experiment:
     return existing
 
 
-def _insert(conn: Connection, spec: ExperimentSpec, digest: str, data: ExampleSet, m: int) -> int:
+def _insert(
+    conn: Connection,
+    spec: ExperimentSpec,
+    digest: str,
+    data: ExampleSet,
+    m: int,
+    subset: np.ndarray | None,
+) -> int:
     est = spec.estimate
     experiment_id = conn.execute(
         sa.insert(experiments)
@@ -176,6 +198,7 @@ def _insert(conn: Connection, spec: ExperimentSpec, digest: str, data: ExampleSe
         for j, label in enumerate(data.test_labels)
     ]
     conn.execute(sa.insert(examples), rows)
+    fixed = None if subset is None else bits.pack(subset)
     conn.execute(
         sa.insert(trials),
         [
@@ -183,7 +206,9 @@ def _insert(conn: Connection, spec: ExperimentSpec, digest: str, data: ExampleSe
                 "experiment_id": experiment_id,
                 "trial_index": t,
                 "seed": training_seed(spec.seed, t),
-                "subset": bits.pack(subset_mask(spec.seed, t, data.n_train, m)),
+                "subset": fixed
+                if fixed is not None
+                else bits.pack(subset_mask(spec.seed, t, data.n_train, m)),
             }
             for t in range(spec.trials)
         ],

@@ -158,3 +158,35 @@ def plot_agreement(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_utility(reports: list, n_influenced: int, title: str, path: Path) -> Path:
+    """``memtail utility``: test accuracy per removal arm, overall and on influenced examples.
+
+    ``reports`` are ``memtail.removal.ArmReport``s; bars are means over trials, whiskers
+    their 95% t-intervals.
+    """
+    groups = [("all test examples", "test"), (f"{n_influenced} influenced", "influenced")]
+    colors = {"full": "#3b6ea5", "minus-memorized": "#c0392b", "minus-random": "#95a5a6"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(reports))
+    for k, report in enumerate(reports):
+        for g, (_, field) in enumerate(groups):
+            value = getattr(report, field)
+            if value.trials == 0:
+                continue
+            err = [[value.mean - value.low], [value.high - value.mean]]
+            err = None if np.isnan(err[0][0]) else err
+            ax.bar(g + (k - (len(reports) - 1) / 2) * width, value.mean, width,
+                   yerr=err, capsize=3, color=colors.get(report.arm, "#555555"),
+                   label=report.arm if g == 0 else None)  # fmt: skip
+    ax.set_xticks(range(len(groups)), [name for name, _ in groups])
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(reports), frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -76,7 +76,9 @@ class EstimateSpec:
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
-KINDS = ("subsample",)
+# "subsample": random m-subsets, estimated; "removal": every trial on one stored subset
+# (made by `memtail removal`), never estimated (memtail.removal).
+KINDS = ("subsample", "removal")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class ExperimentSpec:
     def resolve_subset_size(self, n_train: int) -> int:
         """m for a dataset of ``n_train`` examples; raises SpecError if 0 < m < n fails."""
         m = self.subset_size or int(round(self.subset_fraction * n_train))
+        if self.kind == "removal" and 0 < m <= n_train:
+            return m  # a fixed subset; the full training set is one of its arms
         if not 0 < m < n_train:
             where = "subset_size" if self.subset_size else "subset_fraction"
             raise SpecError(

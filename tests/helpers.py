@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from memtail import trials
 from memtail.experiments import CreateResult, ExampleSet, Experiment, create_experiment
-from memtail.spec import DatasetSpec, EstimateSpec, ExperimentSpec, load_spec
+from memtail.spec import DatasetSpec, EstimateSpec, ExperimentSpec, ModelSpec, load_spec
 
 
 def tiny_spec(name: str = "tiny", trials_: int = 12, **estimate: object) -> ExperimentSpec:
@@ -88,3 +88,59 @@ def trained_experiment(engine: Engine, tmp_path: Path, name: str, n_trials: int)
     spec = load_spec(path)
     data = load_dataset(spec.dataset, tmp_path)
     return create_experiment(engine, spec, ExampleSet.from_dataset(data)).experiment
+
+
+PLANTED_SIZES = N_TRAIN, N_TEST, MEMORIZED = 40, 30, 8
+
+
+def planted(
+    engine: Engine, name: str, model: str = "mlp", seed: int = 0, n_train: int = N_TRAIN
+) -> Experiment:
+    """An estimated experiment whose trials plant memorization and influence
+    (``store_planted``)."""
+    import dataclasses
+
+    from memtail import estimates
+
+    spec = dataclasses.replace(tiny_spec(name, trials_=60), model=ModelSpec(model))
+    experiment = create_experiment(engine, spec, tiny_examples(n_train, N_TEST)).experiment
+    store_planted(engine, experiment, seed)
+    estimates.estimate_experiment(engine, experiment.id)
+    return experiment
+
+
+def store_planted(engine: Engine, experiment: Experiment, seed: int = 0) -> None:
+    """Store an outcome for every pending trial: the first MEMORIZED train examples are
+    right only when trained on, and the (up to 3) test examples of train example 0's
+    label are right only when train example 0 was (95% of those times)."""
+    import sqlalchemy as sa
+
+    from memtail import bits
+    from memtail.db.tables import trials as trials_table
+    from memtail.experiments import labels
+
+    n_train = experiment.n_train
+    y_train, y_test = labels(engine, experiment.id, "train"), labels(engine, experiment.id, "test")
+    influenced = np.flatnonzero(y_test == y_train[0])[:3]
+    rng = np.random.default_rng(seed)
+    with engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(trials_table.c.id)
+                .where(
+                    trials_table.c.experiment_id == experiment.id,
+                    trials_table.c.status == "pending",
+                )
+                .order_by(trials_table.c.id)
+            ).scalars()
+        )
+    for trial_id in ids:
+        claim = trials.claim(engine, trial_id, "test-worker", 60)
+        assert claim is not None
+        member = bits.unpack(claim.subset, n_train)
+        p_out = np.where(np.arange(n_train) < MEMORIZED, 0.05, 0.97)
+        train = member | (rng.random(n_train) < p_out)
+        test = rng.random(N_TEST) < 0.6
+        test[influenced] = member[0] & (rng.random(influenced.size) < 0.95)
+        outcome = trials.Outcome(train, test, float(train.mean()), float(test.mean()))
+        trials.store(engine, claim, outcome, n_train, N_TEST)

@@ -188,3 +188,19 @@ def test_memtail_run_embedded(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert again.returncode == 0 and "resuming experiment 'tiny-longtail'" in again.stdout
+    # The marginal utility analysis on it: three removal arms trained here, then reported.
+    removal = subprocess.run(
+        [MEMTAIL, "--database-url", f"sqlite:///{db}", "removal", "tiny-longtail",
+         "--mem-threshold", "0.2", "--trials-per-arm", "2", "--run", "--workers", "1",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert removal.returncode == 0, removal.stderr[-3000:]
+    assert "minus-memorized" in removal.stdout and "influenced" in removal.stdout
+    assert (out / "tiny-longtail-utility.png").exists()
+    with sqlite3.connect(db) as conn:
+        arms = conn.execute(
+            "SELECT name, e.kind, e.status, p.succeeded FROM experiment_progress p "
+            "JOIN experiments e USING (name) WHERE e.kind = 'removal' ORDER BY name"
+        ).fetchall()
+    assert [(a[1], a[2], a[3]) for a in arms] == [("removal", "complete", 2)] * 3

@@ -11,43 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail import bits, cli, estimates, trials
+from memtail import cli, estimates
 from memtail.comparison import ComparisonError, _half_estimate, compare_experiments, split_half
-from memtail.db.tables import trials as trials_table
 from memtail.experiments import Experiment, create_experiment, labels
 from memtail.spec import ModelSpec
-from tests.helpers import tiny_examples, tiny_spec
+from tests.helpers import PLANTED_SIZES, planted, tiny_examples, tiny_spec
 
-N_TRAIN, N_TEST, MEMORIZED = 40, 30, 8
-
-
-def planted(
-    engine: Engine, name: str, model: str = "mlp", seed: int = 0, n_train: int = N_TRAIN
-) -> Experiment:
-    """An experiment whose first MEMORIZED train examples are right only when trained on,
-    and whose test examples of the same label as train example 0 follow its membership."""
-    spec = dataclasses.replace(tiny_spec(name, trials_=60), model=ModelSpec(model))
-    experiment = create_experiment(engine, spec, tiny_examples(n_train, N_TEST)).experiment
-    y_train, y_test = labels(engine, experiment.id, "train"), labels(engine, experiment.id, "test")
-    influenced = np.flatnonzero(y_test == y_train[0])[:3]
-    rng = np.random.default_rng(seed)
-    with engine.connect() as conn:
-        ids = conn.execute(
-            sa.select(trials_table.c.id).where(trials_table.c.experiment_id == experiment.id)
-        ).scalars()
-        ids = list(ids)
-    for trial_id in ids:
-        claim = trials.claim(engine, trial_id, "test-worker", 60)
-        assert claim is not None
-        member = bits.unpack(claim.subset, n_train)
-        p_out = np.where(np.arange(n_train) < MEMORIZED, 0.05, 0.97)
-        train = member | (rng.random(n_train) < p_out)
-        test = rng.random(N_TEST) < 0.6
-        test[influenced] = member[0] & (rng.random(influenced.size) < 0.95)
-        outcome = trials.Outcome(train, test, float(train.mean()), float(test.mean()))
-        trials.store(engine, claim, outcome, n_train, N_TEST)
-    estimates.estimate_experiment(engine, experiment.id)
-    return experiment
+N_TRAIN, N_TEST, MEMORIZED = PLANTED_SIZES
 
 
 def stored_pairs(engine: Engine, experiment: Experiment) -> set[tuple[int, int]]:

@@ -61,3 +61,42 @@ def test_migrations_postgres(pg_empty_url: str) -> None:
 
 def test_migrations_sqlite(tmp_path: Path) -> None:
     _roundtrip(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_widening_experiment_kinds_keeps_every_row(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0005 rebuilds experiments on SQLite; the trials that reference it must survive."""
+    from tests.helpers import make_experiment, run_all_trials
+
+    url = (
+        request.getfixturevalue("pg_empty_url")
+        if backend == "postgresql"
+        else (f"sqlite:///{tmp_path / 'm.db'}")
+    )
+    migrate.upgrade(url, "0004")
+    engine = make_engine(url)
+    tables = ("experiments", "examples", "trials", "trial_outcomes")
+
+    def counts() -> list[int]:
+        with engine.connect() as conn:
+            return [conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables]
+
+    try:
+        exp = make_experiment(engine, n_train=20, n_test=10, trials_=6).experiment
+        run_all_trials(engine, exp.id, 20, 10)
+        before = counts()
+        assert before[2] == before[3] == 6
+        migrate.upgrade(url)
+        assert counts() == before
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT succeeded FROM experiment_progress")).all() == [
+                (6,)
+            ]
+            if backend == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        migrate.downgrade(url, "0004")
+        assert counts() == before
+    finally:
+        engine.dispose()

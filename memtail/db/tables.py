@@ -32,7 +32,7 @@ Timestamp = sa.DateTime(timezone=True)
 EXPERIMENT_STATUSES = ("active", "paused", "complete")
 TRIAL_STATUSES = ("pending", "running", "succeeded", "failed")
 RUN_STATUSES = ("running", "succeeded", "failed")
-EXPERIMENT_KINDS = ("subsample",)
+EXPERIMENT_KINDS = ("subsample", "removal")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

@@ -141,7 +141,9 @@ def format_progress(p: Progress) -> str:
         f"  pending {c['pending']}  running {c['running']}  succeeded {c['succeeded']}  "
         f"failed {c['failed']}",
     ]
-    if p.last_estimate_at is None:
+    if p.experiment.kind == "removal":
+        lines.append("  a removal arm: never estimated; `memtail utility SOURCE` compares the arms")
+    elif p.last_estimate_at is None:
         lines.append("  estimate: none yet")
     else:
         age = (p.now - p.last_estimate_at).total_seconds()

@@ -15,6 +15,7 @@ from memtail import bits, cli, estimates
 from memtail.db.tables import memorization, trials
 from memtail.experiments import get_experiment
 from memtail.removal import RemovalError, create_removal, utility_report
+from memtail.report import format_progress, progress
 from memtail.utility import ARMS, arm_subsets, mean_interval
 from tests.helpers import PLANTED_SIZES, planted, store_planted
 
@@ -83,6 +84,9 @@ def test_removal_arms_are_stored_paired_and_never_estimated(engine: Engine) -> N
         rows = conn.execute(sa.select(memorization).where(memorization.c.experiment_id == arm.id))
         assert rows.all() == []
     assert get_experiment(engine, arm.id).status == "complete"
+    assert "a removal arm: never estimated" in format_progress(
+        progress(engine, get_experiment(engine, arm.id))
+    )
 
 
 def compare_mem(engine: Engine, experiment: object) -> np.ndarray:

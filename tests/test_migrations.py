@@ -68,7 +68,8 @@ def test_widening_experiment_kinds_keeps_every_row(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """0005 rebuilds experiments on SQLite; the trials that reference it must survive."""
-    from tests.helpers import make_experiment, run_all_trials
+    from memtail.removal import create_removal
+    from tests.helpers import make_experiment, planted, run_all_trials, store_planted
 
     url = (
         request.getfixturevalue("pg_empty_url")
@@ -96,7 +97,16 @@ def test_widening_experiment_kinds_keeps_every_row(
             ]
             if backend == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        # Removal arms (and their trials) exist only at 0005; downgrading drops them whole.
+        source = planted(engine, "source")
+        with_source = counts()
+        for arm in create_removal(engine, source, trials_per_arm=2):
+            store_planted(engine, arm)
+        assert counts()[0] == with_source[0] + 3
         migrate.downgrade(url, "0004")
-        assert counts() == before
+        assert counts() == with_source
+        if backend == "sqlite":
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
     finally:
         engine.dispose()

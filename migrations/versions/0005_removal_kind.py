@@ -64,5 +64,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The old CHECK cannot hold removal experiments: they go, with every row of theirs.
+    # Explicitly, child tables first: on SQLite foreign keys are off here (env.py).
+    removal = "SELECT id FROM experiments WHERE kind = 'removal'"
+    op.execute(
+        "DELETE FROM trial_outcomes WHERE trial_id IN "
+        f"(SELECT id FROM trials WHERE experiment_id IN ({removal}))"
+    )
+    for table in ("influence", "memorization", "estimate_runs", "trials", "examples"):
+        op.execute(f"DELETE FROM {table} WHERE experiment_id IN ({removal})")
     op.execute("DELETE FROM experiments WHERE kind = 'removal'")
     _set_kinds(("subsample",))

@@ -76,7 +76,9 @@ def test_poison_trials_fail_after_max_attempts(pg_empty_url: str, tmp_path: Path
         assert f"failed trial {index}: RuntimeError: poison trial" in status.stdout, status.stdout
 
 
-SOAK_TRIALS = 200
+# Enough trials that the chaos (up to 10 kills, one every 0.5-1.5 s) fits in the run on a
+# fast host too: 200 trials with kills every 1-2.5 s once finished after only 2 kills.
+SOAK_TRIALS = 400
 SOAK_MAX_KILLS = 10
 SOAK_MAX_SECONDS = 60.0
 
@@ -98,7 +100,7 @@ def test_soak_chaos_kills_random_workers(pg_empty_url: str, tmp_path: Path) -> N
             and time.monotonic() - started < SOAK_MAX_SECONDS
             and c.experiment_status() != "complete"
         ):
-            time.sleep(rng.uniform(1.0, 2.5))
+            time.sleep(rng.uniform(0.5, 1.5))
             children = [pid for w in c.workers for pid in c.pool_children(w)]
             if children and c.kill_pid(rng.choice(children)):
                 kills += 1

@@ -10,8 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from memtail.commands import _settings as settings_from
-from memtail.db.engine import make_engine
+from memtail.commands import _engine, _settings
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -19,14 +18,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from memtail.experiments import get_experiment
     from memtail.plots import plot_agreement
 
-    engine = make_engine(settings_from(args).database_url)
+    engine = _engine(_settings(args))
     a, b = get_experiment(engine, args.a), get_experiment(engine, args.b)
     result = compare_experiments(engine, a, b, args.mem_threshold)
     print(f"{a.name} ({a.spec.model.name}) vs {b.name} ({b.spec.model.name})")
     print(format_agreement(result.agreement, a.name, b.name))
     path = Path(args.out) / f"{a.name}-vs-{b.name}.png"
-    threshold = result.agreement.mem_threshold
-    print(f"wrote {plot_agreement(result.mem_a, result.mem_b, threshold, (a.name, b.name), path)}")
+    names = (a.name, b.name)
+    print(f"wrote {plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path)}")
     return 0
 
 
@@ -35,16 +34,14 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from memtail.experiments import get_experiment
     from memtail.plots import plot_agreement
 
-    engine = make_engine(settings_from(args).database_url)
+    engine = _engine(_settings(args))
     exp = get_experiment(engine, args.name)
     result = split_half(engine, exp, args.seed)
     print(f"{exp.name}: estimates from two random halves of its trials")
     print(format_agreement(result.agreement, "half 1", "half 2"))
     path = Path(args.out) / f"{exp.name}-split-half.png"
-    threshold = result.agreement.mem_threshold
-    print(
-        f"wrote {plot_agreement(result.mem_a, result.mem_b, threshold, ('half 1', 'half 2'), path)}"
-    )
+    names = ("half 1", "half 2")
+    print(f"wrote {plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path)}")
     return 0
 
 
@@ -52,8 +49,8 @@ def cmd_removal(args: argparse.Namespace) -> int:
     from memtail.experiments import get_experiment
     from memtail.removal import create_removal
 
-    settings = settings_from(args)
-    engine = make_engine(settings.database_url)
+    settings = _settings(args)
+    engine = _engine(settings)
     source = get_experiment(engine, args.source)
     arms = create_removal(engine, source, args.trials_per_arm, args.mem_threshold, args.seed)
     for arm in arms:
@@ -80,7 +77,7 @@ def cmd_utility(args: argparse.Namespace) -> int:
     from memtail.plots import plot_utility
     from memtail.removal import format_utility, utility_report
 
-    engine = make_engine(settings_from(args).database_url)
+    engine = _engine(_settings(args))
     source = get_experiment(engine, args.name)
     reports, n_influenced = utility_report(engine, source)
     print(f"{source.name}: retrained without its memorized examples (marginal utility)")

@@ -31,10 +31,9 @@ class Comparison:
     agreement: Agreement
     mem_a: np.ndarray  # memorization per train example (NaN: undefined)
     mem_b: np.ndarray
-    train_labels: np.ndarray
 
 
-def _check_same_examples(engine: Engine, a: Experiment, b: Experiment) -> np.ndarray:
+def _check_same_examples(engine: Engine, a: Experiment, b: Experiment) -> None:
     if (a.n_train, a.n_test) != (b.n_train, b.n_test):
         raise ComparisonError(
             f"experiments {a.name!r} ({a.n_train} train / {a.n_test} test) and {b.name!r} "
@@ -49,14 +48,13 @@ def _check_same_examples(engine: Engine, a: Experiment, b: Experiment) -> np.nda
                 f"({int((y_a != y_b).sum())} differ); compare experiments of the same "
                 "dataset spec and seed"
             )
-    return labels(engine, a.id, "train")
 
 
 def compare_experiments(
     engine: Engine, a: Experiment, b: Experiment, mem_threshold: float | None = None
 ) -> Comparison:
     """Agreement of two experiments' stored estimates (threshold: ``a``'s by default)."""
-    train_labels = _check_same_examples(engine, a, b)
+    _check_same_examples(engine, a, b)
     threshold = a.spec.estimate.mem_threshold if mem_threshold is None else mem_threshold
     x, y = estimate_arrays(engine, a), estimate_arrays(engine, b)
     for experiment, arrays in ((a, x), (b, y)):
@@ -73,7 +71,7 @@ def compare_experiments(
         a.n_test,
         threshold,
     )
-    return Comparison(result, x["tr_mem"], y["tr_mem"], train_labels)
+    return Comparison(result, x["tr_mem"], y["tr_mem"])
 
 
 def _half_estimate(
@@ -124,7 +122,7 @@ def split_half(engine: Engine, experiment: Experiment, seed: int = 0) -> Compari
     result = agreement(
         mem_a, mem_b, pairs_a, pairs_b, experiment.n_test, experiment.spec.estimate.mem_threshold
     )
-    return Comparison(result, mem_a, mem_b, y_train)
+    return Comparison(result, mem_a, mem_b)
 
 
 def format_agreement(result: Agreement, name_a: str, name_b: str) -> str:

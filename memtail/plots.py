@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
+from memtail.consistency import Agreement  # noqa: E402
 from memtail.db.engine import transaction  # noqa: E402
 from memtail.db.tables import memorization  # noqa: E402
 from memtail.experiments import Experiment  # noqa: E402
@@ -134,9 +135,10 @@ def _pair_images(engine: Engine, experiment: Experiment, data: object, out: Path
 
 
 def plot_agreement(
-    mem_a: np.ndarray, mem_b: np.ndarray, threshold: float, names: tuple[str, str], path: Path
+    mem_a: np.ndarray, mem_b: np.ndarray, agreement: Agreement, names: tuple[str, str], path: Path
 ) -> Path:
     """``memtail compare`` / ``stability``: mem of A against mem of B, one dot per example."""
+    threshold = agreement.mem_threshold
     both = ~np.isnan(mem_a) & ~np.isnan(mem_b)
     a, b = mem_a[both], mem_b[both]
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -149,10 +151,7 @@ def plot_agreement(
     ax.set_ylim(lo - 0.02, 1.02)
     ax.set_xlabel(f"mem in {names[0]}")
     ax.set_ylabel(f"mem in {names[1]}")
-    in_a, in_b = a >= threshold, b >= threshold
-    union = int((in_a | in_b).sum())
-    jaccard = (in_a & in_b).sum() / union if union else float("nan")
-    ax.set_title(f"memorized sets (mem >= {threshold}): Jaccard {jaccard:.2f}")
+    ax.set_title(f"memorized sets (mem >= {threshold}): Jaccard {agreement.mem_jaccard:.2f}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

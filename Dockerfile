@@ -15,7 +15,6 @@ COPY pyproject.toml README.md ./
 COPY memtail ./memtail
 COPY services ./services
 COPY migrations ./migrations
-COPY experiments ./experiments
 # torch is already in the base image; pip keeps it (the project does not pin a build).
 RUN pip install -e '.[monitoring]' \
     && useradd --create-home --uid 10001 memtail \

@@ -1,4 +1,4 @@
-"""Estimator on a GPU (issue 6, target 1): memtail's Triton pair scan, side by side.
+"""The GPU estimator benchmark: memtail's Triton pair scan, side by side.
 
 Two sizes, each in one run:
 
@@ -37,13 +37,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memtail import gpuscan  # noqa: E402
-from memtail.bits import TrialBits, _kernels, trial_words  # noqa: E402
-from memtail.estimator import MemCounts, memorization  # noqa: E402
-from memtail.influence import InfluencePairs, influence_pairs  # noqa: E402
+from memtail.stats import (
+    gpuscan,  # noqa: E402
+    kernels,  # noqa: E402
+)
+from memtail.stats.bits import TrialBits, trial_words  # noqa: E402
+from memtail.stats.influence import InfluencePairs, influence_pairs  # noqa: E402
+from memtail.stats.memorization import MemCounts, memorization  # noqa: E402
 
 # The CPU reference: the numba kernel, or the numpy path where numba does not import.
-CPU = "numba" if _kernels() is not None else "numpy"
+CPU = "numba" if kernels.compiled() is not None else "numpy"
 TILES = ((64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8))
 FIELDS = ("train_index", "test_index", "infl", "std_err", "ci_low", "ci_high", "p_value")
 

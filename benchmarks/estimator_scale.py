@@ -1,8 +1,8 @@
-"""Estimator at paper scale (issue 6, target 1): memtail vs a plain float32 GEMM.
+"""The estimator benchmark at paper scale: memtail vs a plain float32 GEMM.
 
 Feldman & Zhang's CIFAR-100 setting: k = 4,000 trials on 70% subsets, 50,000 train and
 10,000 test examples, influence threshold 0.15 over all 5 x 10^8 pairs (same-class off).
-Trials are synthetic (``common.generate``) and packed exactly as trials store them.
+Trials are synthetic (``harness.generate``) and packed exactly as trials store them.
 
 Measured, each stage in its own subprocess so that peak memory (ru_maxrss) is its own:
 
@@ -14,11 +14,11 @@ Measured, each stage in its own subprocess so that peak memory (ru_maxrss) is it
   warm-up time is printed. Afterwards, outside the clock, the results are checked against
   the reference estimator on a sample of train rows (every planted one plus random ones):
   ``influence_dense`` (all stats) and ``influence_pairs(backend="numpy")`` (also
-  p-values); and ``memtail.hypergeom.upper_tail`` against scipy on sampled (n_in, S).
+  p-values); and ``memtail.stats.hypergeom.upper_tail`` against scipy on sampled (n_in, S).
 * paired: the times. memtail's pipeline and the GEMM alternate ``--repeat`` times (3)
   in one process, so that both see the machine's other load alike; medians and ratio.
-* pg (with ``--pg URL``): stores k trials in a scratch database through memtail.trials
-  (not timed), then times ``memtail.estimates.load_outcomes`` (PostgreSQL to TrialBits).
+* pg (with ``--pg URL``): stores k trials in a scratch database through memtail.store.trials
+  (not timed), then times ``memtail.store.outcomes.load_outcomes`` (PostgreSQL to TrialBits).
 
 Run from the repository root (the full size needs ~4 GB for the GEMM stage, minutes):
 
@@ -26,8 +26,8 @@ Run from the repository root (the full size needs ~4 GB for the GEMM stage, minu
     python benchmarks/estimator_scale.py --small
     python benchmarks/estimator_scale.py --pg postgresql+psycopg2://postgres@127.0.0.1/postgres
 
-The last line printed is the ratio of the paired medians, memtail / GEMM (issue 6 asks
-for <= 0.25).
+The last line printed is the ratio of the paired medians, memtail / GEMM (the goal:
+<= 0.25).
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import TrialRows, generate, peak_rss_mb, scratch_database, store_trials  # noqa: E402
+from harness import TrialRows, generate, peak_rss_mb, scratch_database, store_trials  # noqa: E402
 
-from memtail.bits import TrialBits  # noqa: E402
-from memtail.estimator import MemCounts, memorization  # noqa: E402
-from memtail.influence import InfluencePairs, influence_dense, influence_pairs  # noqa: E402
+from memtail.stats.bits import TrialBits  # noqa: E402
+from memtail.stats.influence import InfluencePairs, influence_dense, influence_pairs  # noqa: E402
+from memtail.stats.memorization import MemCounts, memorization  # noqa: E402
 
 FIELDS = ("infl", "std_err", "ci_low", "ci_high", "acc_in", "acc_out", "n_in", "n_out")
 
@@ -119,7 +119,7 @@ def _warm_up() -> float:
     small = rng.random((70, 9)) < 0.5
     rows = np.packbits(small, axis=1, bitorder="little")
     TrialBits.from_rows(rows, 9, compiled=True)
-    from memtail import hypergeom
+    from memtail.stats import hypergeom
 
     hypergeom.upper_tail(np.array([3]), np.array([5]), np.array([6]), 10, compiled=True)
     bits_ = TrialBits.from_bool(small)
@@ -152,7 +152,7 @@ def stage_memtail(args: argparse.Namespace) -> dict:
 
 def _null_share(m: TrialBits, t: TrialBits, threshold: float) -> dict:
     """Time the (n_in, S) table and the expected-passes sum alone (part of pairs_s)."""
-    from memtail import hypergeom
+    from memtail.stats import hypergeom
 
     n_in, s, k = m.counts(), t.counts(), m.n_trials
     ok = (n_in > 0) & (n_in < k)
@@ -217,16 +217,16 @@ def _verify(
 
 
 def stage_pg(args: argparse.Namespace) -> dict:
-    from memtail import estimates
+    from memtail.store.outcomes import load_outcomes
 
     rows = _data(args)
     with scratch_database(args.pg) as url:
         start = time.perf_counter()
         engine, experiment = store_trials(url, rows, seed=args.seed, name="scale")
         fill = time.perf_counter() - start
-        estimates.load_outcomes(engine, experiment)  # warm PostgreSQL's cache and numba
+        load_outcomes(engine, experiment)  # warm PostgreSQL's cache and numba
         start = time.perf_counter()
-        outcomes = estimates.load_outcomes(engine, experiment)
+        outcomes = load_outcomes(engine, experiment)
         seconds = time.perf_counter() - start
         same = np.array_equal(
             outcomes.mask_bits.words, TrialBits.from_rows(rows.masks, rows.n_train).words

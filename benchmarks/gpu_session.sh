@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Every GPU check of issue 6 in one command, for a machine lent for a few minutes:
+# Every GPU check in one command, for a machine lent for a few minutes:
 #   tests      the GPU tests (pair scan with the hardware popcount, a CUDA trial)
-#   estimator  benchmarks/estimator_gpu.py (target 1 on a GPU, ImageNet scale)
-#   training   benchmarks/gpu_training.py, every variant (target 5)
+#   estimator  benchmarks/estimator_gpu.py (paper and ImageNet scale on a GPU)
+#   training   benchmarks/gpu_training.py, every variant
 #   service    `memtail run` (embedded: SQLite, local workers) on the GPU, whose estimator
 #              then scans on the GPU too, and `memtail estimate` with the GPU forced
 # Each part has its own time limit, so that one slow part cannot cost the others.
@@ -36,7 +36,7 @@ service() {
   MEMTAIL_ESTIMATOR_DEVICE=cuda $python -m memtail.cli --database-url "sqlite:///$db/memtail.db" \
     estimate digits-mlp || return
   $python -c "
-import sqlite3; from memtail.estimates import scan_backend
+import sqlite3; from memtail.work.estimator import scan_backend
 db = sqlite3.connect('$db/memtail.db')
 print('scan for MEMTAIL_ESTIMATOR_DEVICE=auto:', scan_backend('auto'))
 print('estimate runs (status, trials):', db.execute('SELECT status, trials_used FROM estimate_runs').fetchall())
@@ -46,7 +46,7 @@ print('influence rows:', db.execute('SELECT count(*) FROM influence').fetchone()
 # The interpreter test is left to CI: Triton 3.6's interpreter fails under NumPy 2.5
 # (seen on the H200 image: a 1-element array converted to a scalar).
 part tests 90 $python -m pytest -q -p no:cacheprovider --noconftest \
-  tests/test_gpuscan.py tests/test_training.py -k "(gpu or cuda or device or compiled) and not interpreted"
+  tests/stats/test_gpuscan.py tests/training/test_trainer.py -k "(gpu or cuda or device or compiled) and not interpreted"
 part estimator 150 $python benchmarks/estimator_gpu.py
 part training 360 $python benchmarks/gpu_training.py \
   --variants r-eager,f-eager-1024,r-compile,f-compile-1024,f-graphs-1024,r-graphs

@@ -1,11 +1,11 @@
-"""Target 5: memtail's training path against a plain PyTorch loop, per trial.
+"""The GPU training benchmark: memtail's training path against a plain PyTorch loop.
 
 Three trainings of the same number of epochs on CIFAR-shaped data:
 
 * **plain**: ResNet-18 (CIFAR stem) fed by a torchvision DataLoader over CPU tensors with
   torchvision's RandomCrop(32, padding=4) and RandomHorizontalFlip, float32, the loop
   most PyTorch code uses;
-* **memtail resnet18**: the same network through ``memtail.training.Trainer`` (data resident
+* **memtail resnet18**: the same network through ``memtail.training.trainer.Trainer`` (data resident
   on the device, batched tensor augmentation, bf16 autocast and channels-last on CUDA);
 * **memtail fastnet**: the airbench-class network through the same Trainer, at its own
   batch size of 1,024 (as airbench trains it).
@@ -42,10 +42,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memtail.datasets import Dataset  # noqa: E402
-from memtail.networks import build_model  # noqa: E402
 from memtail.spec import ModelSpec, TrainingSpec  # noqa: E402
-from memtail.training import Trainer, resolve_device  # noqa: E402
+from memtail.training.datasets import Dataset  # noqa: E402
+from memtail.training.networks import build_model  # noqa: E402
+from memtail.training.trainer import Trainer, resolve_device  # noqa: E402
 
 
 def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> Dataset:
@@ -66,8 +66,8 @@ def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> Dataset:
 
 
 def real_cifar(root: str) -> Dataset:
-    from memtail.datasets import load_dataset
     from memtail.spec import DatasetSpec
+    from memtail.training.datasets import load_dataset
 
     return load_dataset(DatasetSpec("cifar10"), root)
 

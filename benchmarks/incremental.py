@@ -1,9 +1,9 @@
-"""Incremental estimates (issue 6, target 2): fold 100 new trials into 4,000.
+"""The incremental benchmark: fold 100 new trials into 4,000.
 
 Memorization and its per-example statistics (value, standard error, Newcombe interval,
 accuracies and counts for all 50,000 train examples) are functions of counts that add
 over trials (``MemCounts``). Two ways to the estimate over 4,100 trials, from the rows as
-stored (synthetic, ``common.generate``):
+stored (synthetic, ``harness.generate``):
 
 * scratch: all 4,100 subset and train-correctness rows -> ``TrialBits`` (transposed
   along trials) -> popcounts -> ``memorization``, the path the estimator takes;
@@ -17,7 +17,7 @@ identical. Run from the repository root:
     python benchmarks/incremental.py
     python benchmarks/incremental.py --small
 
-The last line printed is the ratio fold-in / scratch (issue 6 asks for <= 0.10).
+The last line printed is the ratio fold-in / scratch (the goal: <= 0.10).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import generate  # noqa: E402
+from harness import generate  # noqa: E402
 
-from memtail import bits  # noqa: E402
-from memtail.estimator import Estimate, MemCounts, memorization  # noqa: E402
+from memtail.stats import bits  # noqa: E402
+from memtail.stats.memorization import Estimate, MemCounts, memorization  # noqa: E402
 
 
 def scratch(masks: np.ndarray, correct: np.ndarray, n: int) -> Estimate:

@@ -1,9 +1,9 @@
-"""Bytes per trial in PostgreSQL (issue 6, target 3), with and without margins.
+"""The storage benchmark: bytes per trial in PostgreSQL, with and without margins.
 
 Creates scratch databases (dropped at the end), migrates them, creates an experiment of
-50,000 train and 10,000 test examples with k trials (``memtail.experiments``), then
-claims and stores every trial's outcomes through ``memtail.trials`` as workers do
-(synthetic correctness from ``common.generate``; margins, when on, random float16).
+50,000 train and 10,000 test examples with k trials (``memtail.store.experiments``), then
+claims and stores every trial's outcomes through ``memtail.store.trials`` as workers do
+(synthetic correctness from ``harness.generate``; margins, when on, random float16).
 Reported per trial: ``pg_total_relation_size`` of ``trials`` + ``trial_outcomes`` (heap,
 TOAST and indexes) divided by k, as the workers left it and after ``VACUUM FULL``, with a
 breakdown and the raw payload bytes, for the schema as migrated (migration 0003 keeps
@@ -14,7 +14,7 @@ Needs a PostgreSQL server; run from the repository root:
     python benchmarks/storage.py
     python benchmarks/storage.py --k 200 --pg postgresql+psycopg2://postgres@127.0.0.1/postgres
 
-Issue 6's budget is 1.1 x (n_train + n_test) / 8 + 1 KB per trial without margins, for
+The budget is 1.1 x (n_train + n_test) / 8 + 1 KB per trial without margins, for
 what a trial stores (its outcomes). The subset of each trial is part of the experiment's
 definition, written when the experiment is created (n_train / 8 bytes, plus the trial
 row); it is reported beside. The last line printed is outcome bytes per trial over budget.
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import generate, scratch_database, store_trials  # noqa: E402
+from harness import generate, scratch_database, store_trials  # noqa: E402
 
 TABLES = ("trials", "trial_outcomes")
 SIZES = """

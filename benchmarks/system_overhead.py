@@ -1,4 +1,4 @@
-"""Target 3: the queue and database add almost nothing to a trial.
+"""The overhead benchmark: the queue and database add almost nothing to a trial.
 
 The same trials (digits, the default MLP recipe) run on the same cores two ways:
 
@@ -48,22 +48,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import ADMIN_URL, CpuShares, private_redis, scratch_database, shared_group  # noqa: E402
+from harness import (  # noqa: E402
+    ADMIN_URL,
+    CpuShares,
+    compose_command,
+    private_redis,
+    scratch_database,
+    shared_group,
+)
 
-from memtail import dispatch, trials  # noqa: E402
-from memtail.db.engine import make_engine  # noqa: E402
 from memtail.spec import load_spec  # noqa: E402
-from memtail.subsets import subset_mask, training_seed  # noqa: E402
-from tests.processes import compose_command  # noqa: E402
+from memtail.stats.subsets import subset_mask, training_seed  # noqa: E402
+from memtail.store import trials  # noqa: E402
+from memtail.store.engine import make_engine  # noqa: E402
+from memtail.work.coordinator import dispatch  # noqa: E402
 
-SPEC = ROOT / "experiments" / "digits-mlp.toml"
+SPEC = ROOT / "memtail" / "specs" / "digits-mlp.toml"
 SERVICES = ("coordinator", "worker", "estimator", "beat")
 
 
 def _bare_worker(index: int, trials_: int, inbox: mp.Queue, done: mp.Queue) -> None:
     """Load the dataset once, then train each batch of trial indices sent to ``inbox``."""
-    from memtail.datasets import load_dataset
-    from memtail.training import Trainer
+    from memtail.training.datasets import load_dataset
+    from memtail.training.trainer import Trainer
 
     spec = load_spec(SPEC, {"trials": trials_, "name": "bare"})
     dataset = load_dataset(spec.dataset, "data")
@@ -220,7 +227,7 @@ def _print_trials(rows: list) -> None:
 
 def per_operation(database_url: str, repeats: int = 200) -> dict[str, float]:
     """Milliseconds per claim, heartbeat, store and dispatch against PostgreSQL."""
-    from memtail.experiments import ExampleSet, create_experiment
+    from memtail.store.experiments import ExampleSet, create_experiment
 
     engine = make_engine(database_url)
     spec = load_spec(SPEC, {"trials": repeats, "name": "ops"})
@@ -230,7 +237,7 @@ def per_operation(database_url: str, repeats: int = 200) -> dict[str, float]:
     sent: list[int] = []
     t0 = time.perf_counter()
     for _ in range(repeats // 10):
-        dispatch.dispatch(engine, exp.id, sent.append, window=10, redispatch_after=-1)
+        dispatch(engine, exp.id, sent.append, window=10, redispatch_after=-1)
     dispatch_ms = 1000 * (time.perf_counter() - t0) / max(len(sent), 1)
     timings = {"claim": 0.0, "heartbeat": 0.0, "store": 0.0}
     outcome = trials.Outcome(rng.random(1347) < 0.9, rng.random(450) < 0.9, 0.9, 0.9)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 DEFAULT_SQLITE_PATH = Path("memtail.db")
-# torch.compile modes for training ("none": eager); memtail.training uses the same tuple.
+# torch.compile modes for training ("none": eager); memtail.training.trainer uses the same tuple.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 

@@ -1,8 +1,9 @@
 """Experiment specs: what to train, on what data, with which recipe, and how many trials.
 
-A spec is a TOML file (see ``experiments/``) or the same fields as CLI flags. It is
-validated once, at ``memtail experiment create``, so that every mistake is reported as a
-one-line error naming the field and the fix before anything is written. The canonical
+A spec is a TOML file (the bundled ones are in ``memtail/specs/``) or the same fields as
+CLI flags. It is validated once, at ``memtail experiment create``, so that every mistake
+is reported as a one-line error naming the field and the fix before anything is written
+(dataset and model names by ``memtail.training.registry``). The canonical
 JSON of a spec is stored with its experiment; its hash decides whether re-creating an
 experiment is a no-op or a name clash.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,10 @@ class SpecError(ValueError):
     def __init__(self, field_name: str, problem: str) -> None:
         super().__init__(f"spec field '{field_name}': {problem}")
         self.field_name = field_name
+
+
+# The package that holds the bundled specs (package data, so an installed wheel has them).
+_BUNDLED = "memtail.specs"
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,15 @@ class EstimateSpec:
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
-# "subsample": random m-subsets, estimated; "removal": every trial on one stored subset
-# (made by `memtail removal`), never estimated (memtail.removal).
-KINDS = ("subsample", "removal")
+
+
+class ExperimentKind(StrEnum):
+    """How an experiment's trials choose their training subsets."""
+
+    #: Random m-subsets, estimated: Feldman & Zhang's estimator.
+    SUBSAMPLE = "subsample"
+    #: Every trial trains on one stored subset (made by `memtail removal`); never estimated.
+    REMOVAL = "removal"
 
 
 @dataclass(frozen=True)
@@ -95,12 +108,12 @@ class ExperimentSpec:
     #: m as an absolute count (0: use subset_fraction).
     subset_size: int = 0
     seed: int = 0
-    kind: str = "subsample"
+    kind: str = ExperimentKind.SUBSAMPLE
 
     def resolve_subset_size(self, n_train: int) -> int:
         """m for a dataset of ``n_train`` examples; raises SpecError if 0 < m < n fails."""
         m = self.subset_size or int(round(self.subset_fraction * n_train))
-        if self.kind == "removal" and 0 < m <= n_train:
+        if self.kind == ExperimentKind.REMOVAL and 0 < m <= n_train:
             return m  # a fixed subset; the full training set is one of its arms
         if not 0 < m < n_train:
             where = "subset_size" if self.subset_size else "subset_fraction"
@@ -127,29 +140,42 @@ _SECTIONS = {
 }
 
 
-def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
-    """Read and validate a TOML spec; ``overrides`` maps dotted fields to values."""
-    path = Path(path)
+def bundled_specs() -> list[str]:
+    """Names of the specs that ship with memtail (``memtail/specs/NAME.toml``)."""
+    return sorted(
+        entry.name.removesuffix(".toml")
+        for entry in resources.files(_BUNDLED).iterdir()
+        if entry.name.endswith(".toml")
+    )
+
+
+def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Read and validate a TOML spec: a file's path, or the name of a bundled spec.
+
+    ``overrides`` maps dotted fields to values. A path that exists wins over a bundled
+    spec of the same name.
+    """
+    path = Path(source)
+    bundled = resources.files(_BUNDLED) / f"{source}.toml"
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError("file", f"{path} does not exist; pass the path of a TOML spec") from None
+        if not path.is_file() and str(source) in bundled_specs():
+            text = bundled.read_text()
+        else:
+            text = path.read_text()
+        raw = tomllib.loads(text)
+    except (FileNotFoundError, IsADirectoryError):
+        raise SpecError(
+            "file",
+            f"{path} does not exist; pass the path of a TOML spec or a bundled spec "
+            f"({', '.join(bundled_specs())})",
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError("file", f"{path} is not valid TOML ({error}); fix the syntax") from None
     return spec_from_dict(raw, overrides)
 
 
-def spec_from_dict(
-    raw: dict[str, Any],
-    overrides: dict[str, Any] | None = None,
-    *,
-    validate_registries: bool = True,
-) -> ExperimentSpec:
-    """Build and validate a spec from parsed TOML (or JSON as stored in the database).
-
-    Specs read back from the database skip the registry check: they were checked when
-    created, and readers (status, export) should not need torch.
-    """
+def spec_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Build and validate a spec from parsed TOML (or JSON as stored in the database)."""
     raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.rpartition(".")
@@ -169,7 +195,7 @@ def spec_from_dict(
         else:
             kwargs[key] = _coerce(key, top[key].type, value)
     spec = ExperimentSpec(**kwargs)
-    validate(spec, registries=validate_registries)
+    validate(spec)
     return spec
 
 
@@ -216,12 +242,15 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
     return value
 
 
-def validate(spec: ExperimentSpec, *, registries: bool = True) -> None:
-    """Checks that need no data; dataset and model names are checked against registries."""
+def validate(spec: ExperimentSpec) -> None:
+    """Checks that need neither data nor torch; the training layer checks that the dataset
+    and model exist (``memtail.training.registry``)."""
     if not spec.name or len(spec.name) > 200 or spec.name.strip() != spec.name:
         raise SpecError("name", "must be 1-200 characters without surrounding spaces")
-    if spec.kind not in KINDS:
-        raise SpecError("kind", f"unknown kind {spec.kind!r}; choose one of {', '.join(KINDS)}")
+    if spec.kind not in tuple(ExperimentKind):
+        raise SpecError(
+            "kind", f"unknown kind {spec.kind!r}; choose one of {', '.join(ExperimentKind)}"
+        )
     if spec.trials <= 0:
         raise SpecError("trials", f"must be > 0 (got {spec.trials}); the paper uses 2000-4000")
     if spec.subset_size < 0:
@@ -251,27 +280,3 @@ def validate(spec: ExperimentSpec, *, registries: bool = True) -> None:
             raise SpecError(f"estimate.{key}", "must be in [-1, 1]")
     if spec.model.width < 0:
         raise SpecError("model.width", f"must be >= 0 (got {spec.model.width})")
-    if registries:
-        _check_registries(spec)
-
-
-def _check_registries(spec: ExperimentSpec) -> None:
-    # Imported here: the registries import torch, which spec parsing should not need.
-    from memtail.datasets import DATASETS
-    from memtail.networks import is_known_model
-
-    if spec.dataset.name not in DATASETS:
-        raise SpecError(
-            "dataset.name",
-            f"unknown dataset {spec.dataset.name!r}; choose one of {', '.join(sorted(DATASETS))}",
-        )
-    if not is_known_model(spec.model.name):
-        raise SpecError(
-            "model.name",
-            f"unknown model {spec.model.name!r}; use mlp, cnn, fastnet, resnet18, resnet50 or "
-            "a torchvision classification model name",
-        )
-
-
-def with_name(spec: ExperimentSpec, name: str) -> ExperimentSpec:
-    return replace(spec, name=name)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from alembic import context
 
 from memtail.config import Settings
-from memtail.db.engine import make_engine
-from memtail.db.tables import metadata
+from memtail.store.engine import make_engine
+from memtail.store.tables import metadata
 
 config = context.config
 
 
 def _url() -> str:
-    # memtail.db.migrate passes the URL explicitly; `alembic upgrade head` reads the env.
+    # memtail.store.migrate passes the URL explicitly; `alembic upgrade head` reads the env.
     return config.attributes.get("database_url") or Settings.from_env().database_url
 
 

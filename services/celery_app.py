@@ -13,12 +13,11 @@ import socket
 from dataclasses import dataclass
 
 from celery import Celery, signals
-from sqlalchemy.engine import Engine
 
 from memtail.config import Settings
-from memtail.db.engine import make_engine
-from memtail.runner import TrialRunner
-from services.celery_config import CONTROL_QUEUE, ESTIMATE, REAP, RUN_TRIAL, celery_config
+from memtail.store.engine import Engine, make_engine
+from memtail.work.broker import CONTROL_QUEUE, ESTIMATE, REAP, RUN_TRIAL, celery_config
+from memtail.work.runner import TrialRunner
 
 log = logging.getLogger("memtail.worker")
 
@@ -78,7 +77,7 @@ def _preload_estimator(sender: str, instance: object, **_: object) -> None:
     kernel runs, so no thread pool exists yet when the parent forks.
     """
     if CONTROL_QUEUE in instance.app.amqp.queues.consume_from:  # type: ignore[attr-defined]
-        from memtail.estimates import preload
+        from memtail.work.estimator import preload
 
         preload()
         log.info("estimator %s preloaded scipy and the compiled kernels", sender)
@@ -109,7 +108,7 @@ def run_trial(trial_id: int) -> str:
 
 @app.task(name=ESTIMATE, ignore_result=True)
 def estimate() -> int:
-    from memtail.estimates import estimate_all
+    from memtail.work.estimator import estimate_all
 
     settings: Settings = app.conf.memtail_settings
     summaries = estimate_all(_child().engine, settings.estimator_device)
@@ -126,7 +125,7 @@ def estimate() -> int:
 
 @app.task(name=REAP, ignore_result=True)
 def reap() -> int:
-    from memtail.trials import reap as reap_trials
+    from memtail.store.trials import reap as reap_trials
 
     settings: Settings = app.conf.memtail_settings
     result = reap_trials(_child().engine, settings.max_attempts, settings.lease_seconds)

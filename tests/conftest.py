@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from memtail.db import migrate
-from memtail.db.engine import make_engine
+from memtail.store import migrate
+from memtail.store.engine import make_engine
 
 ADMIN_URL = os.environ.get(
     "MEMTAIL_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

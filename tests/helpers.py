@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from memtail import trials
-from memtail.experiments import CreateResult, ExampleSet, Experiment, create_experiment
 from memtail.spec import DatasetSpec, EstimateSpec, ExperimentSpec, ModelSpec, load_spec
+from memtail.stats.outcomes import TrialOutcome
+from memtail.store import trials
+from memtail.store.experiments import CreateResult, ExampleSet, Experiment, create_experiment
 
 
 def tiny_spec(name: str = "tiny", trials_: int = 12, **estimate: object) -> ExperimentSpec:
@@ -39,10 +40,10 @@ def make_experiment(engine: Engine, **kwargs: object) -> CreateResult:
     return create_experiment(engine, tiny_spec(**kwargs), tiny_examples(n_train, n_test))  # type: ignore[arg-type]
 
 
-def random_outcome(rng: np.random.Generator, n_train: int, n_test: int) -> trials.Outcome:
+def random_outcome(rng: np.random.Generator, n_train: int, n_test: int) -> TrialOutcome:
     train = rng.random(n_train) < 0.8
     test = rng.random(n_test) < 0.6
-    return trials.Outcome(
+    return TrialOutcome(
         train_correct=train,
         test_correct=test,
         train_accuracy=float(train.mean()),
@@ -56,7 +57,7 @@ def run_all_trials(
     """Claim and store a random outcome for every pending trial of the experiment."""
     import sqlalchemy as sa
 
-    from memtail.db.tables import trials as trials_table
+    from memtail.store.tables import trials as trials_table
 
     rng = np.random.default_rng(seed)
     with engine.connect() as conn:
@@ -80,8 +81,8 @@ def run_all_trials(
 
 def trained_experiment(engine: Engine, tmp_path: Path, name: str, n_trials: int) -> Experiment:
     """A small synthetic-longtail experiment whose trials really train (well under 1 s)."""
-    from memtail.datasets import load_dataset
-    from tests.faultinject.faultcluster import spec_toml
+    from memtail.training.datasets import load_dataset
+    from tests.faults.faultinject.faultcluster import spec_toml
 
     path = tmp_path / f"{name}.toml"
     path.write_text(spec_toml(name, n_trials))
@@ -100,7 +101,7 @@ def planted(
     (``store_planted``)."""
     import dataclasses
 
-    from memtail import estimates
+    from memtail.work import estimator as estimates
 
     spec = dataclasses.replace(tiny_spec(name, trials_=60), model=ModelSpec(model))
     experiment = create_experiment(engine, spec, tiny_examples(n_train, N_TEST)).experiment
@@ -115,9 +116,9 @@ def store_planted(engine: Engine, experiment: Experiment, seed: int = 0) -> None
     label are right only when train example 0 was (95% of those times)."""
     import sqlalchemy as sa
 
-    from memtail import bits
-    from memtail.db.tables import trials as trials_table
-    from memtail.experiments import labels
+    from memtail.stats import bits
+    from memtail.store.experiments import labels
+    from memtail.store.tables import trials as trials_table
 
     n_train = experiment.n_train
     y_train, y_test = labels(engine, experiment.id, "train"), labels(engine, experiment.id, "test")
@@ -142,5 +143,5 @@ def store_planted(engine: Engine, experiment: Experiment, seed: int = 0) -> None
         train = member | (rng.random(n_train) < p_out)
         test = rng.random(N_TEST) < 0.6
         test[influenced] = member[0] & (rng.random(influenced.size) < 0.95)
-        outcome = trials.Outcome(train, test, float(train.mean()), float(test.mean()))
+        outcome = TrialOutcome(train, test, float(train.mean()), float(test.mean()))
         trials.store(engine, claim, outcome, n_train, N_TEST)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memtail.config import ConfigError, Settings
-from memtail.estimates import scan_backend
+from memtail.work.estimator import scan_backend
 
 
 def test_values_come_from_the_environment() -> None:

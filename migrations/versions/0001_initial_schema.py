@@ -5,8 +5,10 @@ Revises:
 Create Date: 2026-11-28
 
 Migrations are frozen snapshots: they spell the schema out instead of importing
-memtail.db.tables, so later changes to the models cannot rewrite history. A test
-(tests/test_migrations.py) checks that head and the models agree.
+memtail.store.tables, so later changes to the models cannot rewrite history. The status
+values are the exception: they come from memtail.status, the one place each is spelled,
+and changing one means a new migration that rewrites its check constraint. A test
+(tests/store/test_migrations.py) checks that head and the models agree.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from memtail.status import EstimateRunStatus, ExperimentStatus, TrialStatus
+from memtail.store.tables import one_of
 
 revision = "0001"
 down_revision = None
@@ -58,21 +63,23 @@ WHERE m.mem >= e.mem_threshold
 
 # Trials by status and how fresh the latest estimate is, one row per experiment. Plain
 # CASE sums (not FILTER) so the same SQL runs on PostgreSQL and SQLite.
-EXPERIMENT_PROGRESS = """
+EXPERIMENT_PROGRESS = f"""
 CREATE VIEW experiment_progress AS
 SELECT e.id AS experiment_id,
        e.name,
        e.status,
        e.target_trials,
-       COALESCE(SUM(CASE WHEN t.status = 'pending' THEN 1 ELSE 0 END), 0) AS pending,
-       COALESCE(SUM(CASE WHEN t.status = 'running' THEN 1 ELSE 0 END), 0) AS running,
-       COALESCE(SUM(CASE WHEN t.status = 'succeeded' THEN 1 ELSE 0 END), 0) AS succeeded,
-       COALESCE(SUM(CASE WHEN t.status = 'failed' THEN 1 ELSE 0 END), 0) AS failed,
+       COALESCE(SUM(CASE WHEN t.status = '{TrialStatus.PENDING}' THEN 1 ELSE 0 END), 0) AS pending,
+       COALESCE(SUM(CASE WHEN t.status = '{TrialStatus.RUNNING}' THEN 1 ELSE 0 END), 0) AS running,
+       COALESCE(SUM(CASE WHEN t.status = '{TrialStatus.SUCCEEDED}' THEN 1 ELSE 0 END), 0)
+         AS succeeded,
+       COALESCE(SUM(CASE WHEN t.status = '{TrialStatus.FAILED}' THEN 1 ELSE 0 END), 0) AS failed,
        MAX(t.finished_at) AS last_trial_at,
        (SELECT MAX(r.finished_at) FROM estimate_runs r
-         WHERE r.experiment_id = e.id AND r.status = 'succeeded') AS last_estimate_at,
+         WHERE r.experiment_id = e.id AND r.status = '{EstimateRunStatus.SUCCEEDED}')
+         AS last_estimate_at,
        (SELECT r.trials_used FROM estimate_runs r
-         WHERE r.experiment_id = e.id AND r.status = 'succeeded'
+         WHERE r.experiment_id = e.id AND r.status = '{EstimateRunStatus.SUCCEEDED}'
          ORDER BY r.finished_at DESC LIMIT 1) AS last_estimate_trials
 FROM experiments e
 LEFT JOIN trials t ON t.experiment_id = e.id
@@ -86,7 +93,12 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("kind", sa.String(length=32), server_default="subsample", nullable=False),
-        sa.Column("status", sa.String(length=16), server_default="active", nullable=False),
+        sa.Column(
+            "status",
+            sa.String(length=16),
+            server_default=ExperimentStatus.ACTIVE,
+            nullable=False,
+        ),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
         ),
@@ -111,9 +123,7 @@ def upgrade() -> None:
         sa.Column("same_class", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column("confidence", sa.Float(), server_default="0.95", nullable=False),
         sa.CheckConstraint("kind IN ('subsample')", name=op.f("ck_experiments_kind")),
-        sa.CheckConstraint(
-            "status IN ('active', 'paused', 'complete')", name=op.f("ck_experiments_status")
-        ),
+        sa.CheckConstraint(one_of("status", ExperimentStatus), name=op.f("ck_experiments_status")),
         sa.CheckConstraint("n_train > 0 AND n_test >= 0", name=op.f("ck_experiments_sizes")),
         sa.CheckConstraint(
             "subset_size > 0 AND subset_size <= n_train", name=op.f("ck_experiments_subset_size")
@@ -127,7 +137,12 @@ def upgrade() -> None:
         "estimate_runs",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("experiment_id", sa.Integer(), nullable=False),
-        sa.Column("status", sa.String(length=16), server_default="running", nullable=False),
+        sa.Column(
+            "status",
+            sa.String(length=16),
+            server_default=EstimateRunStatus.RUNNING,
+            nullable=False,
+        ),
         sa.Column("trials_used", sa.Integer(), server_default="0", nullable=False),
         sa.Column(
             "started_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
@@ -145,7 +160,7 @@ def upgrade() -> None:
         ),
         sa.Column("error", sa.Text(), nullable=True),
         sa.CheckConstraint(
-            "status IN ('running', 'succeeded', 'failed')", name=op.f("ck_estimate_runs_status")
+            one_of("status", EstimateRunStatus), name=op.f("ck_estimate_runs_status")
         ),
         sa.ForeignKeyConstraint(
             ["experiment_id"],
@@ -255,7 +270,9 @@ def upgrade() -> None:
         sa.Column("trial_index", sa.Integer(), nullable=False),
         sa.Column("seed", sa.BigInteger(), nullable=False, comment="training seed of this trial"),
         sa.Column("subset", sa.LargeBinary(), nullable=False, comment="packed n_train membership"),
-        sa.Column("status", sa.String(length=16), server_default="pending", nullable=False),
+        sa.Column(
+            "status", sa.String(length=16), server_default=TrialStatus.PENDING, nullable=False
+        ),
         sa.Column(
             "attempts",
             sa.Integer(),
@@ -277,9 +294,7 @@ def upgrade() -> None:
         sa.Column("train_accuracy", sa.Float(), nullable=True),
         sa.Column("test_accuracy", sa.Float(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True, comment="last failure, kept after a retry"),
-        sa.CheckConstraint(
-            "status IN ('pending', 'running', 'succeeded', 'failed')", name=op.f("ck_trials_status")
-        ),
+        sa.CheckConstraint(one_of("status", TrialStatus), name=op.f("ck_trials_status")),
         sa.ForeignKeyConstraint(
             ["experiment_id"],
             ["experiments.id"],
@@ -300,8 +315,8 @@ def upgrade() -> None:
             "ix_trials_running_lease",
             ["lease_expires_at"],
             unique=False,
-            postgresql_where=sa.text("status = 'running'"),
-            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text(f"status = '{TrialStatus.RUNNING}'"),
+            sqlite_where=sa.text(f"status = '{TrialStatus.RUNNING}'"),
         )
 
     op.create_table(
@@ -350,8 +365,8 @@ def downgrade() -> None:
     with op.batch_alter_table("trials", schema=None) as batch_op:
         batch_op.drop_index(
             "ix_trials_running_lease",
-            postgresql_where=sa.text("status = 'running'"),
-            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text(f"status = '{TrialStatus.RUNNING}'"),
+            sqlite_where=sa.text(f"status = '{TrialStatus.RUNNING}'"),
         )
         batch_op.drop_index("ix_trials_experiment_status")
 

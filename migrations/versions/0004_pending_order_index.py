@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from memtail.status import TrialStatus
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -26,8 +28,8 @@ def upgrade() -> None:
         "ix_trials_pending_order",
         "trials",
         ["experiment_id", "trial_index"],
-        postgresql_where=sa.text("status = 'pending'"),
-        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text(f"status = '{TrialStatus.PENDING}'"),
+        sqlite_where=sa.text(f"status = '{TrialStatus.PENDING}'"),
     )
 
 

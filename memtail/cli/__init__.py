@@ -1,0 +1,1 @@
+"""The ``memtail`` command line."""

@@ -1,0 +1,169 @@
+"""The commands that make and run experiments: db, experiment, estimate, coordinator, run.
+
+The parser lives in ``memtail.cli.main``; user mistakes propagate as typed errors that
+``main`` turns into one line and exit status 2. Heavy modules (torch, sqlalchemy, Celery)
+are imported inside each command, so ``memtail --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from memtail.cli.arguments import engine_for, load_spec_arg, settings_from
+from memtail.config import Settings
+
+if TYPE_CHECKING:
+    from memtail.spec import ExperimentSpec
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from memtail.store import migrate
+
+    migrate.upgrade(settings_from(args).database_url)
+    print("database at head")
+    return 0
+
+
+def cmd_experiment_create(args: argparse.Namespace) -> int:
+    spec = load_spec_arg(args.spec, args)
+    _create(settings_from(args), spec, download=args.download, dispatch=not args.no_dispatch)
+    return 0
+
+
+def _create(settings: Settings, spec: ExperimentSpec, *, download: bool, dispatch: bool) -> None:
+    """Launch ``spec``, say what happened, and optionally send its first messages."""
+    from memtail.work.launch import launch
+
+    engine = engine_for(settings)
+    launched = launch(engine, spec, settings.data_root, download=download)
+    exp = launched.experiment
+    if not launched.created:
+        print(f"experiment {exp.name!r} already exists with this spec (id {exp.id})")
+        return
+    print(
+        f"created experiment {exp.name!r} (id {exp.id}): {exp.target_trials} trials of "
+        f"m={exp.subset_size} of n_train={exp.n_train}, n_test={exp.n_test}"
+    )
+    if dispatch:
+        _dispatch_now(settings, exp.id)
+
+
+def _dispatch_now(settings: Settings, experiment_id: int) -> None:
+    from memtail.work.broker import Broker
+    from memtail.work.coordinator import dispatch
+
+    try:
+        sent = dispatch(
+            engine_for(settings),
+            experiment_id,
+            Broker(settings).send,
+            window=settings.dispatch_window,
+            redispatch_after=settings.redispatch_after,
+        )
+        print(f"dispatched {sent} trials; `memtail coordinator` keeps the queue filled")
+    except Exception as error:  # noqa: BLE001 - the coordinator will dispatch later
+        print(f"warning: could not reach the broker ({error}); the coordinator will dispatch")
+
+
+def cmd_experiment_list(args: argparse.Namespace) -> int:
+    from memtail.store.experiments import list_experiments
+    from memtail.store.progress import progress
+
+    engine = engine_for(settings_from(args))
+    rows = list_experiments(engine)
+    if not rows:
+        print("no experiments; create one with `memtail experiment create SPEC.toml`")
+    for exp in rows:
+        p = progress(engine, exp)
+        print(
+            f"{exp.id:>4}  {exp.name:<30} {exp.status:<9} {p.done:>6}/{exp.target_trials:<6} "
+            f"{exp.spec.dataset.name}/{exp.spec.model.name}"
+        )
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from memtail.store.experiments import get_experiment
+    from memtail.work.estimator import estimate_all, estimate_experiment
+
+    settings = settings_from(args)
+    engine = engine_for(settings)
+    device = settings.estimator_device
+    if args.name:
+        exp = get_experiment(engine, args.name)
+        summary = estimate_experiment(engine, exp.id, force=True, device=device)
+        summaries = [summary] if summary else []
+    else:
+        summaries = estimate_all(engine, device)
+    for s in summaries:
+        print(
+            f"experiment {s.experiment_id}: {s.trials_used} trials, {s.memorization_rows} "
+            f"memorization rows, {s.influence_rows} pairs ({s.expected_false_pairs:.1f} "
+            f"expected by chance) in {s.seconds:.2f}s"
+        )
+    if not summaries:
+        print("nothing to estimate (no new trials, or another estimator is running)")
+    return 0
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from memtail.spec import load_spec
+    from memtail.training.registry import check_names
+    from memtail.work.broker import Broker
+    from memtail.work.coordinator import coordinate_once, run_forever
+
+    settings = settings_from(args)
+    engine = engine_for(settings)
+    broker = Broker(settings)
+    for source in args.create or []:
+        _create(settings, check_names(load_spec(source)), download=args.download, dispatch=False)
+    if args.once:
+        report = coordinate_once(engine, settings, broker.send, broker.depth)
+        print(f"dispatched {report.dispatched}, requeued {report.requeued}, failed {report.failed}")
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("memtail").info("coordinator started")
+    run_forever(engine, settings, broker.send, stop, broker.depth)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Embedded: migrate a SQLite file, create or resume the experiment, train its trials
+    in local processes, estimate, then print the summary and write the plots."""
+    from memtail.store import migrate
+    from memtail.store.experiments import get_experiment
+    from memtail.training.datasets import load_dataset
+    from memtail.views.plots import plot_experiment
+    from memtail.views.summary import print_summary
+    from memtail.work.embedded import DEFAULT_SPEC, embedded_settings, run_trials
+    from memtail.work.estimator import estimate_experiment
+    from memtail.work.launch import launch
+
+    out = Path(args.out)
+    settings = embedded_settings(settings_from(args), out)
+    spec = load_spec_arg(args.spec or DEFAULT_SPEC, args)
+    migrate.upgrade(settings.database_url)
+    engine = engine_for(settings)
+    launched = launch(engine, spec, settings.data_root, download=args.download)
+    experiment = launched.experiment
+    verb = "created" if launched.created else "resuming"
+    print(
+        f"{verb} experiment {experiment.name!r}: {experiment.target_trials} trials, "
+        f"m={experiment.subset_size} of n_train={experiment.n_train}, n_test={experiment.n_test}"
+    )
+    workers = args.workers or os.cpu_count() or 1
+    run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
+    estimate_experiment(engine, experiment.id, device=settings.estimator_device)
+    print_summary(engine, experiment.id, settings.database_url)
+    dataset = launched.dataset or load_dataset(spec.dataset, settings.data_root)
+    for path in plot_experiment(engine, get_experiment(engine, experiment.id), out, dataset):
+        print(f"  plot: {path}")
+    return 0

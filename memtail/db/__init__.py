@@ -1,1 +1,0 @@
-"""Storage layer: the schema (public SQL interface), engines and migrations."""

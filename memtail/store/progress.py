@@ -1,0 +1,118 @@
+"""How far an experiment is: trial counts, the rate of recent trials, the latest estimate.
+
+Rates come from trial finish times in the database, so any process (even on another
+host) sees the same progress the workers make.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail.status import EstimateRunStatus, TrialStatus
+from memtail.store.engine import db_now_plus, transaction
+from memtail.store.experiments import Experiment
+from memtail.store.tables import estimate_runs, memorization, trials
+
+RATE_WINDOW_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    experiment: Experiment
+    counts: dict[TrialStatus, int]
+    trials_per_minute: float
+    last_estimate_at: datetime | None
+    last_estimate_trials: int | None
+    now: datetime
+    memorized: int  # examples with mem >= the experiment's threshold
+    failures: list[tuple[int, str]]  # (trial_index, error) of failed trials
+
+    @property
+    def done(self) -> int:
+        return self.counts[TrialStatus.SUCCEEDED] + self.counts[TrialStatus.FAILED]
+
+    @property
+    def eta_seconds(self) -> float | None:
+        remaining = self.experiment.target_trials - self.done
+        if remaining <= 0:
+            return 0.0
+        if self.trials_per_minute <= 0:
+            return None
+        return 60.0 * remaining / self.trials_per_minute
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive UTC datetimes; PostgreSQL aware ones.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def progress(engine: Engine, experiment: Experiment) -> Progress:
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(trials.c.status, sa.func.count())
+            .where(trials.c.experiment_id == experiment.id)
+            .group_by(trials.c.status)
+        ).all()
+        counts = dict.fromkeys(TrialStatus, 0)
+        counts.update({TrialStatus(status): int(n) for status, n in rows})
+        succeeded = sa.and_(
+            trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.SUCCEEDED
+        )
+        last = conn.execute(sa.select(sa.func.max(trials.c.finished_at)).where(succeeded))
+        last = last.scalar_one()
+        # While trials remain, the rate is over the last window before now (a stall shows
+        # as a falling rate); once all have ended, over the last window of the run.
+        active = counts[TrialStatus.PENDING] + counts[TrialStatus.RUNNING] > 0
+        if active or last is None:
+            since = db_now_plus(-RATE_WINDOW_SECONDS)
+        else:
+            since = last - timedelta(seconds=RATE_WINDOW_SECONDS)
+        recent, first = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(trials.c.finished_at)).where(
+                succeeded, trials.c.finished_at >= since
+            )
+        ).one()
+        now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
+        run = conn.execute(
+            sa.select(estimate_runs.c.finished_at, estimate_runs.c.trials_used)
+            .where(
+                estimate_runs.c.experiment_id == experiment.id,
+                estimate_runs.c.status == EstimateRunStatus.SUCCEEDED,
+            )
+            .order_by(estimate_runs.c.id.desc())
+            .limit(1)
+        ).one_or_none()
+        memorized = conn.execute(
+            sa.select(sa.func.count()).where(
+                memorization.c.experiment_id == experiment.id,
+                memorization.c.mem >= experiment.spec.estimate.mem_threshold,
+            )
+        ).scalar_one()
+        failures = conn.execute(
+            sa.select(trials.c.trial_index, trials.c.error)
+            .where(trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.FAILED)
+            .order_by(trials.c.trial_index)
+            .limit(5)
+        ).all()
+    now = _aware(now) if isinstance(now, datetime) else datetime.now(UTC)
+    first = _aware(first) if isinstance(first, datetime) else None
+    end = now if active or last is None else _aware(last)
+    span = (end - first).total_seconds() if first is not None else 0.0
+    # Rate over the recent window; a short span (just started) uses what it has.
+    rate = 60.0 * recent / max(span, 1.0) if recent >= 2 else 0.0
+    return Progress(
+        experiment=experiment,
+        counts=counts,
+        trials_per_minute=rate,
+        last_estimate_at=_aware(run.finished_at) if run else None,
+        last_estimate_trials=run.trials_used if run else None,
+        now=now,
+        memorized=int(memorized),
+        failures=[(int(i), str(e)) for i, e in failures],
+    )

@@ -1,0 +1,238 @@
+"""Reading the current estimates back: the rows people look at, as dataclasses and arrays.
+
+Everything here reads what the estimator last committed (``memtail.store.estimate_runs``)
+through the results tables and the ``high_influence_pairs`` view, in one read-only
+transaction per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail.status import EstimateRunStatus
+from memtail.store.engine import transaction
+from memtail.store.experiments import Experiment, labels
+from memtail.store.tables import estimate_runs, examples, memorization
+
+_PAIRS_VIEW = sa.table(
+    "high_influence_pairs",
+    *(
+        sa.column(name)
+        for name in (
+            "experiment_id",
+            "train_index",
+            "test_index",
+            "train_label",
+            "test_label",
+            "mem",
+            "infl",
+            "infl_ci_low",
+            "infl_ci_high",
+            "p_value",
+        )
+    ),
+)
+
+
+@dataclass(frozen=True)
+class MemorizedExample:
+    example_index: int
+    label: int
+    source: str | None
+    mem: float
+    ci_low: float
+    ci_high: float
+    n_in: int
+    n_out: int
+
+
+@dataclass(frozen=True)
+class InfluencePair:
+    """One row of the ``high_influence_pairs`` view: the paper's rule, per experiment."""
+
+    train_index: int
+    test_index: int
+    train_label: int
+    test_label: int
+    mem: float
+    infl: float
+    infl_ci_low: float
+    infl_ci_high: float
+
+
+@dataclass(frozen=True)
+class EstimateRun:
+    """The latest succeeded estimator run of an experiment."""
+
+    trials_used: int
+    finished_at: datetime
+    influence_rows: int
+    pairs_examined: int
+    expected_false_pairs: float
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class MemorizationValues:
+    """mem, its interval and acc_out per train example with a defined estimate."""
+
+    mem: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    acc_out: np.ndarray
+
+
+def top_memorized(engine: Engine, experiment_id: int, limit: int = 20) -> list[MemorizedExample]:
+    """The ``limit`` train examples with the highest mem, with their labels and sources."""
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(
+                memorization.c.example_index,
+                examples.c.label,
+                examples.c.source,
+                memorization.c.mem,
+                memorization.c.ci_low,
+                memorization.c.ci_high,
+                memorization.c.n_in,
+                memorization.c.n_out,
+            )
+            .join(
+                examples,
+                sa.and_(
+                    examples.c.experiment_id == memorization.c.experiment_id,
+                    examples.c.split == "train",
+                    examples.c.example_index == memorization.c.example_index,
+                ),
+            )
+            .where(memorization.c.experiment_id == experiment_id, memorization.c.mem.is_not(None))
+            .order_by(memorization.c.mem.desc(), memorization.c.example_index)
+            .limit(limit)
+        ).all()
+    return [MemorizedExample(*row) for row in rows]
+
+
+def high_influence_pairs(
+    engine: Engine, experiment_id: int, limit: int = 50
+) -> list[InfluencePair]:
+    """The strongest pairs of the ``high_influence_pairs`` view, by influence."""
+    v = _PAIRS_VIEW.c
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(
+                v.train_index,
+                v.test_index,
+                v.train_label,
+                v.test_label,
+                v.mem,
+                v.infl,
+                v.infl_ci_low,
+                v.infl_ci_high,
+            )
+            .where(v.experiment_id == experiment_id)
+            .order_by(v.infl.desc(), v.train_index, v.test_index)
+            .limit(limit)
+        ).all()
+    return [InfluencePair(*row) for row in rows]
+
+
+def count_high_influence_pairs(engine: Engine, experiment_id: int) -> int:
+    v = _PAIRS_VIEW.c
+    with transaction(engine, readonly=True) as conn:
+        return conn.execute(
+            sa.select(sa.func.count())
+            .select_from(_PAIRS_VIEW)
+            .where(v.experiment_id == experiment_id)
+        ).scalar_one()
+
+
+def latest_run(engine: Engine, experiment_id: int) -> EstimateRun | None:
+    with transaction(engine, readonly=True) as conn:
+        row = conn.execute(
+            sa.select(
+                estimate_runs.c.trials_used,
+                estimate_runs.c.finished_at,
+                estimate_runs.c.influence_rows,
+                estimate_runs.c.pairs_examined,
+                estimate_runs.c.expected_false_pairs,
+            )
+            .where(
+                estimate_runs.c.experiment_id == experiment_id,
+                estimate_runs.c.status == EstimateRunStatus.SUCCEEDED,
+            )
+            .order_by(estimate_runs.c.id.desc())
+            .limit(1)
+        ).one_or_none()
+    return None if row is None else EstimateRun(*row)
+
+
+def memorization_values(engine: Engine, experiment_id: int) -> MemorizationValues:
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(
+                memorization.c.mem,
+                memorization.c.ci_low,
+                memorization.c.ci_high,
+                memorization.c.acc_out,
+            ).where(memorization.c.experiment_id == experiment_id, memorization.c.mem.is_not(None))
+        ).all()
+    columns = np.array(rows, dtype=float).reshape(len(rows), 4).T
+    return MemorizationValues(*columns)
+
+
+def estimate_arrays(engine: Engine, experiment: Experiment) -> dict[str, np.ndarray]:
+    """The experiment's current estimates in the layout of Feldman & Zhang's released files
+    (``memtail.views.export``); undefined estimates are NaN."""
+    n = experiment.n_train
+    mem = np.full(n, np.nan)
+    low = np.full(n, np.nan)
+    high = np.full(n, np.nan)
+    n_in = np.zeros(n, dtype=np.int64)
+    n_out = np.zeros(n, dtype=np.int64)
+    v = _PAIRS_VIEW.c
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(
+                memorization.c.example_index,
+                memorization.c.mem,
+                memorization.c.ci_low,
+                memorization.c.ci_high,
+                memorization.c.n_in,
+                memorization.c.n_out,
+            ).where(memorization.c.experiment_id == experiment.id)
+        ).all()
+        pairs = conn.execute(
+            sa.select(
+                v.train_index, v.test_index, v.infl, v.mem, v.infl_ci_low, v.infl_ci_high, v.p_value
+            )
+            .where(v.experiment_id == experiment.id)
+            .order_by(v.train_index, v.test_index)
+        ).all()
+    for row in rows:
+        i = row.example_index
+        mem[i] = np.nan if row.mem is None else row.mem
+        low[i] = np.nan if row.ci_low is None else row.ci_low
+        high[i] = np.nan if row.ci_high is None else row.ci_high
+        n_in[i], n_out[i] = row.n_in, row.n_out
+    columns = list(zip(*pairs, strict=True)) if pairs else [()] * 7
+    return {
+        "tr_labels": labels(engine, experiment.id, "train"),
+        "tt_labels": labels(engine, experiment.id, "test"),
+        "tr_mem": mem,
+        "tr_mem_ci_low": low,
+        "tr_mem_ci_high": high,
+        "tr_n_in": n_in,
+        "tr_n_out": n_out,
+        "tr_idx": np.array(columns[0], dtype=np.int64),
+        "tt_idx": np.array(columns[1], dtype=np.int64),
+        "infl": np.array(columns[2], dtype=np.float64),
+        "mem": np.array(columns[3], dtype=np.float64),
+        "infl_ci_low": np.array(columns[4], dtype=np.float64),
+        "infl_ci_high": np.array(columns[5], dtype=np.float64),
+        "infl_p_value": np.array(
+            [np.nan if p is None else p for p in columns[6]], dtype=np.float64
+        ),
+    }

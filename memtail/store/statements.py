@@ -1,0 +1,135 @@
+"""The trial lifecycle's hot statements, built once with bound parameters.
+
+Every trial runs a claim and a store. Building a SQLAlchemy statement is thousands of
+Python calls, and right after a trial trained, that code runs with cold caches: measured
+with benchmarks/system_overhead.py, constructing the store each time cost several
+milliseconds per trial. Built once, each execution only binds values. The statements are
+executed by :mod:`memtail.store.trials`, which owns their meaning.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from memtail.status import ExperimentStatus, TrialStatus
+from memtail.store.engine import db_now_plus
+from memtail.store.tables import experiments, trial_outcomes, trials
+
+#: Bound parameters: trial_id, attempt (the claim being fenced).
+FENCED = sa.and_(
+    trials.c.id == sa.bindparam("trial_id"),
+    trials.c.status == TrialStatus.RUNNING,
+    trials.c.attempts == sa.bindparam("attempt"),
+)
+
+_ACTIVE = (
+    sa.select(experiments.c.id)
+    .where(
+        experiments.c.id == trials.c.experiment_id, experiments.c.status == ExperimentStatus.ACTIVE
+    )
+    .exists()
+)
+
+
+def _claim(which: sa.ColumnElement[bool]) -> sa.Update:
+    """Bound parameters: worker, lease (seconds), and those of ``which``."""
+    return (
+        sa.update(trials)
+        .where(which, trials.c.status == TrialStatus.PENDING, _ACTIVE)
+        .values(
+            status=TrialStatus.RUNNING,
+            attempts=trials.c.attempts + 1,
+            worker=sa.bindparam("claimant"),
+            started_at=db_now_plus(0),
+            heartbeat_at=db_now_plus(0),
+            lease_expires_at=db_now_plus(sa.bindparam("lease", type_=sa.Float)),
+            finished_at=None,
+        )
+        .returning(
+            trials.c.id,
+            trials.c.experiment_id,
+            trials.c.trial_index,
+            trials.c.seed,
+            trials.c.subset,
+            trials.c.attempts,
+        )
+    )
+
+
+def _next(undispatched_only: bool, skip_locked: bool) -> sa.Update:
+    """Claim of the lowest-index pending trial; bound parameter: experiment."""
+    pending = sa.and_(
+        trials.c.experiment_id == sa.bindparam("experiment"), trials.c.status == TrialStatus.PENDING
+    )
+    if undispatched_only:
+        pending = sa.and_(pending, trials.c.dispatched_at.is_(None))
+    pick = sa.select(trials.c.id).where(pending).order_by(trials.c.trial_index).limit(1)
+    if skip_locked:
+        # Concurrent pickers skip each other's row instead of queueing behind it.
+        pick = pick.with_for_update(skip_locked=True)
+    return _claim(trials.c.id == pick.scalar_subquery())
+
+
+CLAIM = _claim(trials.c.id == sa.bindparam("trial_id"))
+#: (undispatched_only, postgres) -> statement; SQLite has no row locks to skip.
+CLAIM_NEXT = {(u, pg): _next(u, skip_locked=pg) for u in (False, True) for pg in (False, True)}
+
+#: Bound parameters: those of FENCED, lease.
+HEARTBEAT = (
+    sa.update(trials)
+    .where(FENCED)
+    .values(
+        heartbeat_at=db_now_plus(0),
+        lease_expires_at=db_now_plus(sa.bindparam("lease", type_=sa.Float)),
+    )
+)
+
+#: Bound parameters: those of FENCED, train_acc, test_acc.
+MARK_SUCCEEDED = (
+    sa.update(trials)
+    .where(FENCED)
+    .values(
+        status=TrialStatus.SUCCEEDED,
+        finished_at=db_now_plus(0),
+        lease_expires_at=None,
+        train_accuracy=sa.bindparam("train_acc", type_=sa.Float),
+        test_accuracy=sa.bindparam("test_acc", type_=sa.Float),
+    )
+)
+
+#: The outcome columns a store binds, each as a parameter ``out_<column>``.
+OUTCOME_COLUMNS = (
+    "experiment_id",
+    "attempt",
+    "train_correct",
+    "test_correct",
+    "train_margin",
+    "test_margin",
+)
+
+#: SQLite's second statement of a store: bound parameters out_trial_id, out_<column>.
+INSERT_OUTCOME = sa.insert(trial_outcomes).values(
+    trial_id=sa.bindparam("out_trial_id"),
+    **{c: sa.bindparam(f"out_{c}", type_=trial_outcomes.c[c].type) for c in OUTCOME_COLUMNS},
+)
+
+
+def _store_in_one_statement() -> sa.Insert:
+    # PostgreSQL: the outcome row is inserted from what the fenced UPDATE returns, so a
+    # stale claim marks nothing and inserts nothing, in one round trip.
+    marked = MARK_SUCCEEDED.returning(trials.c.id).cte("marked")
+    values = [
+        sa.cast(sa.bindparam(f"out_{c}", type_=trial_outcomes.c[c].type), trial_outcomes.c[c].type)
+        for c in OUTCOME_COLUMNS
+    ]
+    return (
+        sa.insert(trial_outcomes)
+        .add_cte(marked)
+        .from_select(
+            [trial_outcomes.c.trial_id, *(trial_outcomes.c[c] for c in OUTCOME_COLUMNS)],
+            sa.select(marked.c.id, *values),
+        )
+    )
+
+
+STORE = _store_in_one_statement()

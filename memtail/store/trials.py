@@ -1,0 +1,269 @@
+"""The trial lifecycle in the database: claim, heartbeat, store, fail, reap.
+
+The database is the source of truth; a broker message only says "run trial 17". Every
+function here is one short transaction; on PostgreSQL the hot ones (claim, heartbeat,
+store, fail) are each a single statement in autocommit, one round trip apiece.
+
+    pending --claim--> running --store--> succeeded
+       ^                  |
+       +--fail / reap-----+--(attempts exhausted)--> failed
+
+A claim increments ``attempts``; every later write of that claim is fenced by
+``attempts = <claimed attempt>``, so a zombie (a worker whose lease expired and whose trial
+was claimed again) can neither heartbeat nor store. Lease times come from the database's
+clock (``db_now_plus``) because workers on different hosts do not share one. Which
+pending trials have a broker message is ``memtail.store.dispatch``'s part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail.stats import bits
+from memtail.stats.outcomes import TrialOutcome
+from memtail.status import TrialStatus
+from memtail.store import statements
+from memtail.store.engine import db_now_plus, is_postgres, one_statement, transaction
+from memtail.store.tables import trials
+
+
+class LeaseLost(RuntimeError):
+    """This worker's claim is no longer current: the trial was reaped or re-claimed."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one attempt of one trial."""
+
+    trial_id: int
+    experiment_id: int
+    trial_index: int
+    seed: int
+    subset: bytes
+    attempt: int
+    worker: str
+
+
+def claim(engine: Engine, trial_id: int, worker: str, lease_seconds: float) -> Claim | None:
+    """Claim a pending trial of an active experiment; None if someone else has it.
+
+    A conditional UPDATE is the whole protocol: of two workers racing for one trial
+    (duplicate delivery is normal), exactly one matches ``status = pending``.
+    """
+    return _claim(engine, statements.CLAIM, {"trial_id": trial_id}, worker, lease_seconds)
+
+
+def claim_next(
+    engine: Engine,
+    experiment_id: int,
+    worker: str,
+    lease_seconds: float,
+    *,
+    undispatched_only: bool = False,
+) -> Claim | None:
+    """Claim the lowest-index pending trial of an experiment.
+
+    Pull-based local workers take any pending trial. A Celery worker chaining past its
+    message takes only ``undispatched_only`` trials: those have no broker message, so
+    pulling them never turns a queued message into a duplicate.
+    """
+    statement = statements.CLAIM_NEXT[undispatched_only, is_postgres(engine)]
+    return _claim(engine, statement, {"experiment": experiment_id}, worker, lease_seconds)
+
+
+def _claim(
+    engine: Engine,
+    statement: sa.Update,
+    which: dict[str, object],
+    worker: str,
+    lease_seconds: float,
+) -> Claim | None:
+    with one_statement(engine) as conn:
+        row = conn.execute(
+            statement, {**which, "claimant": worker, "lease": float(lease_seconds)}
+        ).one_or_none()
+    if row is None:
+        return None
+    return Claim(
+        trial_id=row.id,
+        experiment_id=row.experiment_id,
+        trial_index=row.trial_index,
+        seed=row.seed,
+        subset=bytes(row.subset),
+        attempt=row.attempts,
+        worker=worker,
+    )
+
+
+def _fence(claim: Claim) -> dict[str, object]:
+    """Parameters of statements.FENCED: writes of a stale claim match no row."""
+    return {"trial_id": claim.trial_id, "attempt": claim.attempt}
+
+
+def heartbeat(engine: Engine, claim: Claim, lease_seconds: float) -> None:
+    """Extend the lease; raises LeaseLost if the claim is no longer current."""
+    with one_statement(engine) as conn:
+        updated = conn.execute(
+            statements.HEARTBEAT, {**_fence(claim), "lease": float(lease_seconds)}
+        ).rowcount
+    if updated != 1:
+        raise LeaseLost(f"trial {claim.trial_id} attempt {claim.attempt} lost its lease")
+
+
+def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_test: int) -> None:
+    """Store outcomes and mark success atomically, fenced by the claim.
+
+    A payload of the wrong length is rejected before anything is written. If the claim is
+    stale, nothing is written and LeaseLost is raised: the current claimant's result is
+    the one that counts.
+    """
+    mark = {
+        **_fence(claim),
+        "train_acc": float(outcome.train_accuracy),
+        "test_acc": float(outcome.test_accuracy),
+    }
+    payload = {
+        "out_experiment_id": claim.experiment_id,
+        "out_attempt": claim.attempt,
+        "out_train_correct": _packed(outcome.train_correct, n_train, "train_correct"),
+        "out_test_correct": _packed(outcome.test_correct, n_test, "test_correct"),
+        "out_train_margin": _margins(outcome.train_margin, n_train, "train_margin"),
+        "out_test_margin": _margins(outcome.test_margin, n_test, "test_margin"),
+    }
+    if is_postgres(engine):
+        with one_statement(engine) as conn:
+            stored = conn.execute(statements.STORE, {**mark, **payload}).rowcount
+    else:
+        with transaction(engine) as conn:
+            stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
+            if stored == 1:
+                conn.execute(statements.INSERT_OUTCOME, {**payload, "out_trial_id": claim.trial_id})
+    if stored != 1:
+        raise LeaseLost(
+            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; result discarded"
+        )
+
+
+def _packed(flags: np.ndarray, n: int, what: str) -> bytes:
+    flags = np.asarray(flags)
+    if flags.shape != (n,):
+        raise bits.PayloadError(f"{what}: shape {flags.shape} but the experiment has {n}")
+    return bits.pack(flags)
+
+
+def _margins(values: np.ndarray | None, n: int, what: str) -> bytes | None:
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.shape != (n,):
+        raise bits.PayloadError(f"{what}: shape {values.shape} but the experiment has {n}")
+    return values.astype("<f2").tobytes()
+
+
+def _released(max_attempts: int) -> dict[str, object]:
+    """Column values of a running trial that lost its attempt: back to pending, or failed
+    for good once it has used ``max_attempts``."""
+    out_of_attempts = trials.c.attempts >= max_attempts
+    return {
+        "status": sa.case((out_of_attempts, TrialStatus.FAILED), else_=TrialStatus.PENDING),
+        "worker": None,
+        "lease_expires_at": None,
+        # A retry needs a new message; the coordinator sends one for NULL.
+        "dispatched_at": None,
+        "finished_at": sa.case((out_of_attempts, db_now_plus(0)), else_=None),
+    }
+
+
+def fail(engine: Engine, claim: Claim, error: str, max_attempts: int) -> TrialStatus | None:
+    """Record a failed attempt: back to pending, or failed when out of attempts.
+
+    Returns the new status, or None if the claim was stale (nothing written).
+    """
+    with one_statement(engine) as conn:
+        row = conn.execute(
+            sa.update(trials)
+            .where(statements.FENCED)
+            .values(
+                error=error[:4000],
+                **_released(max_attempts),
+            )
+            .returning(trials.c.status),
+            _fence(claim),
+        ).one_or_none()
+    return None if row is None else TrialStatus(row.status)
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    requeued: int
+    failed: int
+
+
+def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) -> ReapResult:
+    """Return expired leases to pending (or failed when out of attempts).
+
+    After a PostgreSQL restart every lease looks expired at once, although the workers
+    are alive and were only unable to heartbeat. With ``grace_after_restart`` (a lease
+    length) nothing is reaped until the server has been up that long, so live workers get
+    one lease period to heartbeat again before their finished work would be discarded.
+    """
+    expired = sa.and_(
+        trials.c.status == TrialStatus.RUNNING, trials.c.lease_expires_at < db_now_plus(0)
+    )
+    if grace_after_restart > 0 and is_postgres(engine):
+        expired = sa.and_(
+            expired, sa.func.pg_postmaster_start_time() < db_now_plus(-grace_after_restart)
+        )
+    with transaction(engine) as conn:
+        rows = conn.execute(
+            sa.update(trials)
+            .where(expired)
+            .values(
+                error=sa.func.coalesce(trials.c.error + "; ", "")
+                + "lease expired (worker "
+                + sa.func.coalesce(trials.c.worker, "?")
+                + " stopped heartbeating)",
+                **_released(max_attempts),
+            )
+            .returning(trials.c.status)
+        ).all()
+    failed = sum(1 for row in rows if row.status == TrialStatus.FAILED)
+    return ReapResult(requeued=len(rows) - failed, failed=failed)
+
+
+def release_running(engine: Engine, experiment_id: int, worker_prefix: str) -> int:
+    """Return running trials of workers named ``worker_prefix...`` to pending.
+
+    Only for the embedded runner, whose worker processes it knows are dead (it started
+    them); attempts are left as they were, so a trial that keeps killing its worker still
+    runs out of them. Trials of other workers keep their leases.
+    """
+    with transaction(engine) as conn:
+        return conn.execute(
+            sa.update(trials)
+            .where(
+                trials.c.experiment_id == experiment_id,
+                trials.c.status == TrialStatus.RUNNING,
+                trials.c.worker.startswith(worker_prefix, autoescape=True),
+            )
+            .values(
+                status=TrialStatus.PENDING, worker=None, lease_expires_at=None, dispatched_at=None
+            )
+        ).rowcount
+
+
+def status_counts(engine: Engine, experiment_id: int) -> dict[TrialStatus, int]:
+    """Trials of the experiment by status (every status present, 0 if none)."""
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(trials.c.status, sa.func.count())
+            .where(trials.c.experiment_id == experiment_id)
+            .group_by(trials.c.status)
+        ).all()
+    counts = dict.fromkeys(TrialStatus, 0)
+    counts.update({TrialStatus(status): int(n) for status, n in rows})
+    return counts

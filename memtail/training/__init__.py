@@ -1,0 +1,1 @@
+"""Training subset models: datasets by name, networks by name, and the trainer."""

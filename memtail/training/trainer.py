@@ -1,0 +1,299 @@
+"""One trial: train a fresh model on a subset of the training set, then grade every example.
+
+Follows airbench's recipe for speed: the whole dataset lives on the device as tensors, a
+subset trial trains on ``x_train[subset]``, batches are slices of a random permutation and
+augmentation (flip, translate) is batched tensor ops, so there is no DataLoader and no
+host-device copy in the hot loop. The outcome per example is what the Feldman & Zhang
+estimator needs: whether the trained model classifies it correctly (and, optionally, its
+margin: the true-class logit minus the largest other logit).
+
+Determinism: model initialization uses torch's global RNG seeded with the trial seed, and
+shuffling and augmentation a local ``torch.Generator``; on CPU the same seed, data and
+thread count give bit-identical results. CUDA adds bf16 autocast, channels-last and fused
+optimizers, and is only reproducible up to cuDNN's nondeterministic kernels.
+``compile_mode`` optionally wraps the model in ``torch.compile`` (MEMTAIL_COMPILE_MODE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memtail.config import COMPILE_MODES
+from memtail.spec import ModelSpec, TrainingSpec
+from memtail.stats.outcomes import TrialOutcome
+from memtail.training.datasets import Dataset
+from memtail.training.networks import build_model
+
+__all__ = ["Trainer", "TrainingError", "resolve_device"]
+
+# Examples per forward pass when grading; only memory-bound, so larger on accelerators.
+_EVAL_BATCH = {"cpu": 1024, "cuda": 4096}
+# onecycle: fraction of steps spent warming the learning rate up linearly.
+_WARMUP = 0.2
+
+
+class TrainingError(RuntimeError):
+    """Training diverged (non-finite loss); retrying with the same recipe will not help."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: the first CUDA device when present, else the CPU; otherwise as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use cpu")
+    return device
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` of ``total``."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / total))
+    if schedule == "onecycle":
+        warmup = max(1, int(_WARMUP * total))
+        if step < warmup:
+            return (step + 1) / warmup
+        # Linear decay that reaches 0 just after the last step (no wasted zero-lr step).
+        return (total - step) / max(1, total - warmup)
+    if schedule == "step":
+        return 1.0 if step < 0.5 * total else 0.1 if step < 0.75 * total else 0.01
+    raise ValueError(f"unknown schedule {schedule!r}; use constant, cosine, onecycle or step")
+
+
+def _optimizer(model: nn.Module, training: TrainingSpec, fused: bool) -> torch.optim.Optimizer:
+    params = model.parameters()
+    # fused: one kernel for all parameters on CUDA instead of several per group (the
+    # CPU keeps the default, whose results the CPU tests pin down).
+    extra = {"fused": True} if fused else {}
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=training.lr,
+            momentum=training.momentum,
+            nesterov=training.momentum > 0,
+            weight_decay=training.weight_decay,
+            **extra,
+        )
+    if training.optimizer == "adam":
+        return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, **extra)
+    if training.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params, lr=training.lr, weight_decay=training.weight_decay, **extra
+        )
+    raise ValueError(f"unknown optimizer {training.optimizer!r}; use sgd, adam or adamw")
+
+
+def augment(x: torch.Tensor, flip: bool, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and translations by up to ``crop`` px, per example."""
+    n, c, h, w = x.shape
+    if flip:
+        flips = torch.rand(n, generator=generator, device=x.device) < 0.5
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
+    if crop > 0:
+        # Reflect padding keeps translated borders looking like image content; it needs
+        # the pad to be smaller than the image, so tiny images fall back to zeros (= mean).
+        mode = "reflect" if crop < min(h, w) else "constant"
+        padded = F.pad(x, (crop, crop, crop, crop), mode=mode)
+        dy = torch.randint(0, 2 * crop + 1, (n,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * crop + 1, (n,), generator=generator, device=x.device)
+        # Two gathers (columns, then rows) instead of one 2-D fancy index: gather is a
+        # single fast kernel on CPU and GPU, and the separable shift is the same result.
+        cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        padded = padded.gather(3, cols.expand(n, c, h + 2 * crop, w))
+        rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        x = padded.gather(2, rows.expand(n, c, h, w))
+    return x
+
+
+class Trainer:
+    """Holds one dataset on one device and trains subset models on it, one at a time.
+
+    Create one per worker process (after forking, so CUDA is initialized in the child).
+    """
+
+    def __init__(
+        self, dataset: Dataset, device: str = "auto", threads: int = 1, compile_mode: str = "none"
+    ) -> None:
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode must be one of {', '.join(COMPILE_MODES)}; got {compile_mode!r}"
+            )
+        self.dataset = dataset
+        self.device = resolve_device(device)
+        self.cuda = self.device.type == "cuda"
+        self.compile = compile_mode
+        if self.cuda:
+            # Fixed input shapes: let cuDNN pick the fastest kernels once.
+            torch.backends.cudnn.benchmark = True
+        else:
+            # One thread per process: several processes per machine scale better than
+            # one process with many threads on models this small.
+            torch.set_num_threads(threads)
+        # The first optimizer ever built imports torch._dynamo (seconds); pay that here so
+        # the first trial's time is representative.
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        self.x_train = self._to_device(dataset.x_train)
+        self.y_train = dataset.y_train.to(self.device)
+        self.x_test = self._to_device(dataset.x_test)
+        self.y_test = dataset.y_test.to(self.device)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        if self.cuda and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        # bf16 on CUDA halves memory traffic with no loss scaling; the CPU path stays
+        # plain float32 (CPU autocast is slow for small models and changes results).
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def run(
+        self,
+        model_spec: ModelSpec,
+        training: TrainingSpec,
+        subset: np.ndarray,
+        seed: int,
+        *,
+        on_epoch: Callable[[int, float], None] | None = None,
+    ) -> TrialOutcome:
+        """Train on ``x_train[subset]`` and grade all train and test examples.
+
+        ``on_epoch(epoch, mean_loss)`` is called after each epoch, counting from 1;
+        exceptions it raises propagate (a worker uses that to abandon a lost lease).
+        """
+        start = time.perf_counter()
+        subset = np.asarray(subset)
+        if subset.dtype != bool or subset.shape != (self.dataset.n_train,):
+            raise ValueError(
+                f"subset must be a bool array of shape ({self.dataset.n_train},), got "
+                f"{subset.dtype} {subset.shape}"
+            )
+        index = torch.from_numpy(np.flatnonzero(subset)).to(self.device)
+        if len(index) == 0:
+            raise ValueError("subset is empty; a trial needs at least one training example")
+
+        torch.manual_seed(seed)  # model initialization (and dropout)
+        np.random.seed(seed % 2**32)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+
+        model = build_model(model_spec, self.dataset.input_shape, self.dataset.num_classes)
+        model = model.to(self.device)
+        if self.cuda and self.x_train.ndim == 4:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile != "none":
+            # Compiled once per process and network: a later trial's fresh model of the
+            # same shapes reuses the code (parameters are graph inputs, not constants).
+            model = torch.compile(model, mode=None if self.compile == "default" else self.compile)
+        self._train(model, training, self.x_train[index], self.y_train[index], generator, on_epoch)
+
+        train_correct, train_margin = self._grade(
+            model, self.x_train, self.y_train, training.margins
+        )
+        test_correct, test_margin = self._grade(model, self.x_test, self.y_test, training.margins)
+        return TrialOutcome(
+            train_correct=train_correct,
+            test_correct=test_correct,
+            train_margin=train_margin,
+            test_margin=test_margin,
+            train_accuracy=float(train_correct[subset].mean()),
+            test_accuracy=float(test_correct.mean()) if len(test_correct) else float("nan"),
+            seconds=time.perf_counter() - start,
+        )
+
+    def _batches(
+        self, n: int, batch_size: int, generator: torch.Generator
+    ) -> Iterator[torch.Tensor]:
+        order = torch.randperm(n, generator=generator, device=self.device)
+        # Equal-sized batches instead of a short last one: a last batch of one example
+        # would break batch norm and give that example an outsized step.
+        count = -(-n // batch_size)
+        return iter(torch.tensor_split(order, count))
+
+    def _train(
+        self,
+        model: nn.Module,
+        training: TrainingSpec,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        on_epoch: Callable[[int, float], None] | None,
+    ) -> None:
+        optimizer = _optimizer(model, training, fused=self.cuda)
+        graphs = self.compile == "reduce-overhead"
+        n = len(y)
+        steps_per_epoch = -(-n // training.batch_size)
+        total = training.epochs * steps_per_epoch
+        images = x.ndim == 4
+        augmenting = images and (training.flip or training.crop > 0)
+        model.train()
+        step = 0
+        for epoch in range(1, training.epochs + 1):
+            # Summed on the device: reading the loss every step would synchronize CUDA.
+            loss_sum = torch.zeros((), device=self.device)
+            for batch in self._batches(n, training.batch_size, generator):
+                if graphs:  # CUDA graphs: this step may overwrite the last step's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
+                factor = lr_factor(training.schedule, step, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = training.lr * factor
+                inputs = x[batch]
+                if augmenting:
+                    inputs = augment(inputs, training.flip, training.crop, generator)
+                    if self.cuda:  # gather returns NCHW; the model runs channels-last
+                        inputs = inputs.contiguous(memory_format=torch.channels_last)
+                with self._autocast():
+                    logits = model(inputs)
+                loss = F.cross_entropy(
+                    logits.float(), y[batch], label_smoothing=training.label_smoothing
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+                step += 1
+            mean_loss = float(loss_sum) / steps_per_epoch
+            if not math.isfinite(mean_loss):
+                raise TrainingError(
+                    f"loss became NaN at epoch {epoch}; lower training.lr (now {training.lr})"
+                )
+            if on_epoch is not None:
+                on_epoch(epoch, mean_loss)
+
+    @torch.no_grad()
+    def _grade(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, margins: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        model.eval()
+        size = _EVAL_BATCH["cuda" if self.cuda else "cpu"]
+        correct, margin = [], []
+        for lo in range(0, len(y), size):
+            if self.compile == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
+            with self._autocast():
+                logits = model(x[lo : lo + size]).float()
+            target = y[lo : lo + size]
+            correct.append(logits.argmax(dim=1) == target)
+            if margins:
+                true = logits.gather(1, target[:, None]).squeeze(1)
+                others = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
+                margin.append(true - others)
+        result = torch.cat(correct).cpu().numpy() if correct else np.zeros(0, dtype=bool)
+        if not margins:
+            return result, None
+        values = torch.cat(margin).cpu().numpy() if margin else np.zeros(0)
+        return result, values.astype(np.float16)

@@ -1,0 +1,1 @@
+"""What people read: text tables, PNG plots, the summary of a run, and exports."""

@@ -1,0 +1,112 @@
+"""Text tables for the terminal: progress, top memorized examples, pairs, agreement, utility.
+
+Each ``format_*`` takes what the storage layer or an analysis returned and gives lines
+of fixed-width text, with the interval and the counts behind every number.
+"""
+
+from __future__ import annotations
+
+from memtail.analyses.removal import ArmReport
+from memtail.spec import ExperimentKind
+from memtail.stats.consistency import Agreement
+from memtail.stats.utility import MeanInterval
+from memtail.store.progress import Progress
+from memtail.store.results import InfluencePair, MemorizedExample
+
+
+def bar(fraction: float, width: int = 30) -> str:
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = int(round(fraction * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_progress(p: Progress) -> str:
+    e = p.experiment
+    c = p.counts
+    lines = [
+        f"{e.name} [{e.status}]  {e.spec.dataset.name} / {e.spec.model.name}  "
+        f"n_train={e.n_train} n_test={e.n_test} m={e.subset_size}",
+        f"  {bar(p.done / e.target_trials)} {p.done}/{e.target_trials} trials  "
+        f"{p.trials_per_minute:.1f}/min  ETA {duration(p.eta_seconds)}",
+        "  " + "  ".join(f"{status} {count}" for status, count in c.items()),
+    ]
+    if p.experiment.kind == ExperimentKind.REMOVAL:
+        lines.append("  a removal arm: never estimated; `memtail utility SOURCE` compares the arms")
+    elif p.last_estimate_at is None:
+        lines.append("  estimate: none yet")
+    else:
+        age = (p.now - p.last_estimate_at).total_seconds()
+        lines.append(
+            f"  estimate: {duration(age)} old, from {p.last_estimate_trials} trials; "
+            f"{p.memorized} examples with mem >= {e.spec.estimate.mem_threshold}"
+        )
+    for index, error in p.failures:
+        lines.append(f"  failed trial {index}: {error[:200]}")
+    return "\n".join(lines)
+
+
+def format_top(rows: list[MemorizedExample]) -> str:
+    if not rows:
+        return "no memorization estimates yet (run the estimator: memtail estimate NAME)"
+    out = [f"{'index':>7} {'label':>5} {'mem':>6}  95% interval      n_in/n_out  source"]
+    for r in rows:
+        out.append(
+            f"{r.example_index:>7} {r.label:>5} {r.mem:>6.3f}  [{r.ci_low:6.3f}, {r.ci_high:6.3f}]"
+            f"  {r.n_in:>5}/{r.n_out:<5} {r.source or ''}"
+        )
+    return "\n".join(out)
+
+
+def format_pairs(rows: list[InfluencePair]) -> str:
+    if not rows:
+        return "no high-influence pairs (yet)"
+    out = [f"{'train':>7} {'test':>6} {'label':>5} {'mem':>6} {'infl':>6}  95% interval"]
+    for r in rows:
+        out.append(
+            f"{r.train_index:>7} {r.test_index:>6} {r.train_label:>5} {r.mem:>6.3f} "
+            f"{r.infl:>6.3f}  [{r.infl_ci_low:6.3f}, {r.infl_ci_high:6.3f}]"
+        )
+    return "\n".join(out)
+
+
+def format_agreement(result: Agreement, name_a: str, name_b: str) -> str:
+    """The agreement as a small table."""
+    a, b = name_a[:14], name_b[:14]
+    rows = [
+        f"{'':26s}{a:>14s} {b:>14s} {'both':>6s} {'Jaccard':>8s} {'overlap':>8s}",
+        f"{f'memorized (mem >= {result.mem_threshold:g})':26s}{result.memorized_a:>14d} "
+        f"{result.memorized_b:>14d} {result.memorized_both:>6d} {result.mem_jaccard:>8.3f} "
+        f"{result.mem_overlap:>8.3f}",
+        f"{'high-influence pairs':26s}{result.pairs_a:>14d} {result.pairs_b:>14d} "
+        f"{result.pairs_both:>6d} {result.pairs_jaccard:>8.3f} {result.pairs_overlap:>8.3f}",
+        f"Spearman rank correlation of mem over the {result.examples} examples defined in "
+        f"both: {result.mem_spearman:.3f}",
+    ]
+    return "\n".join(rows)
+
+
+def format_utility(reports: list[ArmReport], n_influenced: int) -> str:
+    def cell(x: MeanInterval) -> str:
+        if x.trials == 0:
+            return f"{'-':>24s}"
+        return f"{x.mean:7.2%} [{x.low:7.2%}, {x.high:7.2%}]".replace("nan%", "  -")
+
+    rows = [
+        f"{'arm':17s}{'removed':>8s} {'trials':>6s}  {'test accuracy (95% CI)':>26s}  "
+        f"{f'on {n_influenced} influenced':>26s}"
+    ]
+    for r in reports:
+        rows.append(
+            f"{r.arm:17s}{r.removed:>8d} {r.test.trials:>6d}  {cell(r.test):>26s}  "
+            f"{cell(r.influenced):>26s}"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,1 @@
+"""The processes' work: the worker loop, the coordinator, the estimator, the embedded run."""

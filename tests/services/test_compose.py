@@ -1,0 +1,114 @@
+"""docker-compose.yml stays honest: real entry points, the right start order, no public ports.
+
+No Docker engine runs on our machines, so the file is checked statically here and its
+commands are run natively by tests/test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from memtail.spec import bundled_specs
+from tests.processes import compose_command, compose_services
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SERVICES = {"coordinator", "worker", "estimator", "beat", "flower"}
+
+
+def test_services_are_the_documented_set() -> None:
+    services = compose_services()
+    assert {
+        "postgres",
+        "redis",
+        "migrate",
+        "coordinator",
+        "worker",
+        "estimator",
+        "beat",
+        "flower",
+    } == set(services)
+    assert services["flower"]["profiles"] == ["monitoring"]
+
+
+def test_start_order_is_migrate_first() -> None:
+    services = compose_services()
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in APP_SERVICES:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert depends["redis"] == {"condition": "service_healthy"}, name
+    for name in ("postgres", "redis"):
+        assert "healthcheck" in services[name]
+    assert "--appendonly" in services["redis"]["command"]
+    assert "--requirepass" in services["redis"]["command"]
+
+
+def test_no_port_is_published_on_all_interfaces() -> None:
+    for name, service in compose_services().items():
+        for port in service.get("ports", []):
+            text = str(port)
+            assert text.startswith("127.0.0.1:"), f"{name} publishes {text} on all interfaces"
+
+
+def test_worker_scales_and_beat_does_not() -> None:
+    services = compose_services()
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+    assert worker["stop_grace_period"] == "10m"
+    assert services["beat"]["deploy"]["replicas"] == 1
+    assert "container_name" not in services["beat"]
+
+
+def test_commands_use_exec_form() -> None:
+    for name, service in compose_services().items():
+        if "command" in service:
+            assert isinstance(service["command"], list), f"{name}: shell-form command"
+
+
+def _celery_app_module(command: list[str]) -> str:
+    return command[command.index("-A") + 1]
+
+
+@pytest.mark.parametrize("service", ["migrate", "coordinator", "worker", "estimator", "beat"])
+def test_every_command_is_a_real_entry_point(service: str) -> None:
+    command = compose_command(service)
+    exe = Path(command[0])
+    assert exe.is_file() or shutil.which(command[0]), f"{command[0]} is not installed"
+    if exe.name == "celery":
+        module = importlib.import_module(_celery_app_module(command))
+        app = module.app
+        assert {"memtail.run_trial", "memtail.estimate", "memtail.reap"} <= set(app.tasks)
+        queues = command[command.index("--queues") + 1] if "--queues" in command else None
+        if service == "worker":
+            assert queues == "memtail.trials"
+        if service == "estimator":
+            assert queues == "memtail.control"
+    else:
+        # `--help` parses the same argument vector shape without side effects.
+        help_args = [command[0], *command[1:2], "--help"]
+        result = subprocess.run(help_args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert result.returncode == 0, result.stderr
+
+
+def test_default_spec_ships_in_the_package() -> None:
+    command = compose_command("coordinator")
+    assert command[command.index("--create") + 1] in bundled_specs()
+
+
+def test_dockerfile_runs_as_non_root_with_exec_form() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "USER memtail" in text and "ARG TORCH_VARIANT" in text
+    assert 'CMD ["' in text
+
+
+def test_end_to_end_test_runs_these_commands() -> None:
+    text = (ROOT / "tests" / "end_to_end" / "test_service.py").read_text()
+    for service in ("migrate", "coordinator", "worker", "estimator", "beat"):
+        assert f'"{service}"' in text, f"the end-to-end test does not start {service}"

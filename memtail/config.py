@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 
-DEFAULT_SQLITE_PATH = Path("memtail.db")
+# Where `memtail run` keeps its SQLite file, and so where every command looks by default.
+DEFAULT_DATABASE_URL = "sqlite:///runs/memtail.db"
 # torch.compile modes for training ("none": eager); memtail.training.trainer uses the same tuple.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
@@ -26,7 +26,7 @@ class Settings:
     """Everything a memtail process needs to know about its surroundings."""
 
     #: SQLAlchemy URL of the results database (PostgreSQL for the service, SQLite embedded).
-    database_url: str = f"sqlite:///{DEFAULT_SQLITE_PATH}"
+    database_url: str = DEFAULT_DATABASE_URL
     #: Celery broker URL (Redis).
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: Seconds a claimed trial stays leased without a heartbeat before the reaper frees it.

@@ -175,12 +175,31 @@ def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> Ex
 
 
 def spec_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> ExperimentSpec:
-    """Build and validate a spec from parsed TOML (or JSON as stored in the database)."""
+    """Build and validate a spec from parsed TOML (or JSON as stored in the database).
+
+    ``overrides`` maps dotted fields to values. Overriding ``dataset.name`` or
+    ``model.name`` with another dataset or model starts that section afresh, from the new
+    one's own defaults: the old one's options (a digits ``test_fraction``, an MLP's
+    ``width``) mean nothing to it. The experiment is then named DATASET-MODEL unless a
+    name is given too, so it never takes the old experiment's name.
+    """
     raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
-    for dotted, value in (overrides or {}).items():
+    overrides = overrides or {}
+    retargeted = False
+    for section, cls in (("dataset", DatasetSpec), ("model", ModelSpec)):
+        new, before = overrides.get(f"{section}.name"), raw.get(section, {})
+        old = before.get("name", cls.name) if isinstance(before, dict) else None
+        if new is not None and new != old:
+            raw[section] = {}
+            retargeted = True
+    for dotted, value in overrides.items():
         section, _, key = dotted.rpartition(".")
         target = raw.setdefault(section, {}) if section else raw
         target[key] = value
+    named_by_flags = "name" not in raw and {"dataset.name", "model.name"} & set(overrides)
+    if "name" not in overrides and (retargeted or named_by_flags):
+        dataset, model = raw.get("dataset", {}), raw.get("model", {})
+        raw["name"] = f"{dataset.get('name', DatasetSpec.name)}-{model.get('name', ModelSpec.name)}"
     if "name" not in raw:
         raise SpecError("name", "missing; give the experiment a unique name")
     top = {f.name: f for f in fields(ExperimentSpec)}

@@ -96,13 +96,7 @@ def run_trial(trial_id: int) -> str:
     settings: Settings = app.conf.memtail_settings
     reports = _child().runner.run_chain(int(trial_id), settings.chain_seconds)
     for report in reports:
-        log.info(
-            "trial %s: %s in %.2fs %s",
-            report.trial_id,
-            report.status,
-            report.seconds,
-            report.error or "",
-        )
+        log.info("%s", report)
     return reports[0].status
 
 
@@ -114,11 +108,15 @@ def estimate() -> int:
     summaries = estimate_all(_child().engine, settings.estimator_device)
     for s in summaries:
         log.info(
-            "estimated experiment %s from %s trials in %.2fs (%s pairs)",
+            "estimated experiment %s from %s trials in %.2fs: %s memorization rows, %s pairs "
+            "with infl above the threshold (%.1f expected by chance)%s",
             s.experiment_id,
             s.trials_used,
             s.seconds,
+            s.memorization_rows,
             s.influence_rows,
+            s.expected_false_pairs,
+            "; complete" if s.complete else "",
         )
     return len(summaries)
 

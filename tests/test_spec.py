@@ -90,5 +90,7 @@ def test_bundled_specs_load_by_name_and_a_file_wins(tmp_path: Path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits-mlp").write_text('name = "mine"\n')
     assert load_spec("digits-mlp").name == "mine"
-    with pytest.raises(SpecError, match="does not exist.*bundled spec \\(digits-mlp\\)"):
+    with pytest.raises(
+        SpecError, match="does not exist.*bundled spec \\(digits-cnn, digits-mlp\\)"
+    ):
         load_spec("no-such-spec")

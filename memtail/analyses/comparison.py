@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memtail.spec import ExperimentKind
 from memtail.stats.consistency import Agreement, agreement, halves
 from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import MemCounts, memorization
@@ -32,6 +33,16 @@ class Comparison:
     agreement: Agreement
     mem_a: np.ndarray  # memorization per train example (NaN: undefined)
     mem_b: np.ndarray
+    #: Trials behind the comparison: split_half's whole experiment (each half has half).
+    trials: int = 0
+
+
+def _check_estimable(experiment: Experiment) -> None:
+    if experiment.kind != ExperimentKind.SUBSAMPLE:
+        raise ComparisonError(
+            f"{experiment.name!r} is a {experiment.kind} experiment: every trial trains on one "
+            "subset, so it has no memorization estimates to compare; use its source experiment"
+        )
 
 
 def _check_same_examples(engine: Engine, a: Experiment, b: Experiment) -> None:
@@ -55,6 +66,8 @@ def compare_experiments(
     engine: Engine, a: Experiment, b: Experiment, mem_threshold: float | None = None
 ) -> Comparison:
     """Agreement of two experiments' stored estimates (threshold: ``a``'s by default)."""
+    _check_estimable(a)
+    _check_estimable(b)
     _check_same_examples(engine, a, b)
     threshold = a.spec.estimate.mem_threshold if mem_threshold is None else mem_threshold
     x, y = estimate_arrays(engine, a), estimate_arrays(engine, b)
@@ -108,6 +121,7 @@ def half_estimate(
 
 def split_half(engine: Engine, experiment: Experiment, seed: int = 0) -> Comparison:
     """Agreement of the estimates from two random disjoint halves of the trials."""
+    _check_estimable(experiment)
     outcomes = load_outcomes(engine, experiment)
     if outcomes.n_trials < 4:
         raise ComparisonError(
@@ -123,4 +137,4 @@ def split_half(engine: Engine, experiment: Experiment, seed: int = 0) -> Compari
     result = agreement(
         mem_a, mem_b, pairs_a, pairs_b, experiment.n_test, experiment.spec.estimate.mem_threshold
     )
-    return Comparison(result, mem_a, mem_b)
+    return Comparison(result, mem_a, mem_b, outcomes.n_trials)

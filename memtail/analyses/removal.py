@@ -48,6 +48,14 @@ def arm_name(source: str, arm: str) -> str:
     return f"{source}-{arm}"
 
 
+def source_name(arm_experiment: str) -> str | None:
+    """The source experiment of an arm named by ``arm_name``, or None."""
+    for arm in ARMS:
+        if arm_experiment.endswith(f"-{arm}"):
+            return arm_experiment.removesuffix(f"-{arm}")
+    return None
+
+
 def create_removal(
     engine: Engine,
     source: Experiment,
@@ -109,9 +117,16 @@ def utility_report(engine: Engine, source: Experiment) -> tuple[list[ArmReport],
     removed = ~first_subset(engine, arms["minus-memorized"])
     pairs = estimate_arrays(engine, source)
     influenced = np.unique(pairs["tt_idx"][removed[pairs["tr_idx"]]])
+    outcomes = {arm: load_outcomes(engine, experiment) for arm, experiment in arms.items()}
+    untrained = [arms[arm].name for arm, o in outcomes.items() if o.n_trials == 0]
+    if untrained:
+        raise RemovalError(
+            f"{', '.join(untrained)} have no trained trials yet; train the arms with "
+            f"`memtail removal {source.name} --run` (embedded) or the service's workers"
+        )
     reports = []
     for arm, experiment in arms.items():
-        correct = load_outcomes(engine, experiment).test_correct  # (trials, n_test)
+        correct = outcomes[arm].test_correct  # (trials, n_test)
         on_influenced = correct[:, influenced].mean(axis=1) if influenced.size else np.zeros(0)
         reports.append(
             ArmReport(

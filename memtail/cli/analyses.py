@@ -1,7 +1,8 @@
 """The commands of the paper's analyses: consistency checks and removal experiments.
 
 ``memtail compare`` / ``stability`` (memtail.analyses.comparison) and ``memtail removal`` /
-``utility`` (memtail.analyses.removal). Each prints a table and writes a PNG.
+``utility`` (memtail.analyses.removal). Each prints a table and writes a PNG (utility
+also as JSON or CSV).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from memtail.cli.arguments import engine_for, settings_from
+from memtail.cli.arguments import Interrupted, database, settings_from
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -19,7 +20,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from memtail.views.plots import plot_agreement
     from memtail.views.text import format_agreement
 
-    engine = engine_for(settings_from(args))
+    engine = database(settings_from(args))
     a, b = get_experiment(engine, args.a), get_experiment(engine, args.b)
     result = compare_experiments(engine, a, b, args.mem_threshold)
     print(f"{a.name} ({a.spec.model.name}) vs {b.name} ({b.spec.model.name})")
@@ -34,13 +35,16 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from memtail.analyses.comparison import split_half
     from memtail.store.experiments import get_experiment
     from memtail.views.plots import plot_agreement
-    from memtail.views.text import format_agreement
+    from memtail.views.text import format_agreement, trials_caveat
 
-    engine = engine_for(settings_from(args))
+    engine = database(settings_from(args))
     exp = get_experiment(engine, args.name)
     result = split_half(engine, exp, args.seed)
-    print(f"{exp.name}: estimates from two random halves of its trials")
+    print(f"{exp.name}: estimates from two random halves of its {result.trials} trials")
     print(format_agreement(result.agreement, "half 1", "half 2"))
+    caveat = trials_caveat(exp, result.trials // 2, per=" per half")
+    if caveat:
+        print(caveat)
     path = Path(args.out) / f"{exp.name}-split-half.png"
     names = ("half 1", "half 2")
     print(f"wrote {plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path)}")
@@ -52,7 +56,7 @@ def cmd_removal(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
 
     settings = settings_from(args)
-    engine = engine_for(settings)
+    engine = database(settings)
     source = get_experiment(engine, args.source)
     arms = create_removal(engine, source, args.trials_per_arm, args.mem_threshold, args.seed)
     for arm in arms:
@@ -61,26 +65,38 @@ def cmd_removal(args: argparse.Namespace) -> int:
             f"{arm.n_train} train examples ({arm.n_train - arm.subset_size} removed)"
         )
     if not args.run:
-        print("workers train them like any trials; then: memtail utility " + source.name)
+        if settings.database_url.startswith("sqlite"):
+            # An embedded database has no service workers to train them.
+            print(f"train them here with `memtail removal {source.name} --run`")
+        else:
+            print(f"the service's workers train them; then `memtail utility {source.name}`")
         return 0
     from memtail.work.embedded import run_trials
     from memtail.work.estimator import estimate_experiment
 
-    for arm in arms:
-        run_trials(engine, settings, arm.id, arm.target_trials, args.workers or os.cpu_count() or 1)
-        estimate_experiment(engine, arm.id)  # no estimates for removal arms: marks complete
-    return cmd_utility(argparse.Namespace(**{**vars(args), "name": source.name}))
+    workers = args.workers or os.cpu_count() or 1
+    try:
+        for arm in arms:
+            run_trials(engine, settings, arm.id, arm.target_trials, workers)
+            estimate_experiment(engine, arm.id)  # no estimates for removal arms: complete
+    except KeyboardInterrupt:
+        raise Interrupted("trials stored so far are kept; run the same command to go on") from None
+    return cmd_utility(argparse.Namespace(**{**vars(args), "name": source.name, "format": "table"}))
 
 
 def cmd_utility(args: argparse.Namespace) -> int:
     from memtail.analyses.removal import utility_report
     from memtail.store.experiments import get_experiment
     from memtail.views.plots import plot_utility
+    from memtail.views.records import arm_record, render
     from memtail.views.text import format_utility
 
-    engine = engine_for(settings_from(args))
+    engine = database(settings_from(args))
     source = get_experiment(engine, args.name)
     reports, n_influenced = utility_report(engine, source)
+    if args.format != "table":
+        print(render([arm_record(r, n_influenced) for r in reports], args.format))
+        return 0
     print(f"{source.name}: retrained without its memorized examples (marginal utility)")
     print(format_utility(reports, n_influenced))
     path = Path(args.out) / f"{source.name}-utility.png"

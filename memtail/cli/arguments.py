@@ -32,10 +32,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
-def engine_for(settings: Settings) -> Engine:
-    from memtail.store.engine import make_engine
+class UsageError(ValueError):
+    """A command used in a way that cannot work; the message says what to run instead."""
 
-    return make_engine(settings.database_url)
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a command; the message says what was kept and how to go on."""
+
+
+def database(settings: Settings) -> Engine:
+    """The existing memtail database of ``settings``; a missing database, schema or server
+    is a one-line ``DatabaseUnavailable`` naming it and the fix, and nothing is created."""
+    from memtail.store.database import open_database
+
+    return open_database(settings.database_url)
 
 
 def _parse_value(text: str) -> Any:

@@ -15,11 +15,18 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memtail.cli.arguments import engine_for, load_spec_arg, settings_from
+from memtail.cli.arguments import (
+    Interrupted,
+    UsageError,
+    database,
+    load_spec_arg,
+    settings_from,
+)
 from memtail.config import Settings
 
 if TYPE_CHECKING:
     from memtail.spec import ExperimentSpec
+    from memtail.store.engine import Engine
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -40,15 +47,18 @@ def _create(settings: Settings, spec: ExperimentSpec, *, download: bool, dispatc
     """Launch ``spec``, say what happened, and optionally send its first messages."""
     from memtail.work.launch import launch
 
-    engine = engine_for(settings)
+    engine = database(settings)
     launched = launch(engine, spec, settings.data_root, download=download)
     exp = launched.experiment
-    if not launched.created:
-        print(f"experiment {exp.name!r} already exists with this spec (id {exp.id})")
+    if launched.verb == "resuming":
+        print(
+            f"experiment {exp.name!r} already exists with this spec (id {exp.id}, "
+            f"{exp.target_trials} trials)"
+        )
         return
     print(
-        f"created experiment {exp.name!r} (id {exp.id}): {exp.target_trials} trials of "
-        f"m={exp.subset_size} of n_train={exp.n_train}, n_test={exp.n_test}"
+        f"{launched.verb} experiment {exp.name!r} (id {exp.id}): {exp.target_trials} trials "
+        f"of m={exp.subset_size} of n_train={exp.n_train}, n_test={exp.n_test}"
     )
     if dispatch:
         _dispatch_now(settings, exp.id)
@@ -60,7 +70,7 @@ def _dispatch_now(settings: Settings, experiment_id: int) -> None:
 
     try:
         sent = dispatch(
-            engine_for(settings),
+            database(settings),
             experiment_id,
             Broker(settings).send,
             window=settings.dispatch_window,
@@ -71,29 +81,12 @@ def _dispatch_now(settings: Settings, experiment_id: int) -> None:
         print(f"warning: could not reach the broker ({error}); the coordinator will dispatch")
 
 
-def cmd_experiment_list(args: argparse.Namespace) -> int:
-    from memtail.store.experiments import list_experiments
-    from memtail.store.progress import progress
-
-    engine = engine_for(settings_from(args))
-    rows = list_experiments(engine)
-    if not rows:
-        print("no experiments; create one with `memtail experiment create SPEC.toml`")
-    for exp in rows:
-        p = progress(engine, exp)
-        print(
-            f"{exp.id:>4}  {exp.name:<30} {exp.status:<9} {p.done:>6}/{exp.target_trials:<6} "
-            f"{exp.spec.dataset.name}/{exp.spec.model.name}"
-        )
-    return 0
-
-
 def cmd_estimate(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
     from memtail.work.estimator import estimate_all, estimate_experiment
 
     settings = settings_from(args)
-    engine = engine_for(settings)
+    engine = database(settings)
     device = settings.estimator_device
     if args.name:
         exp = get_experiment(engine, args.name)
@@ -119,7 +112,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from memtail.work.coordinator import coordinate_once, run_forever
 
     settings = settings_from(args)
-    engine = engine_for(settings)
+    engine = database(settings)
     broker = Broker(settings)
     for source in args.create or []:
         _create(settings, check_names(load_spec(source)), download=args.download, dispatch=False)
@@ -136,34 +129,58 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Embedded: migrate a SQLite file, create or resume the experiment, train its trials
-    in local processes, estimate, then print the summary and write the plots."""
+    """Embedded: migrate a SQLite file, create, extend or resume the experiment, train its
+    trials in local processes, estimate, then print the summary and write the plots."""
+    from memtail.status import ExperimentStatus
     from memtail.store import migrate
     from memtail.store.experiments import get_experiment
     from memtail.training.datasets import load_dataset
     from memtail.views.plots import plot_experiment
-    from memtail.views.summary import print_summary
-    from memtail.work.embedded import DEFAULT_SPEC, embedded_settings, run_trials
+    from memtail.views.summary import next_steps, print_summary
+    from memtail.work.embedded import embedded_settings, run_trials
     from memtail.work.estimator import estimate_experiment
     from memtail.work.launch import launch
 
     out = Path(args.out)
     settings = embedded_settings(settings_from(args), out)
-    spec = load_spec_arg(args.spec or DEFAULT_SPEC, args)
+    spec = load_spec_arg(args.spec, args)
     migrate.upgrade(settings.database_url)
-    engine = engine_for(settings)
+    engine = database(settings)
     launched = launch(engine, spec, settings.data_root, download=args.download)
     experiment = launched.experiment
-    verb = "created" if launched.created else "resuming"
+    if experiment.status == ExperimentStatus.PAUSED:
+        raise UsageError(
+            f"experiment {experiment.name!r} is paused; `memtail experiment resume "
+            f"{experiment.name}` first"
+        )
     print(
-        f"{verb} experiment {experiment.name!r}: {experiment.target_trials} trials, "
+        f"{launched.verb} experiment {experiment.name!r}: {experiment.target_trials} trials, "
         f"m={experiment.subset_size} of n_train={experiment.n_train}, n_test={experiment.n_test}"
     )
     workers = args.workers or os.cpu_count() or 1
-    run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
+    try:
+        run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
+    except KeyboardInterrupt:
+        stored = _stored(engine, experiment.id, experiment.target_trials)
+        raise Interrupted(f"{stored}; run the same command to resume") from None
+    if get_experiment(engine, experiment.id).status == ExperimentStatus.PAUSED:
+        print(
+            f"experiment {experiment.name!r} was paused: "
+            f"{_stored(engine, experiment.id, experiment.target_trials)}; "
+            f"`memtail experiment resume {experiment.name}`, then run the same command"
+        )
+        return 0
     estimate_experiment(engine, experiment.id, device=settings.estimator_device)
     print_summary(engine, experiment.id, settings.database_url)
     dataset = launched.dataset or load_dataset(spec.dataset, settings.data_root)
     for path in plot_experiment(engine, get_experiment(engine, experiment.id), out, dataset):
         print(f"  plot: {path}")
+    print(next_steps(settings.database_url, experiment.name))
     return 0
+
+
+def _stored(engine: Engine, experiment_id: int, total: int) -> str:
+    from memtail.status import TrialStatus
+    from memtail.store.trials import status_counts
+
+    return f"{status_counts(engine, experiment_id)[TrialStatus.SUCCEEDED]}/{total} trials stored"

@@ -5,71 +5,121 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from memtail.cli.arguments import engine_for, settings_from
+from memtail.cli.arguments import UsageError, database, settings_from
+
+if TYPE_CHECKING:
+    from memtail.store.engine import Engine
+    from memtail.store.experiments import Experiment
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from memtail.status import ExperimentStatus
     from memtail.store.experiments import get_experiment, list_experiments
     from memtail.store.progress import progress
+    from memtail.views.records import progress_record, render
     from memtail.views.text import format_progress
 
-    engine = engine_for(settings_from(args))
+    engine = database(settings_from(args))
+    # Clearing the screen is for a person watching a terminal, never for a file or pipe.
+    clear = args.watch and args.format == "table" and sys.stdout.isatty()
     while True:
         if args.name:
             shown = [get_experiment(engine, args.name)]
         else:
             shown = list_experiments(engine)
-        text = "\n".join(format_progress(progress(engine, e)) for e in shown)
-        if args.watch:
+        reports = [progress(engine, e) for e in shown]
+        if args.format == "table":
+            text = "\n".join(format_progress(p) for p in reports) or "no experiments"
+        else:
+            text = render([progress_record(p) for p in reports], args.format)
+        if clear:
             sys.stdout.write("\x1b[2J\x1b[H")
-        print(text or "no experiments")
+        print(text, flush=True)
         if not args.watch or all(e.status == ExperimentStatus.COMPLETE for e in shown):
             return 0
         time.sleep(args.interval)
 
 
-def cmd_top(args: argparse.Namespace) -> int:
+def _estimated(engine: Engine, name: str) -> Experiment:
+    """The experiment, if it is one that has estimates at all."""
+    from memtail.analyses.removal import source_name
+    from memtail.spec import ExperimentKind
     from memtail.store.experiments import get_experiment
+
+    exp = get_experiment(engine, name)
+    if exp.kind == ExperimentKind.REMOVAL:
+        source = source_name(exp.name) or "SOURCE"
+        raise UsageError(
+            f"{exp.name!r} is a removal arm: arms are never estimated; "
+            f"`memtail utility {source}` compares them"
+        )
+    return exp
+
+
+def cmd_top(args: argparse.Namespace) -> int:
     from memtail.store.results import top_memorized
+    from memtail.views.records import dataclass_records, render
     from memtail.views.text import format_top
 
-    engine = engine_for(settings_from(args))
-    exp = get_experiment(engine, args.name)
-    print(format_top(top_memorized(engine, exp.id, args.limit)))
+    engine = database(settings_from(args))
+    exp = _estimated(engine, args.name)
+    rows = top_memorized(engine, exp.id, args.limit)
+    if args.format != "table":
+        print(render(dataclass_records(rows), args.format))
+    elif not rows:
+        print(f"no memorization estimates for {exp.name!r} yet: `memtail estimate {exp.name}`")
+    else:
+        print(format_top(rows))
     return 0
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from memtail.store.experiments import get_experiment
+    from memtail.store.progress import progress
     from memtail.store.results import high_influence_pairs
-    from memtail.views.text import format_pairs
+    from memtail.views.records import dataclass_records, render
+    from memtail.views.text import format_pairs, pairs_count, trials_caveat
 
-    engine = engine_for(settings_from(args))
-    exp = get_experiment(engine, args.name)
-    print(format_pairs(high_influence_pairs(engine, exp.id, args.limit)))
+    engine = database(settings_from(args))
+    exp = _estimated(engine, args.name)
+    rows = high_influence_pairs(engine, exp.id, args.limit)
+    if args.format != "table":
+        print(render(dataclass_records(rows), args.format))
+        return 0
+    report = progress(engine, exp)
+    if report.last_estimate_trials is None:
+        print(f"no estimates for {exp.name!r} yet: `memtail estimate {exp.name}`")
+        return 0
+    print(f"{exp.name}, from {report.last_estimate_trials} trials: {pairs_count(report)}")
+    caveat = trials_caveat(exp, report.last_estimate_trials)
+    if caveat:
+        print(caveat)
+    print(format_pairs(rows))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
-    from memtail.views.export import export_npz
+    from memtail.views.export import export_npz, export_tables
 
-    engine = engine_for(settings_from(args))
+    engine = database(settings_from(args))
     exp = get_experiment(engine, args.name)
-    arrays = export_npz(engine, exp, args.out)
-    print(f"wrote {args.out}: {exp.n_train} memorization values, {arrays['tr_idx'].size} pairs")
+    if args.format == "npz":
+        arrays = export_npz(engine, exp, args.out)
+        print(f"wrote {args.out}: {exp.n_train} memorization values, {arrays['tr_idx'].size} pairs")
+        return 0
+    for path in export_tables(engine, exp, args.out, args.format):
+        print(f"wrote {path}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from memtail.store.experiments import get_experiment
     from memtail.views.plots import plot_experiment
 
     settings = settings_from(args)
-    engine = engine_for(settings)
-    exp = get_experiment(engine, args.name)
+    engine = database(settings)
+    exp = _estimated(engine, args.name)
     images = None
     if not args.no_images:
         from memtail.training.datasets import load_dataset

@@ -131,3 +131,20 @@ def diff_std_err(
     p2 = x2 / m2s
     se = np.sqrt(p1 * (1.0 - p1) / m1s + p2 * (1.0 - p2) / m2s)
     return np.where(ok1 & ok2, se, np.float64(np.nan))
+
+
+def worst_case_half_width(k: int, in_fraction: float, confidence: float = 0.95) -> float:
+    """Half-width of a normal interval for acc_in - acc_out from ``k`` trials when both
+    accuracies are 1/2 (the widest case), a share ``in_fraction`` of trials holding the
+    example (m / n): ``z * sqrt(1/4 / (p k) + 1/4 / ((1 - p) k))``. With k = 1,000 and
+    p = 0.7 it is 0.068, Feldman & Zhang's bound."""
+    if k <= 0:
+        return float("inf")
+    p = in_fraction
+    return z_for(confidence) * (0.25 / (p * k) + 0.25 / ((1 - p) * k)) ** 0.5
+
+
+def trials_for_half_width(width: float, in_fraction: float, confidence: float = 0.95) -> int:
+    """The fewest trials whose ``worst_case_half_width`` is below ``width``."""
+    p = in_fraction
+    return int(np.ceil(z_for(confidence) ** 2 * (0.25 / p + 0.25 / (1 - p)) / width**2))

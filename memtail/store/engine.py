@@ -118,7 +118,7 @@ def one_statement(engine: Engine) -> Iterator[Connection]:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def describe_database(url: str) -> tuple[str, str | None]:
+def describe_database(url: str | sa.engine.URL) -> tuple[str, str | None]:
     """How to name a database to a user (SQLite's file, or the URL without its password),
     and for SQLite a shell command that queries it."""
     parsed = sa.engine.make_url(url)

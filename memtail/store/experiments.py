@@ -20,7 +20,7 @@ from memtail.spec import ExperimentKind, ExperimentSpec, SpecError, spec_from_di
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import ExperimentStatus
-from memtail.store.engine import transaction
+from memtail.store.engine import describe_database, transaction
 from memtail.store.tables import examples, experiments, trials
 
 
@@ -111,13 +111,12 @@ def create_experiment(
             "kind",
             "removal experiments train on one given subset; create them with `memtail removal`",
         )
-    digest = spec.spec_hash()
     if subset is not None:
         subset = np.asarray(subset, dtype=bool)
         if subset.shape != (data.n_train,):
             raise ValueError(f"subset must be ({data.n_train},) bool; got {subset.shape}")
         spec = replace(spec, subset_size=int(subset.sum()))
-        digest = hashlib.sha256((spec.spec_hash() + bits.pack(subset).hex()).encode()).hexdigest()
+    digest = spec_digest(spec, subset)
     m = spec.resolve_subset_size(data.n_train)
     try:
         with transaction(engine) as conn:
@@ -199,22 +198,41 @@ def _insert(
         for j, label in enumerate(data.test_labels)
     ]
     conn.execute(sa.insert(examples), rows)
-    fixed = None if subset is None else bits.pack(subset)
     conn.execute(
         sa.insert(trials),
-        [
-            {
-                "experiment_id": experiment_id,
-                "trial_index": t,
-                "seed": training_seed(spec.seed, t),
-                "subset": fixed
-                if fixed is not None
-                else bits.pack(subset_mask(spec.seed, t, data.n_train, m)),
-            }
-            for t in range(spec.trials)
-        ],
+        trial_rows(experiment_id, spec.seed, range(spec.trials), data.n_train, m, subset),
     )
     return int(experiment_id)
+
+
+def spec_digest(spec: ExperimentSpec, subset: np.ndarray | None = None) -> str:
+    """What decides whether two experiments are the same: the spec's hash, and for a
+    removal arm the one subset it trains on too."""
+    if subset is None:
+        return spec.spec_hash()
+    return hashlib.sha256((spec.spec_hash() + bits.pack(subset).hex()).encode()).hexdigest()
+
+
+def trial_rows(
+    experiment_id: int,
+    seed: int,
+    indexes: range,
+    n_train: int,
+    m: int,
+    subset: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """``trials`` rows for trial indexes ``indexes``: training seed and subset are pure
+    functions of (seed, t), or ``subset`` itself for every trial of a removal arm."""
+    fixed = None if subset is None else bits.pack(subset)
+    return [
+        {
+            "experiment_id": experiment_id,
+            "trial_index": t,
+            "seed": training_seed(seed, t),
+            "subset": fixed if fixed is not None else bits.pack(subset_mask(seed, t, n_train, m)),
+        }
+        for t in indexes
+    ]
 
 
 def _by_name(conn: Connection, name: str) -> Experiment | None:
@@ -235,8 +253,10 @@ def get_experiment(engine: Engine, name_or_id: str | int) -> Experiment:
             clause = experiments.c.name == name_or_id
         row = conn.execute(sa.select(experiments).where(clause)).one_or_none()
     if row is None:
+        where, _ = describe_database(engine.url)
         raise ExperimentNotFound(
-            f"no experiment {name_or_id!r}; `memtail experiment list` shows the existing ones"
+            f"no experiment {name_or_id!r} in {where}; `memtail experiment list` shows the "
+            "existing ones"
         )
     return Experiment.from_row(row)
 
@@ -268,13 +288,6 @@ def labels(engine: Engine, experiment_id: int, split: str) -> np.ndarray:
             .order_by(examples.c.example_index)
         ).scalars()
         return np.fromiter(values, dtype=np.int64)
-
-
-def set_status(engine: Engine, experiment_id: int, status: ExperimentStatus) -> None:
-    with transaction(engine) as conn:
-        conn.execute(
-            sa.update(experiments).where(experiments.c.id == experiment_id).values(status=status)
-        )
 
 
 def example_set(engine: Engine, experiment: Experiment) -> ExampleSet:

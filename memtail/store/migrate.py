@@ -10,9 +10,12 @@ pyproject.toml.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
 
 
 def alembic_config(database_url: str) -> Config:
@@ -23,7 +26,21 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    """Migrate to ``revision``; a SQLite file's folder is created first."""
+    _sqlite_folder(database_url)
     command.upgrade(alembic_config(database_url), revision)
+
+
+def revisions() -> tuple[str, set[str]]:
+    """The head revision this code migrates to, and every revision it knows."""
+    script = ScriptDirectory.from_config(alembic_config(""))
+    return script.get_current_head() or "", {rev.revision for rev in script.walk_revisions()}
+
+
+def _sqlite_folder(database_url: str) -> None:
+    url = make_url(database_url)
+    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from memtail.status import EstimateRunStatus, TrialStatus
 from memtail.store.engine import db_now_plus, transaction
 from memtail.store.experiments import Experiment
+from memtail.store.results import PAIRS_VIEW
 from memtail.store.tables import estimate_runs, memorization, trials
 
 RATE_WINDOW_SECONDS = 600.0
@@ -30,6 +31,15 @@ class Progress:
     now: datetime
     memorized: int  # examples with mem >= the experiment's threshold
     failures: list[tuple[int, str]]  # (trial_index, error) of failed trials
+    #: Test accuracy of the trained models: mean, standard deviation, min, max over the
+    #: succeeded trials (None before the first).
+    test_accuracy: tuple[float, float, float, float] | None = None
+    #: Rows of the high_influence_pairs view (the paper's rule).
+    pairs: int = 0
+    #: Of the latest estimate: pairs in the influence table (infl >= threshold), and how
+    #: many of them chance alone would give (None before the first estimate).
+    influence_rows: int | None = None
+    expected_false_pairs: float | None = None
 
     @property
     def done(self) -> int:
@@ -79,8 +89,27 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
             )
         ).one()
         now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
+        accuracy = conn.execute(
+            sa.select(
+                sa.func.count(trials.c.test_accuracy),
+                sa.func.avg(trials.c.test_accuracy),
+                sa.func.avg(trials.c.test_accuracy * trials.c.test_accuracy),
+                sa.func.min(trials.c.test_accuracy),
+                sa.func.max(trials.c.test_accuracy),
+            ).where(succeeded)
+        ).one()
+        pairs = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(PAIRS_VIEW)
+            .where(PAIRS_VIEW.c.experiment_id == experiment.id)
+        ).scalar_one()
         run = conn.execute(
-            sa.select(estimate_runs.c.finished_at, estimate_runs.c.trials_used)
+            sa.select(
+                estimate_runs.c.finished_at,
+                estimate_runs.c.trials_used,
+                estimate_runs.c.influence_rows,
+                estimate_runs.c.expected_false_pairs,
+            )
             .where(
                 estimate_runs.c.experiment_id == experiment.id,
                 estimate_runs.c.status == EstimateRunStatus.SUCCEEDED,
@@ -115,4 +144,17 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         now=now,
         memorized=int(memorized),
         failures=[(int(i), str(e)) for i, e in failures],
+        test_accuracy=_spread(*accuracy),
+        pairs=int(pairs),
+        influence_rows=run.influence_rows if run else None,
+        expected_false_pairs=run.expected_false_pairs if run else None,
     )
+
+
+def _spread(
+    n: int, mean: float | None, mean_square: float | None, low: float | None, high: float | None
+) -> tuple[float, float, float, float] | None:
+    if not n or mean is None or mean_square is None:
+        return None
+    std = max(float(mean_square) - float(mean) ** 2, 0.0) ** 0.5
+    return float(mean), std, float(low), float(high)

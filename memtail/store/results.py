@@ -19,7 +19,8 @@ from memtail.store.engine import transaction
 from memtail.store.experiments import Experiment, labels
 from memtail.store.tables import estimate_runs, examples, memorization
 
-_PAIRS_VIEW = sa.table(
+#: The ``high_influence_pairs`` view (migration 0001), as a selectable.
+PAIRS_VIEW = sa.table(
     "high_influence_pairs",
     *(
         sa.column(name)
@@ -119,7 +120,7 @@ def high_influence_pairs(
     engine: Engine, experiment_id: int, limit: int = 50
 ) -> list[InfluencePair]:
     """The strongest pairs of the ``high_influence_pairs`` view, by influence."""
-    v = _PAIRS_VIEW.c
+    v = PAIRS_VIEW.c
     with transaction(engine, readonly=True) as conn:
         rows = conn.execute(
             sa.select(
@@ -140,11 +141,11 @@ def high_influence_pairs(
 
 
 def count_high_influence_pairs(engine: Engine, experiment_id: int) -> int:
-    v = _PAIRS_VIEW.c
+    v = PAIRS_VIEW.c
     with transaction(engine, readonly=True) as conn:
         return conn.execute(
             sa.select(sa.func.count())
-            .select_from(_PAIRS_VIEW)
+            .select_from(PAIRS_VIEW)
             .where(v.experiment_id == experiment_id)
         ).scalar_one()
 
@@ -192,7 +193,7 @@ def estimate_arrays(engine: Engine, experiment: Experiment) -> dict[str, np.ndar
     high = np.full(n, np.nan)
     n_in = np.zeros(n, dtype=np.int64)
     n_out = np.zeros(n, dtype=np.int64)
-    v = _PAIRS_VIEW.c
+    v = PAIRS_VIEW.c
     with transaction(engine, readonly=True) as conn:
         rows = conn.execute(
             sa.select(

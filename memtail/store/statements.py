@@ -84,7 +84,7 @@ HEARTBEAT = (
     )
 )
 
-#: Bound parameters: those of FENCED, train_acc, test_acc.
+#: Bound parameters: those of FENCED, train_acc, test_acc, seconds.
 MARK_SUCCEEDED = (
     sa.update(trials)
     .where(FENCED)
@@ -94,6 +94,7 @@ MARK_SUCCEEDED = (
         lease_expires_at=None,
         train_accuracy=sa.bindparam("train_acc", type_=sa.Float),
         test_accuracy=sa.bindparam("test_acc", type_=sa.Float),
+        seconds=sa.bindparam("seconds", type_=sa.Float),
     )
 )
 

@@ -119,6 +119,12 @@ trials = sa.Table(
     sa.Column("finished_at", Timestamp, nullable=True),
     sa.Column("train_accuracy", sa.Float, nullable=True),
     sa.Column("test_accuracy", sa.Float, nullable=True),
+    sa.Column(
+        "seconds",
+        sa.Float,
+        nullable=True,
+        comment="wall seconds the worker spent training and grading",
+    ),
     sa.Column("error", sa.Text, nullable=True, comment="last failure, kept after a retry"),
     sa.UniqueConstraint("experiment_id", "trial_index"),
     sa.CheckConstraint(one_of("status", TrialStatus), name="status"),

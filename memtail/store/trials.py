@@ -125,6 +125,7 @@ def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_t
         **_fence(claim),
         "train_acc": float(outcome.train_accuracy),
         "test_acc": float(outcome.test_accuracy),
+        "seconds": float(outcome.seconds),
     }
     payload = {
         "out_experiment_id": claim.experiment_id,

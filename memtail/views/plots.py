@@ -25,19 +25,33 @@ from memtail.stats.consistency import Agreement  # noqa: E402
 from memtail.store.engine import Engine  # noqa: E402
 from memtail.store.experiments import Experiment  # noqa: E402
 from memtail.store.results import (  # noqa: E402
+    MemorizationValues,
     high_influence_pairs,
     memorization_values,
     top_memorized,
 )
 
 
+class NothingToPlot(ValueError):
+    """There is no data for the figure; the message says why and what to run."""
+
+
 def plot_experiment(
     engine: Engine, experiment: Experiment, out: str | Path, images: object | None = None
 ) -> list[Path]:
-    """Write the plots to ``out``; ``images`` is a loaded Dataset for the image grids."""
+    """Write the plots to ``out``; ``images`` is a loaded Dataset for the image grids.
+
+    An experiment without estimates raises NothingToPlot: an empty figure says nothing.
+    """
+    values = memorization_values(engine, experiment.id)
+    if values.mem.size == 0:
+        raise NothingToPlot(
+            f"{experiment.name!r} has no memorization estimates yet (no trial succeeded, or "
+            f"none was estimated): `memtail status {experiment.name}` says which"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [_distribution(engine, experiment, out)]
+    written = [_distribution(experiment, values, out)]
     x_train = getattr(images, "x_train", None)
     if x_train is not None and x_train.ndim == 4:
         written.append(_top_images(engine, experiment, images, out))
@@ -47,8 +61,7 @@ def plot_experiment(
     return written
 
 
-def _distribution(engine: Engine, experiment: Experiment, out: Path) -> Path:
-    values = memorization_values(engine, experiment.id)
+def _distribution(experiment: Experiment, values: MemorizationValues, out: Path) -> Path:
     mem, acc_out = values.mem, values.acc_out
     width = values.ci_high - values.ci_low
     threshold = experiment.spec.estimate.mem_threshold
@@ -133,6 +146,8 @@ def plot_agreement(
     """``memtail compare`` / ``stability``: mem of A against mem of B, one dot per example."""
     threshold = agreement.mem_threshold
     both = ~np.isnan(mem_a) & ~np.isnan(mem_b)
+    if not both.any():
+        raise NothingToPlot(f"no example has an estimate in both {names[0]} and {names[1]}")
     a, b = mem_a[both], mem_b[both]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.scatter(a, b, s=4, alpha=0.4, color="#3b6ea5")

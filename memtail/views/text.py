@@ -9,7 +9,10 @@ from __future__ import annotations
 from memtail.analyses.removal import ArmReport
 from memtail.spec import ExperimentKind
 from memtail.stats.consistency import Agreement
+from memtail.stats.intervals import trials_for_half_width, worst_case_half_width
 from memtail.stats.utility import MeanInterval
+from memtail.status import TrialStatus
+from memtail.store.experiments import Experiment
 from memtail.store.progress import Progress
 from memtail.store.results import InfluencePair, MemorizedExample
 
@@ -39,6 +42,12 @@ def format_progress(p: Progress) -> str:
         f"{p.trials_per_minute:.1f}/min  ETA {duration(p.eta_seconds)}",
         "  " + "  ".join(f"{status} {count}" for status, count in c.items()),
     ]
+    if p.test_accuracy is not None:
+        mean, std, low, high = p.test_accuracy
+        lines.append(
+            f"  models' test accuracy {mean:.1%} (sd {std:.1%}, {low:.1%}-{high:.1%}) over "
+            f"{c[TrialStatus.SUCCEEDED]} trials"
+        )
     if p.experiment.kind == ExperimentKind.REMOVAL:
         lines.append("  a removal arm: never estimated; `memtail utility SOURCE` compares the arms")
     elif p.last_estimate_at is None:
@@ -49,9 +58,43 @@ def format_progress(p: Progress) -> str:
             f"  estimate: {duration(age)} old, from {p.last_estimate_trials} trials; "
             f"{p.memorized} examples with mem >= {e.spec.estimate.mem_threshold}"
         )
+        lines.append(f"  {pairs_count(p)}")
+        caveat = trials_caveat(e, p.last_estimate_trials or 0)
+        if caveat:
+            lines.append(f"  {caveat}")
     for index, error in p.failures:
         lines.append(f"  failed trial {index}: {error[:200]}")
     return "\n".join(lines)
+
+
+def pairs_count(p: Progress) -> str:
+    """The high-influence pairs with what chance alone explains, e.g. "12 high-influence
+    pairs; of the 567 pairs with infl >= 0.15, 496.0 are expected by chance alone"."""
+    text = f"{p.pairs} high-influence pairs"
+    if p.influence_rows is not None and p.expected_false_pairs is not None:
+        text += (
+            f"; of the {p.influence_rows} pairs with infl >= "
+            f"{p.experiment.spec.estimate.infl_threshold}, {p.expected_false_pairs:.1f} are "
+            "expected by chance alone"
+        )
+    return text
+
+
+def trials_caveat(experiment: Experiment, trials: int, per: str = "") -> str | None:
+    """A warning when ``trials`` are too few for the influence threshold: a worst-case
+    interval as wide as the threshold itself means a pair can pass by chance alone."""
+    rule = experiment.spec.estimate
+    in_fraction = experiment.subset_size / experiment.n_train
+    half = worst_case_half_width(trials, in_fraction, rule.confidence)
+    if half < rule.infl_threshold:
+        return None
+    enough = trials_for_half_width(rule.infl_threshold, in_fraction, rule.confidence)
+    return (
+        f"warning: with {trials} trials{per} a {rule.confidence:.0%} interval can be "
+        f"+-{half:.3f} wide, not narrower than the {rule.infl_threshold} influence "
+        f"threshold: many pairs that pass it can be chance; about {enough} trials{per} or "
+        "more are needed"
+    )
 
 
 def format_top(rows: list[MemorizedExample]) -> str:

@@ -91,6 +91,25 @@ class TrialReport:
     status: Handled
     seconds: float = 0.0
     error: str | None = None
+    #: Known once the trial was claimed.
+    experiment_id: int | None = None
+    trial_index: int | None = None
+    #: Of a trial that succeeded.
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+
+    def __str__(self) -> str:
+        """One log line: "trial 17: succeeded in 0.51s (experiment 3, index 16; ...)"."""
+        text = f"trial {self.trial_id}: {self.status} in {self.seconds:.2f}s"
+        if self.experiment_id is not None:
+            text += f" (experiment {self.experiment_id}, index {self.trial_index}"
+            if self.test_accuracy is not None:
+                text += (
+                    f"; train accuracy {self.train_accuracy:.3f}, "
+                    f"test accuracy {self.test_accuracy:.3f}"
+                )
+            text += ")"
+        return f"{text}: {self.error}" if self.error else text
 
 
 class TrialRunner:
@@ -210,7 +229,7 @@ class TrialRunner:
             beat.check()
         except trials.LeaseLost as lost:
             beat.stop()
-            return _done(TrialReport(claim.trial_id, Handled.LOST, error=str(lost))), False
+            return _done(_report(claim, Handled.LOST, error=str(lost))), False
         except Exception as error:  # noqa: BLE001 - any training failure is this attempt's
             _release_device_memory()
             return self._writer().submit(self._record_failure, claim, beat, error), False
@@ -234,11 +253,17 @@ class TrialRunner:
             with_retries(lambda: trials.store(self._engine, claim, outcome, n_train, n_test))
         except trials.LeaseLost as lost:
             beat.stop()
-            return TrialReport(claim.trial_id, Handled.LOST, error=str(lost))
+            return _report(claim, Handled.LOST, error=str(lost))
         except Exception as error:  # noqa: BLE001 - e.g. the database stayed down
             return self._record_failure(claim, beat, error)
         beat.stop()
-        return TrialReport(claim.trial_id, Handled.SUCCEEDED, seconds=outcome.seconds)
+        return _report(
+            claim,
+            Handled.SUCCEEDED,
+            seconds=outcome.seconds,
+            train_accuracy=outcome.train_accuracy,
+            test_accuracy=outcome.test_accuracy,
+        )
 
     def _record_failure(
         self, claim: trials.Claim, beat: Heartbeat, error: BaseException
@@ -250,7 +275,7 @@ class TrialRunner:
         status = with_retries(
             lambda: trials.fail(self._engine, claim, message, self._settings.max_attempts)
         )
-        return TrialReport(claim.trial_id, Handled(status or Handled.LOST), error=message)
+        return _report(claim, Handled(status or Handled.LOST), error=message)
 
     def _writer(self) -> ThreadPoolExecutor:
         # One thread: stores keep their order, and at most one waits on the database
@@ -258,6 +283,16 @@ class TrialRunner:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="memtail-store")
         return self._executor
+
+
+def _report(claim: trials.Claim, status: Handled, **fields: object) -> TrialReport:
+    return TrialReport(
+        claim.trial_id,
+        status,
+        experiment_id=claim.experiment_id,
+        trial_index=claim.trial_index,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 def _done(report: TrialReport) -> Future[TrialReport]:

@@ -132,7 +132,17 @@ def test_cli_removal_and_utility_errors_are_one_line(
     assert cli.main(args) == 2
     assert "no train example has mem >= 1.5" in capsys.readouterr().err
     assert cli.main(["--database-url", url, "removal", "source", "--trials-per-arm", "2"]) == 0
-    assert "workers train them" in capsys.readouterr().out
+    # Who trains the arms: the service's workers, or (SQLite, no workers) `--run` here.
+    told = capsys.readouterr().out
+    if url.startswith("sqlite"):
+        assert "train them here with `memtail removal source --run`" in told
+    else:
+        assert "the service's workers train them" in told
+    # Before the arms are trained, utility says so in one line and writes no plot.
+    assert cli.main(["--database-url", url, "utility", "source", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "have no trained trials yet" in err and "--run" in err and "\n" not in err.strip()
+    assert not (tmp_path / "source-utility.png").exists()
     for seed, arm in enumerate(ARMS):
         store_planted(engine, get_experiment(engine, f"source-{arm}"), seed)
     assert cli.main(["--database-url", url, "utility", source.name, "--out", str(tmp_path)]) == 0

@@ -108,12 +108,17 @@ def test_malformed_toml_and_name_clash(
     assert "created experiment 'tiny-longtail'" in capsys.readouterr().out
     assert _create(db, tmp_path, TINY) == 0
     assert "already exists with this spec" in capsys.readouterr().out
-    assert _create(db, tmp_path, TINY, "--trials", "11") == 2
+    assert _create(db, tmp_path, TINY, "--epochs", "6") == 2
     assert "spec field 'name': experiment 'tiny-longtail' already exists with a different" in (
         capsys.readouterr().err
     )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 10
+    # Only more trials is no other spec: the experiment grows.
+    assert _create(db, tmp_path, TINY, "--trials", "11") == 0
+    assert "extended experiment 'tiny-longtail' (id 1): 11 trials" in capsys.readouterr().out
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 11
 
 
 def test_unknown_experiment(db: Path, capsys: pytest.CaptureFixture[str]) -> None:

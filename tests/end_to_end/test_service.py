@@ -8,6 +8,7 @@ recomputed from the stored outcomes, and the planted long-tail truth must show.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from memtail.stats.memorization import MemCounts
 from memtail.stats.memorization import memorization as memorization_estimate
 from memtail.store.engine import make_engine
 from memtail.store.experiments import get_experiment
-from memtail.work import estimator as estimates
+from memtail.store.outcomes import load_outcomes
 from tests.processes import Procs, base_env, compose_command, private_redis, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.integration]
@@ -98,6 +99,17 @@ def test_celery_end_to_end(pg_empty_url: str, tmp_path: Path) -> None:
     logs = {proc.name: proc.output() for proc in procs.started}
     assert "preloaded scipy" in logs["estimator"]
     assert "preloaded" not in logs["worker"]
+    # At compose's --loglevel INFO: one line per trial with its accuracies, one per estimate.
+    trial_lines = re.findall(
+        r"trial \d+: succeeded in [\d.]+s \(experiment \d+, index (\d+); train accuracy "
+        r"[\d.]+, test accuracy [\d.]+\)",
+        logs["worker"],
+    )
+    assert sorted(int(index) for index in trial_lines) == list(range(TRIALS))
+    assert re.search(r"estimated experiment \d+ from \d+ trials in", logs["estimator"])
+    assert re.search(
+        rf"estimated experiment \d+ from {TRIALS} trials .*; complete", logs["estimator"]
+    )
 
     experiment = get_experiment(engine, "e2e-longtail")
     with engine.connect() as conn:
@@ -135,7 +147,7 @@ def test_celery_end_to_end(pg_empty_url: str, tmp_path: Path) -> None:
 
     # Every train example has a row with interval columns, equal to the estimator's output
     # recomputed from the stored outcomes.
-    outcomes = estimates.load_outcomes(engine, experiment)
+    outcomes = load_outcomes(engine, experiment)
     expected = memorization_estimate(
         MemCounts.from_trials(outcomes.masks, outcomes.train_correct), 0.95
     )

@@ -76,7 +76,8 @@ def test_widening_experiment_kinds_keeps_every_row(
         if backend == "postgresql"
         else (f"sqlite:///{tmp_path / 'm.db'}")
     )
-    migrate.upgrade(url, "0004")
+    # Rows are written by today's code at head, then taken down to 0004 with them.
+    migrate.upgrade(url)
     engine = make_engine(url)
     tables = ("experiments", "examples", "trials", "trial_outcomes")
 
@@ -87,6 +88,7 @@ def test_widening_experiment_kinds_keeps_every_row(
     try:
         exp = make_experiment(engine, n_train=20, n_test=10, trials_=6).experiment
         run_all_trials(engine, exp.id, 20, 10)
+        migrate.downgrade(url, "0004")
         before = counts()
         assert before[2] == before[3] == 6
         migrate.upgrade(url)

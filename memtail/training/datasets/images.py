@@ -155,7 +155,8 @@ def load_imagefolder(spec: DatasetSpec, data_root: Path, download: bool) -> Data
             raise DatasetError(
                 field_name,
                 f"imagefolder needs class folders under {root}/train and {root}/test "
-                f"({folder} is missing); create them or set option 'path'",
+                f"({folder} is missing); create them, or point dataset.path at yours (for "
+                "example --set dataset.path=FOLDER)",
             )
         try:
             splits[split] = torchvision.datasets.ImageFolder(str(folder), transform=transform)

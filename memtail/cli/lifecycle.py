@@ -1,0 +1,90 @@
+"""The commands of an experiment's life: list, extend, pause, resume, delete."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from memtail.cli.arguments import UsageError, database, settings_from
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from memtail.store.experiments import list_experiments
+    from memtail.store.progress import progress
+
+    engine = database(settings_from(args))
+    rows = list_experiments(engine)
+    if not rows:
+        print("no experiments; create one with `memtail run` or `memtail experiment create`")
+    for exp in rows:
+        p = progress(engine, exp)
+        print(
+            f"{exp.id:>4}  {exp.name:<30} {exp.status:<9} {p.done:>6}/{exp.target_trials:<6} "
+            f"{exp.spec.dataset.name}/{exp.spec.model.name}"
+        )
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from memtail.store import lifecycle
+    from memtail.store.experiments import get_experiment
+
+    settings = settings_from(args)
+    engine = database(settings)
+    before = get_experiment(engine, args.name)
+    after = lifecycle.extend(engine, before, args.trials)
+    print(
+        f"extended {after.name!r} from {before.target_trials} to {after.target_trials} trials; "
+        f"{_who_trains(settings.database_url, after.name, after.target_trials)}"
+    )
+    return 0
+
+
+def _who_trains(database_url: str, name: str, trials: int) -> str:
+    if database_url.startswith("sqlite"):
+        return f"train them here with `memtail run SPEC --name {name} --trials {trials}`"
+    return "the service's workers train them (the coordinator sends them)"
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _set_paused(args, paused=True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _set_paused(args, paused=False)
+
+
+def _set_paused(args: argparse.Namespace, *, paused: bool) -> int:
+    from memtail.store import lifecycle
+    from memtail.store.experiments import get_experiment
+
+    engine = database(settings_from(args))
+    exp = lifecycle.set_paused(engine, get_experiment(engine, args.name), paused)
+    print(f"experiment {exp.name!r} is {exp.status}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from memtail.store import lifecycle
+    from memtail.store.engine import describe_database
+    from memtail.store.experiments import get_experiment
+
+    settings = settings_from(args)
+    engine = database(settings)
+    exp = get_experiment(engine, args.name)
+    where, _ = describe_database(settings.database_url)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"deleting {exp.name!r} cannot be undone; pass --yes to delete without a prompt"
+            )
+        answer = input(
+            f"delete experiment {exp.name!r} ({exp.target_trials} trials, their outcomes and "
+            f"estimates) from {where}? [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    rows = lifecycle.delete(engine, exp)
+    print(f"deleted experiment {exp.name!r} and its {rows - 1} rows from {where}")
+    return 0

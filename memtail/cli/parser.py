@@ -1,0 +1,269 @@
+"""The ``memtail`` command line's grammar: every command, argument, help text and default.
+
+Handlers are named by dotted path (``module:function`` under ``memtail.cli``) and imported
+only when their command runs, so ``memtail --help`` needs neither torch nor SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = (
+    "memtail: what neural networks memorize (Feldman & Zhang, NeurIPS 2020). Trains models on "
+    "random subsets of a training set and estimates each example's memorization and each "
+    "train/test pair's influence, with confidence intervals, in SQL tables. Without "
+    "--database-url or MEMTAIL_DATABASE_URL every command uses runs/memtail.db, where "
+    "`memtail run` writes."
+)
+FORMATS = ("table", "json", "csv")
+
+
+class _Help(argparse.HelpFormatter):
+    """Shows a default wherever there is one worth showing (not None, False or a list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        hidden = default is None or default is False or default is argparse.SUPPRESS
+        if not hidden and "%(default)" not in text and not isinstance(default, list):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _command(
+    sub: argparse._SubParsersAction, name: str, handler: str, text: str
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _spec_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="experiment name (default: the spec's, or DATASET-MODEL)")
+    parser.add_argument("--trials", type=int, help="k, the number of trials (the spec's if unset)")
+    parser.add_argument("--seed", type=int, help="experiment seed (the spec's if unset)")
+    parser.add_argument(
+        "--subset-fraction", type=float, help="m / n_train, the subset size (paper: 0.7)"
+    )
+    parser.add_argument(
+        "--dataset",
+        help="dataset: synthetic-longtail, digits, mnist, fashion-mnist, cifar10, cifar100, "
+        "imagefolder or npz; its own defaults replace the spec's dataset options",
+    )
+    parser.add_argument(
+        "--model",
+        help="model: mlp, cnn, fastnet, resnet18, resnet50 or a torchvision classifier; "
+        "its own defaults replace the spec's model options",
+    )
+    parser.add_argument("--epochs", type=int, help="training epochs per trial")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="any spec field, e.g. --set model.width=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--download", action="store_true", help="download a torchvision dataset if missing"
+    )
+
+
+def _format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=FORMATS, default="table", help="table for people, json or csv"
+    )
+
+
+def _experiment_commands(sub: argparse._SubParsersAction) -> None:
+    exp = sub.add_parser(
+        "experiment", help="create, list, extend, pause, resume or delete experiments"
+    ).add_subparsers(dest="experiment", required=True, metavar="ACTION")
+    create = _command(
+        exp,
+        "create",
+        "commands:cmd_experiment_create",
+        "validate a spec and insert its experiment and trials",
+    )
+    create.add_argument(
+        "spec", nargs="?", help="a TOML spec file or a bundled spec name, e.g. digits-mlp"
+    )
+    _spec_flags(create)
+    create.add_argument(
+        "--no-dispatch", action="store_true", help="leave sending messages to the coordinator"
+    )
+    _command(exp, "list", "lifecycle:cmd_list", "every experiment with its progress")
+    extend = _command(
+        exp,
+        "extend",
+        "lifecycle:cmd_extend",
+        "raise an experiment's number of trials k (estimates keep folding in)",
+    )
+    extend.add_argument("name", help="the experiment")
+    extend.add_argument("--trials", type=int, required=True, help="the new k, above the current")
+    for action, what in (
+        ("pause", "stop claiming the experiment's trials (running ones finish)"),
+        ("resume", "claim the experiment's trials again"),
+    ):
+        _command(exp, action, f"lifecycle:cmd_{action}", what).add_argument(
+            "name", help="the experiment"
+        )
+    delete = _command(
+        exp,
+        "delete",
+        "lifecycle:cmd_delete",
+        "delete an experiment with every row of it, in one transaction",
+    )
+    delete.add_argument("name", help="the experiment")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _result_commands(sub: argparse._SubParsersAction) -> None:
+    status = _command(
+        sub,
+        "status",
+        "results:cmd_status",
+        "progress, rate, ETA, accuracy and how fresh the estimate is",
+    )
+    status.add_argument("name", nargs="?", help="one experiment (default: all)")
+    status.add_argument("--watch", action="store_true", help="refresh until complete")
+    status.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
+    _format(status)
+    for name, what in (
+        ("top", "the most memorized training examples, with intervals"),
+        ("pairs", "high-influence train/test pairs (the paper's rule), with intervals"),
+    ):
+        p = _command(sub, name, f"results:cmd_{name}", what)
+        p.add_argument("name", help="the experiment")
+        p.add_argument("-n", "--limit", type=int, default=20, help="rows to show")
+        _format(p)
+    export = _command(
+        sub,
+        "export",
+        "results:cmd_export",
+        "write the estimates as files: Feldman & Zhang's .npz layout, CSV or Parquet",
+    )
+    export.add_argument("name", help="the experiment")
+    export.add_argument(
+        "--out",
+        required=True,
+        help="npz: the file to write; csv, parquet: a folder for memorization and pairs files",
+    )
+    export.add_argument(
+        "--format", choices=("npz", "csv", "parquet"), default="npz", help="file format"
+    )
+    plot = _command(sub, "plot", "results:cmd_plot", "PNG plots of an experiment's results")
+    plot.add_argument("name", help="the experiment")
+    plot.add_argument("--out", default=".", help="folder for the PNG files")
+    plot.add_argument(
+        "--no-images", action="store_true", help="skip image grids (no dataset needed)"
+    )
+
+
+def _analysis_commands(sub: argparse._SubParsersAction) -> None:
+    compare = _command(
+        sub,
+        "compare",
+        "analyses:cmd_compare",
+        "agreement of two experiments on the same data (e.g. two models)",
+    )
+    compare.add_argument("a", help="the first experiment")
+    compare.add_argument("b", help="the second experiment, over the same examples")
+    compare.add_argument(
+        "--mem-threshold", type=float, help="memorized: mem >= this (default: a's spec)"
+    )
+    compare.add_argument("--out", default=".", help="folder for the scatter plot (PNG)")
+    stability = _command(
+        sub,
+        "stability",
+        "analyses:cmd_stability",
+        "agreement of the estimates from two random halves of the trials",
+    )
+    stability.add_argument("name", help="the experiment")
+    stability.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    stability.add_argument("--out", default=".", help="folder for the scatter plot (PNG)")
+    removal = _command(
+        sub,
+        "removal",
+        "analyses:cmd_removal",
+        "retrain without the memorized examples vs a random set (3 arms)",
+    )
+    removal.add_argument("source", help="a subsample experiment with estimates")
+    removal.add_argument("--trials-per-arm", type=int, default=5, help="trials of each arm")
+    removal.add_argument(
+        "--mem-threshold", type=float, help="memorized: mem >= this (default: the source's)"
+    )
+    removal.add_argument("--seed", type=int, default=0, help="seed of the random removed set")
+    removal.add_argument(
+        "--run", action="store_true", help="train the arms here (embedded), then report"
+    )
+    removal.add_argument("--workers", type=int, default=0, help="with --run; 0: one per core")
+    removal.add_argument("--out", default=".", help="with --run: folder for the plot (PNG)")
+    utility = _command(
+        sub,
+        "utility",
+        "analyses:cmd_utility",
+        "test accuracy of the removal arms: what memorized examples are worth",
+    )
+    utility.add_argument("name", help="the source experiment of `memtail removal`")
+    utility.add_argument("--out", default=".", help="folder for the bar plot (PNG)")
+    _format(utility)
+
+
+def _process_commands(sub: argparse._SubParsersAction) -> None:
+    db = sub.add_parser("db", help="the database schema").add_subparsers(
+        dest="db", required=True, metavar="ACTION"
+    )
+    _command(
+        db,
+        "upgrade",
+        "commands:cmd_db_upgrade",
+        "create or migrate the schema (alembic upgrade head)",
+    )
+    estimate = _command(sub, "estimate", "commands:cmd_estimate", "run the estimator now")
+    estimate.add_argument("name", nargs="?", help="one experiment (default: all with new trials)")
+    coord = _command(
+        sub,
+        "coordinator",
+        "commands:cmd_coordinator",
+        "the long-running dispatcher and reaper of the service",
+    )
+    coord.add_argument(
+        "--create", action="append", metavar="SPEC", help="create this experiment first"
+    )
+    coord.add_argument("--download", action="store_true", help="download missing datasets")
+    coord.add_argument("--once", action="store_true", help="one pass, then exit")
+
+
+def _run_command(sub: argparse._SubParsersAction) -> None:
+    run = _command(
+        sub,
+        "run",
+        "commands:cmd_run",
+        "embedded: train, estimate and report with SQLite and local processes",
+    )
+    run.add_argument(
+        "spec", nargs="?", default="digits-mlp", help="a TOML spec file or a bundled spec name"
+    )
+    _spec_flags(run)
+    run.add_argument("--workers", type=int, default=0, help="worker processes; 0: one per core")
+    run.add_argument(
+        "--out",
+        default="runs",
+        help="folder for the plots, and for the SQLite database when none is configured",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memtail", description=DESCRIPTION, formatter_class=_Help)
+    parser.add_argument(
+        "--database-url", help="SQLAlchemy URL of the results database (MEMTAIL_DATABASE_URL)"
+    )
+    parser.add_argument("--broker-url", help="Celery broker URL (MEMTAIL_BROKER_URL)")
+    parser.add_argument("--data-root", help="folder of the datasets (MEMTAIL_DATA_ROOT)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _run_command(sub)
+    _experiment_commands(sub)
+    _result_commands(sub)
+    _analysis_commands(sub)
+    _process_commands(sub)
+    return parser

@@ -1,0 +1,71 @@
+"""Opening a memtail database that must already exist, with errors a user can act on.
+
+Commands that read (status, top, pairs, ...) or add to an existing database must never
+create an empty SQLite file, and must not die on a driver traceback: ``open_database``
+checks that the database exists, is reachable, and holds memtail's schema at the
+revision this code needs, and otherwise raises a ``DatabaseUnavailable`` whose one-line
+message names the database it looked at and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail.store import migrate
+from memtail.store.engine import describe_database, make_engine
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot serve memtail; the message names it and the fix."""
+
+
+def open_database(url: str) -> Engine:
+    """An engine on the existing memtail database at ``url`` (schema at head)."""
+    where, _ = describe_database(url)
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise DatabaseUnavailable(
+                f"no memtail database at {where}; `memtail run` creates one there (or "
+                "`memtail db upgrade`), or point --database-url / MEMTAIL_DATABASE_URL at yours"
+            )
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                raise DatabaseUnavailable(
+                    f"{where} has no memtail schema; create it with "
+                    f"`memtail --database-url {_url_arg(url)} db upgrade`"
+                )
+            version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    except sa.exc.DBAPIError as error:
+        engine.dispose()
+        first = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        raise DatabaseUnavailable(
+            f"cannot use the database at {where} ({first}); check that the server runs and "
+            "the URL (--database-url, MEMTAIL_DATABASE_URL) is right"
+        ) from None
+    except DatabaseUnavailable:
+        engine.dispose()
+        raise
+    head, known = migrate.revisions()
+    if version != head:
+        engine.dispose()
+        if version in known:
+            raise DatabaseUnavailable(
+                f"{where} has schema revision {version} and this memtail needs {head}; "
+                f"upgrade it with `memtail --database-url {_url_arg(url)} db upgrade`"
+            )
+        raise DatabaseUnavailable(
+            f"{where} has schema revision {version!r}, which this memtail does not know; "
+            "it was written by a newer memtail: upgrade memtail"
+        )
+    return engine
+
+
+def _url_arg(url: str) -> str:
+    """The URL as a user would pass it again, password hidden."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)

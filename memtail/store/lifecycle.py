@@ -1,0 +1,120 @@
+"""An experiment's life after creation: extend, pause, resume, delete; one transaction each.
+
+Extending adds trials k..K-1 whose subsets and seeds follow from (seed, t) exactly as the
+first k did, so the estimates keep folding in; the stored spec and its digest say K
+afterwards, and a complete experiment becomes active again. Pausing stops every claim
+(workers' and the coordinator's) on the experiment's trials; running ones finish.
+Deleting removes every row of the experiment at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail.spec import ExperimentKind, SpecError
+from memtail.status import ExperimentStatus
+from memtail.store.engine import transaction
+from memtail.store.experiments import (
+    Experiment,
+    first_subset,
+    get_experiment,
+    spec_digest,
+    trial_rows,
+)
+from memtail.store.tables import (
+    estimate_runs,
+    examples,
+    experiments,
+    influence,
+    memorization,
+    trial_outcomes,
+    trials,
+)
+
+
+class ConcurrentChange(RuntimeError):
+    """The experiment changed between reading and writing it; nothing was written."""
+
+
+def extend(engine: Engine, experiment: Experiment, target_trials: int) -> Experiment:
+    """Raise the experiment's number of trials to ``target_trials``; the updated row."""
+    if target_trials <= experiment.target_trials:
+        raise SpecError(
+            "trials",
+            f"experiment {experiment.name!r} has {experiment.target_trials} trials; extending "
+            f"needs more than that (got {target_trials})",
+        )
+    spec = replace(experiment.spec, trials=target_trials)
+    removal = experiment.kind == ExperimentKind.REMOVAL
+    subset = first_subset(engine, experiment) if removal else None
+    rows = trial_rows(
+        experiment.id,
+        experiment.seed,
+        range(experiment.target_trials, target_trials),
+        experiment.n_train,
+        experiment.subset_size,
+        subset,
+    )
+    status = sa.case(
+        (experiments.c.status == ExperimentStatus.COMPLETE, ExperimentStatus.ACTIVE),
+        else_=experiments.c.status,
+    )
+    with transaction(engine) as conn:
+        updated = conn.execute(
+            sa.update(experiments)
+            .where(
+                experiments.c.id == experiment.id,
+                # Fenced: two extends racing must not both insert the same trial indexes.
+                experiments.c.target_trials == experiment.target_trials,
+            )
+            .values(
+                target_trials=target_trials,
+                spec=spec.to_json(),
+                spec_hash=spec_digest(spec, subset),
+                status=status,
+            )
+        ).rowcount
+        if updated != 1:
+            raise ConcurrentChange(
+                f"experiment {experiment.name!r} changed meanwhile; look again and retry"
+            )
+        conn.execute(sa.insert(trials), rows)
+    return get_experiment(engine, experiment.id)
+
+
+def set_paused(engine: Engine, experiment: Experiment, paused: bool) -> Experiment:
+    """Pause an active experiment or resume a paused one; others are left as they are
+    (a complete experiment has nothing to claim). The row as it is afterwards."""
+    before, after = (
+        (ExperimentStatus.ACTIVE, ExperimentStatus.PAUSED)
+        if paused
+        else (ExperimentStatus.PAUSED, ExperimentStatus.ACTIVE)
+    )
+    with transaction(engine) as conn:
+        conn.execute(
+            sa.update(experiments)
+            .where(experiments.c.id == experiment.id, experiments.c.status == before)
+            .values(status=after)
+        )
+    return get_experiment(engine, experiment.id)
+
+
+def delete(engine: Engine, experiment: Experiment) -> int:
+    """Delete the experiment and every row of it in one transaction; the rows deleted.
+
+    Children go first, explicitly, so the result does not depend on the database
+    enforcing ``ON DELETE CASCADE`` (SQLite only does with its foreign keys pragma on).
+    """
+    deleted = 0
+    with transaction(engine) as conn:
+        for table in (influence, memorization, estimate_runs, trial_outcomes, trials, examples):
+            deleted += conn.execute(
+                sa.delete(table).where(table.c.experiment_id == experiment.id)
+            ).rowcount
+        deleted += conn.execute(
+            sa.delete(experiments).where(experiments.c.id == experiment.id)
+        ).rowcount
+    return deleted

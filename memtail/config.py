@@ -7,14 +7,22 @@ for another database without touching ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 # Where `memtail run` keeps its SQLite file, and so where every command looks by default.
 DEFAULT_DATABASE_URL = "sqlite:///runs/memtail.db"
+# The broker of the service's processes (Celery, the coordinator) when none is configured.
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 # torch.compile modes for training ("none": eager); memtail.training.trainer uses the same tuple.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
+# Training devices: torch's names for the CPU, a CUDA GPU (by number) or Apple's GPU.
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 class ConfigError(ValueError):
@@ -27,8 +35,9 @@ class Settings:
 
     #: SQLAlchemy URL of the results database (PostgreSQL for the service, SQLite embedded).
     database_url: str = DEFAULT_DATABASE_URL
-    #: Celery broker URL (Redis).
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: Celery broker URL (Redis); empty: not configured. The service's processes then use
+    #: DEFAULT_BROKER_URL, and `memtail experiment create` sends no messages.
+    broker_url: str = ""
     #: Seconds a claimed trial stays leased without a heartbeat before the reaper frees it.
     lease_seconds: float = 120.0
     #: Seconds between heartbeats of a running trial (well under lease_seconds).
@@ -77,9 +86,16 @@ class Settings:
                 raise ConfigError(
                     f"{key}={raw!r} is not a valid {kind.__name__}; set it to a number"
                 ) from None
+            if kind is float and not math.isfinite(values[field.name]):  # type: ignore[arg-type]
+                raise ConfigError(f"{key}={raw!r} must be a finite number")
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         return settings
+
+    @property
+    def service_broker_url(self) -> str:
+        """The broker the service's processes use: the configured one, or the default."""
+        return self.broker_url or DEFAULT_BROKER_URL
 
     def validate(self) -> None:
         if self.lease_seconds <= 0:
@@ -101,6 +117,11 @@ class Settings:
             raise ConfigError(
                 f"MEMTAIL_COMPILE_MODE={self.compile_mode!r} is not a torch.compile mode; "
                 f"use one of {', '.join(COMPILE_MODES)}"
+            )
+        if not DEVICE.fullmatch(self.device):
+            raise ConfigError(
+                f"MEMTAIL_DEVICE={self.device!r} is not a device memtail can train on; use auto, "
+                "cpu, cuda, cuda:N or mps"
             )
         if not (
             self.estimator_device in ("auto", "cpu") or self.estimator_device.startswith("cuda")

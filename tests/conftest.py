@@ -61,9 +61,29 @@ def create_pg_database(admin: Engine, template: str | None = None) -> str:
     return name
 
 
+def analyst_role(database: str) -> str:
+    """The read-only role migration 0007 gives the database ``database``."""
+    return f"{database[:55]}_analyst"
+
+
+def granted_analyst(engine: Engine) -> str:
+    """The analyst role that may read this database: its own, or (a test's copy of the
+    session's template) the template's, whose migrations created and granted it."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT DISTINCT grantee FROM information_schema.role_table_grants "
+                "WHERE table_name = 'experiments' AND privilege_type = 'SELECT' "
+                "AND grantee LIKE '%\\_analyst'"
+            )
+        ).scalar_one()
+
+
 def drop_pg_database(admin: Engine, name: str) -> None:
+    """Drop the database and the analyst role its migrations created (roles outlive it)."""
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f'DROP ROLE IF EXISTS "{analyst_role(name)}"'))
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
-from memtail.cli.arguments import Interrupted, database, settings_from
+from memtail.cli.arguments import Interrupted, database, output_folder, settings_from
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from memtail.analyses.comparison import compare_experiments
     from memtail.store.experiments import get_experiment
-    from memtail.views.plots import plot_agreement
+    from memtail.views.plots import file_stem, plot_agreement
     from memtail.views.text import format_agreement
 
     engine = database(settings_from(args))
@@ -25,7 +24,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare_experiments(engine, a, b, args.mem_threshold)
     print(f"{a.name} ({a.spec.model.name}) vs {b.name} ({b.spec.model.name})")
     print(format_agreement(result.agreement, a.name, b.name))
-    path = Path(args.out) / f"{a.name}-vs-{b.name}.png"
+    path = output_folder(args.out) / f"{file_stem(a.name)}-vs-{file_stem(b.name)}.png"
     names = (a.name, b.name)
     print(f"wrote {plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path)}")
     return 0
@@ -34,7 +33,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_stability(args: argparse.Namespace) -> int:
     from memtail.analyses.comparison import split_half
     from memtail.store.experiments import get_experiment
-    from memtail.views.plots import plot_agreement
+    from memtail.views.plots import file_stem, plot_agreement
     from memtail.views.text import format_agreement, trials_caveat
 
     engine = database(settings_from(args))
@@ -45,7 +44,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     caveat = trials_caveat(exp, result.trials // 2, per=" per half")
     if caveat:
         print(caveat)
-    path = Path(args.out) / f"{exp.name}-split-half.png"
+    path = output_folder(args.out) / f"{file_stem(exp.name)}-split-half.png"
     names = ("half 1", "half 2")
     print(f"wrote {plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path)}")
     return 0
@@ -79,15 +78,15 @@ def cmd_removal(args: argparse.Namespace) -> int:
         for arm in arms:
             run_trials(engine, settings, arm.id, arm.target_trials, workers)
             estimate_experiment(engine, arm.id)  # no estimates for removal arms: complete
-    except KeyboardInterrupt:
-        raise Interrupted("trials stored so far are kept; run the same command to go on") from None
+    except KeyboardInterrupt as stop:
+        raise Interrupted("trials stored so far are kept; run the same command to go on") from stop
     return cmd_utility(argparse.Namespace(**{**vars(args), "name": source.name, "format": "table"}))
 
 
 def cmd_utility(args: argparse.Namespace) -> int:
     from memtail.analyses.removal import utility_report
     from memtail.store.experiments import get_experiment
-    from memtail.views.plots import plot_utility
+    from memtail.views.plots import file_stem, plot_utility
     from memtail.views.records import arm_record, render
     from memtail.views.text import format_utility
 
@@ -99,7 +98,7 @@ def cmd_utility(args: argparse.Namespace) -> int:
         return 0
     print(f"{source.name}: retrained without its memorized examples (marginal utility)")
     print(format_utility(reports, n_influenced))
-    path = Path(args.out) / f"{source.name}-utility.png"
+    path = output_folder(args.out) / f"{file_stem(source.name)}-utility.png"
     title = f"{source.name}: retrained without memorized vs random examples"
     print(f"wrote {plot_utility(reports, n_influenced, title, path)}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tomllib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memtail.config import ConfigError, Settings
@@ -37,7 +38,26 @@ class UsageError(ValueError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C or SIGTERM stopped a command; the message says what was kept and how to go on."""
+    """Ctrl-C or SIGTERM stopped a command; the message says what was kept and how to go on.
+
+    Raised ``from`` the KeyboardInterrupt (or Terminated) that stopped it.
+    """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that both take the same way out."""
+
+
+class TrialsFailed(RuntimeError):
+    """Every trial of a run failed; the message says why and what to fix."""
+
+
+def output_folder(path: str) -> Path:
+    """``--out``: a folder, made if missing; a file there is a one-line error."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {path} is a file; give a folder for the outputs")
+    return folder
 
 
 def database(settings: Settings) -> Engine:

@@ -11,15 +11,17 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memtail.cli.arguments import (
     Interrupted,
+    TrialsFailed,
     UsageError,
     database,
     load_spec_arg,
+    output_folder,
     settings_from,
 )
 from memtail.config import Settings
@@ -30,9 +32,9 @@ if TYPE_CHECKING:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from memtail.store import migrate
+    from memtail.store.database import upgrade
 
-    migrate.upgrade(settings_from(args).database_url)
+    upgrade(settings_from(args).database_url)
     print("database at head")
     return 0
 
@@ -60,8 +62,16 @@ def _create(settings: Settings, spec: ExperimentSpec, *, download: bool, dispatc
         f"{launched.verb} experiment {exp.name!r} (id {exp.id}): {exp.target_trials} trials "
         f"of m={exp.subset_size} of n_train={exp.n_train}, n_test={exp.n_test}"
     )
-    if dispatch:
+    if not dispatch:
+        return
+    if settings.database_url.startswith("sqlite"):
+        # Embedded: no workers listen to any broker; nothing is sent.
+        print("train its trials here with `memtail run` and the same spec and flags")
+    elif settings.broker_url:
         _dispatch_now(settings, exp.id)
+    else:
+        # No broker configured: a message could land in whatever listens on the default.
+        print("`memtail coordinator` sends its trials to the workers (no broker configured)")
 
 
 def _dispatch_now(settings: Settings, experiment_id: int) -> None:
@@ -82,6 +92,7 @@ def _dispatch_now(settings: Settings, experiment_id: int) -> None:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
+    from memtail.store.estimate_runs import EstimatorBusy
     from memtail.store.experiments import get_experiment
     from memtail.work.estimator import estimate_all, estimate_experiment
 
@@ -90,7 +101,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     device = settings.estimator_device
     if args.name:
         exp = get_experiment(engine, args.name)
-        summary = estimate_experiment(engine, exp.id, force=True, device=device)
+        try:
+            summary = estimate_experiment(engine, exp.id, force=True, device=device)
+        except EstimatorBusy as busy:
+            print(f"memtail: {busy}; try again once it has finished", file=sys.stderr)
+            return 1
         summaries = [summary] if summary else []
     else:
         summaries = estimate_all(engine, device)
@@ -131,8 +146,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Embedded: migrate a SQLite file, create, extend or resume the experiment, train its
     trials in local processes, estimate, then print the summary and write the plots."""
-    from memtail.status import ExperimentStatus
-    from memtail.store import migrate
+    from memtail.status import ExperimentStatus, TrialStatus
+    from memtail.store.database import upgrade
     from memtail.store.experiments import get_experiment
     from memtail.training.datasets import load_dataset
     from memtail.views.plots import plot_experiment
@@ -141,10 +156,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from memtail.work.estimator import estimate_experiment
     from memtail.work.launch import launch
 
-    out = Path(args.out)
+    out = output_folder(args.out)
     settings = embedded_settings(settings_from(args), out)
     spec = load_spec_arg(args.spec, args)
-    migrate.upgrade(settings.database_url)
+    upgrade(settings.database_url)
     engine = database(settings)
     launched = launch(engine, spec, settings.data_root, download=args.download)
     experiment = launched.experiment
@@ -159,10 +174,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     workers = args.workers or os.cpu_count() or 1
     try:
-        run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
-    except KeyboardInterrupt:
+        counts = run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
+    except KeyboardInterrupt as stop:
         stored = _stored(engine, experiment.id, experiment.target_trials)
-        raise Interrupted(f"{stored}; run the same command to resume") from None
+        raise Interrupted(f"{stored}; run the same command to resume") from stop
     if get_experiment(engine, experiment.id).status == ExperimentStatus.PAUSED:
         print(
             f"experiment {experiment.name!r} was paused: "
@@ -170,6 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"`memtail experiment resume {experiment.name}`, then run the same command"
         )
         return 0
+    if counts[TrialStatus.SUCCEEDED] == 0 and counts[TrialStatus.FAILED] > 0:
+        _all_failed(engine, experiment.id)
     estimate_experiment(engine, experiment.id, device=settings.estimator_device)
     print_summary(engine, experiment.id, settings.database_url)
     dataset = launched.dataset or load_dataset(spec.dataset, settings.data_root)
@@ -184,3 +201,19 @@ def _stored(engine: Engine, experiment_id: int, total: int) -> str:
     from memtail.store.trials import status_counts
 
     return f"{status_counts(engine, experiment_id)[TrialStatus.SUCCEEDED]}/{total} trials stored"
+
+
+def _all_failed(engine: Engine, experiment_id: int) -> None:
+    """Raise TrialsFailed with the first trial's own error: every trial failed."""
+    from memtail.status import TrialStatus
+    from memtail.store.experiments import get_experiment
+    from memtail.store.progress import progress
+
+    report = progress(engine, get_experiment(engine, experiment_id))
+    name, failed = report.experiment.name, report.counts[TrialStatus.FAILED]
+    index, error = report.failures[0]
+    first = (error.strip().splitlines() or ["?"])[-1][:300]
+    raise TrialsFailed(
+        f"all {failed} trials of {name!r} failed (trial {index}: {first}); fix the spec, then "
+        f"`memtail experiment delete {name} --yes` and run again"
+    )

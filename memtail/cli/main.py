@@ -2,7 +2,8 @@
 
 User mistakes (bad spec fields, missing datasets or databases, unknown experiments, bad
 settings) become ``memtail: error: ...`` with exit status 2 and nothing written. Ctrl-C
-and SIGTERM end a command with one line saying what was kept and exit status 130. The
+and SIGTERM end a command with one line saying what was kept, and exit status 130 (Ctrl-C)
+or 143 (SIGTERM), as a shell reports a process those signals ended. The
 grammar is ``memtail.cli.parser``; the commands are in ``commands`` (processes),
 ``lifecycle`` (experiments), ``results`` and ``analyses``.
 """
@@ -13,10 +14,11 @@ import importlib
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from types import FrameType
 
-from memtail.cli.arguments import Interrupted
+from memtail.cli.arguments import Interrupted, Terminated, TrialsFailed
 from memtail.cli.parser import build_parser
 from memtail.config import ConfigError
 
@@ -33,6 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from memtail.training.networks import ModelError
     from memtail.views.export import ExportError
     from memtail.views.plots import NothingToPlot
+    from memtail.work.broker import BrokerUnavailable
 
     return (
         ConfigError,
@@ -47,19 +50,33 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         UsageError,
         ExportError,
         NothingToPlot,
+        BrokerUnavailable,
         FileNotFoundError,
     )
 
 
-def _database_error() -> type[BaseException]:
-    from memtail.store.engine import DatabaseError
-
-    return DatabaseError
-
-
 def _terminate(_signum: int, _frame: FrameType | None) -> None:
     # SIGTERM ends a command the way Ctrl-C does: cleanly, with one line.
-    raise KeyboardInterrupt
+    raise Terminated
+
+
+def _signal_status(stop: BaseException | None) -> int:
+    """128 + the signal's number, as a shell reports a process it ended."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """Runs that went wrong through no mistake in the command: exit status 1."""
+    from memtail.store.engine import DatabaseError
+    from memtail.work.pool import WorkerDeaths
+
+    return (TrialsFailed, WorkerDeaths, DatabaseError)
+
+
+def _one_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error  # a driver's own message, not SQLAlchemy's
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,20 +91,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = getattr(importlib.import_module(f"memtail.cli.{module}"), name)
     try:
         return int(handler(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("\nmemtail: interrupted", file=sys.stderr)
-        return 130
+        return _signal_status(stop)
     except Interrupted as stop:
         print(f"\nmemtail: interrupted: {stop}", file=sys.stderr)
-        return 130
+        return _signal_status(stop.__cause__)
     except _user_errors() as error:
-        print(f"memtail: error: {error}", file=sys.stderr)
+        _explain(error, args.verbose)
         return 2
-    except _database_error() as error:
-        # A server that went away mid-command: not the user's mistake, but no traceback.
-        cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        print(f"memtail: error: the database failed ({cause}); try again", file=sys.stderr)
+    except _failures() as error:
+        _explain(error, args.verbose)
         return 1
+
+
+def _explain(error: BaseException, verbose: bool) -> None:
+    """One line on standard error; with -v the traceback above it, for those who want it."""
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"memtail: error: {_one_line(error)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ only when their command runs, so ``memtail --help`` needs neither torch nor SQLA
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import NoReturn
 
 DESCRIPTION = (
     "memtail: what neural networks memorize (Feldman & Zhang, NeurIPS 2020). Trains models on "
@@ -16,6 +18,36 @@ DESCRIPTION = (
     "`memtail run` writes."
 )
 FORMATS = ("table", "json", "csv")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line, like every other memtail error, with where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"memtail: error: {message}; see `{self.prog} --help`\n")
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 class _Help(argparse.HelpFormatter):
@@ -125,7 +157,9 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     )
     status.add_argument("name", nargs="?", help="one experiment (default: all)")
     status.add_argument("--watch", action="store_true", help="refresh until complete")
-    status.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
+    status.add_argument(
+        "--interval", type=_positive_seconds, default=5.0, help="seconds between refreshes"
+    )
     _format(status)
     for name, what in (
         ("top", "the most memorized training examples, with intervals"),
@@ -133,7 +167,7 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     ):
         p = _command(sub, name, f"results:cmd_{name}", what)
         p.add_argument("name", help="the experiment")
-        p.add_argument("-n", "--limit", type=int, default=20, help="rows to show")
+        p.add_argument("-n", "--limit", type=_at_least(1), default=20, help="rows to show")
         _format(p)
     export = _command(
         sub,
@@ -178,7 +212,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
         "agreement of the estimates from two random halves of the trials",
     )
     stability.add_argument("name", help="the experiment")
-    stability.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    stability.add_argument("--seed", type=_at_least(0), default=0, help="seed of the random split")
     stability.add_argument("--out", default=".", help="folder for the scatter plot (PNG)")
     removal = _command(
         sub,
@@ -187,15 +221,21 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
         "retrain without the memorized examples vs a random set (3 arms)",
     )
     removal.add_argument("source", help="a subsample experiment with estimates")
-    removal.add_argument("--trials-per-arm", type=int, default=5, help="trials of each arm")
+    removal.add_argument(
+        "--trials-per-arm", type=_at_least(1), default=5, help="trials of each arm"
+    )
     removal.add_argument(
         "--mem-threshold", type=float, help="memorized: mem >= this (default: the source's)"
     )
-    removal.add_argument("--seed", type=int, default=0, help="seed of the random removed set")
+    removal.add_argument(
+        "--seed", type=_at_least(0), default=0, help="seed of the random removed set"
+    )
     removal.add_argument(
         "--run", action="store_true", help="train the arms here (embedded), then report"
     )
-    removal.add_argument("--workers", type=int, default=0, help="with --run; 0: one per core")
+    removal.add_argument(
+        "--workers", type=_at_least(0), default=0, help="with --run; 0: one per core"
+    )
     removal.add_argument("--out", default=".", help="with --run: folder for the plot (PNG)")
     utility = _command(
         sub,
@@ -244,7 +284,9 @@ def _run_command(sub: argparse._SubParsersAction) -> None:
         "spec", nargs="?", default="digits-mlp", help="a TOML spec file or a bundled spec name"
     )
     _spec_flags(run)
-    run.add_argument("--workers", type=int, default=0, help="worker processes; 0: one per core")
+    run.add_argument(
+        "--workers", type=_at_least(0), default=0, help="worker processes; 0: one per core"
+    )
     run.add_argument(
         "--out",
         default="runs",
@@ -253,7 +295,7 @@ def _run_command(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memtail", description=DESCRIPTION, formatter_class=_Help)
+    parser = _Parser(prog="memtail", description=DESCRIPTION, formatter_class=_Help)
     parser.add_argument(
         "--database-url", help="SQLAlchemy URL of the results database (MEMTAIL_DATABASE_URL)"
     )

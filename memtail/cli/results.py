@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from memtail.cli.arguments import UsageError, database, settings_from
+from memtail.cli.arguments import UsageError, database, output_folder, settings_from
 
 if TYPE_CHECKING:
     from memtail.store.engine import Engine
@@ -109,7 +109,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         arrays = export_npz(engine, exp, args.out)
         print(f"wrote {args.out}: {exp.n_train} memorization values, {arrays['tr_idx'].size} pairs")
         return 0
-    for path in export_tables(engine, exp, args.out, args.format):
+    for path in export_tables(engine, exp, output_folder(args.out), args.format):
         print(f"wrote {path}")
     return 0
 
@@ -125,6 +125,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
         from memtail.training.datasets import load_dataset
 
         images = load_dataset(exp.spec.dataset, settings.data_root)
-    for path in plot_experiment(engine, exp, args.out, images):
+    for path in plot_experiment(engine, exp, output_folder(args.out), images):
         print(f"wrote {path}")
     return 0

@@ -22,10 +22,48 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot serve memtail; the message names it and the fix."""
 
 
+def _parsed(url: str) -> sa.engine.URL:
+    """``url`` parsed, with a dialect this installation has, or a one-line error."""
+    try:
+        parsed = sa.engine.make_url(url)
+        parsed.get_dialect()
+    except (sa.exc.NoSuchModuleError, ImportError) as error:
+        shown = parsed.render_as_string(hide_password=True)
+        raise DatabaseUnavailable(
+            f"{shown} names a database this memtail cannot use ({error}); use sqlite:///FILE "
+            "or postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    except sa.exc.ArgumentError:  # after NoSuchModuleError, its subclass
+        raise DatabaseUnavailable(
+            f"{url!r} is not a database URL; use sqlite:///FILE or "
+            "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    return parsed
+
+
+def upgrade(url: str) -> None:
+    """Create or migrate the schema at ``url``; an unusable URL or server is a one-line
+    ``DatabaseUnavailable`` naming it and the fix."""
+    _parsed(url)
+    try:
+        migrate.upgrade(url)
+    except sa.exc.DBAPIError as error:
+        raise _unusable(url, error) from None
+
+
+def _unusable(url: str, error: sa.exc.DBAPIError) -> DatabaseUnavailable:
+    where, _ = describe_database(url)
+    first = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+    return DatabaseUnavailable(
+        f"cannot use the database at {where} ({first}); check that the server runs and "
+        "the URL (--database-url, MEMTAIL_DATABASE_URL) is right"
+    )
+
+
 def open_database(url: str) -> Engine:
     """An engine on the existing memtail database at ``url`` (schema at head)."""
+    parsed = _parsed(url)
     where, _ = describe_database(url)
-    parsed = sa.engine.make_url(url)
     if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
         if not Path(parsed.database).is_file():
             raise DatabaseUnavailable(
@@ -43,11 +81,7 @@ def open_database(url: str) -> Engine:
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     except sa.exc.DBAPIError as error:
         engine.dispose()
-        first = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        raise DatabaseUnavailable(
-            f"cannot use the database at {where} ({first}); check that the server runs and "
-            "the URL (--database-url, MEMTAIL_DATABASE_URL) is right"
-        ) from None
+        raise _unusable(url, error) from None
     except DatabaseUnavailable:
         engine.dispose()
         raise

@@ -1,6 +1,7 @@
 """The estimator's writes: one run at a time per experiment, estimates replaced atomically.
 
-A run holds the experiment's estimator lock (``exclusive``), records itself in
+A run holds the experiment's estimator lock (``exclusive``, a row lock no analyst can
+take), records itself in
 ``estimate_runs`` (``begin_run``), and swaps the new memorization and influence rows in
 with ``replace``: one transaction, so readers see the old estimate or the new one, never
 a mix, and a crash mid-run leaves the previous estimate intact.
@@ -15,44 +16,89 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
 
 from memtail.stats.difference import Estimate
 from memtail.status import EstimateRunStatus, ExperimentStatus, TrialStatus
 from memtail.store.engine import db_now_plus, is_postgres, transaction
-from memtail.store.tables import estimate_runs, experiments, influence, memorization, trials
+from memtail.store.tables import (
+    estimate_runs,
+    estimator_locks,
+    experiments,
+    influence,
+    memorization,
+    trials,
+)
 
 if TYPE_CHECKING:  # the type only: the influence scan's GPU backend would bring torch
     from memtail.stats.influence import InfluencePairs
 
-#: First key of the estimator's two-int advisory locks ('mt' in ASCII; the second key is
-#: the experiment id), so ``pg_locks`` shows which experiment is being estimated.
-LOCK_NAMESPACE = 0x6D74
+
+class EstimatorBusy(RuntimeError):
+    """Another estimator is estimating the experiment now; the message names it."""
+
+
+def _label(experiment_id: int) -> str:
+    return f"memtail estimator: experiment {experiment_id}"
 
 
 @contextmanager
-def exclusive(engine: Engine, experiment_id: int) -> Iterator[bool]:
-    """Yield whether this process may estimate the experiment now.
+def exclusive(engine: Engine, experiment_id: int) -> Iterator[None]:
+    """Hold the experiment's estimator lock for the block; EstimatorBusy if another has it.
 
-    PostgreSQL: a session advisory lock on a connection held for the whole run; it is
-    released when the run ends or, if the process dies, when its connection drops.
-    SQLite: the embedded runner has a single estimator, and the replacement itself is
-    serialized by SQLite's write lock.
+    PostgreSQL: the row lock of the experiment's ``estimator_locks`` row, in a transaction
+    held open on a connection of its own for the whole run. Taking it needs UPDATE on the
+    table, so no analyst can hold it; it is released when the run ends or, if the process
+    dies, when its connection drops. The transaction's ``application_name`` names the
+    experiment, so a second estimator can say who holds it. SQLite: the embedded runner
+    has a single estimator, and the replacement itself is serialized by SQLite's write lock.
     """
     if not is_postgres(engine):
-        yield True
+        yield
         return
+    row = estimator_locks.c.experiment_id == experiment_id
     with engine.connect() as conn:
-        got = conn.execute(
-            sa.select(sa.func.pg_try_advisory_lock(LOCK_NAMESPACE, experiment_id))
-        ).scalar_one()
+        conn.execute(
+            postgresql.insert(estimator_locks)
+            .values(experiment_id=experiment_id)
+            .on_conflict_do_nothing()
+        )
         conn.commit()
+        # Local to the transaction: it ends with the lock, and the pool gets the name back.
+        conn.execute(sa.select(sa.func.set_config("application_name", _label(experiment_id), True)))
+        got = conn.execute(
+            sa.select(estimator_locks.c.experiment_id).where(row).with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if got is None:
+            holder = _holder(conn, experiment_id)
+            conn.rollback()
+            raise EstimatorBusy(f"experiment {experiment_id} is being estimated by {holder}")
         try:
-            yield bool(got)
+            yield
         finally:
-            if got:
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(LOCK_NAMESPACE, experiment_id)))
-                conn.commit()
+            conn.rollback()  # releases the row lock
+
+
+def _holder(conn: Connection, experiment_id: int) -> str:
+    columns = ("pid", "usename", "client_addr", "xact_start", "application_name")
+    activity = sa.table("pg_stat_activity", *(sa.column(c) for c in columns))
+    found = conn.execute(
+        sa.select(activity.c.pid, activity.c.usename, activity.c.client_addr, activity.c.xact_start)
+        .where(
+            activity.c.application_name == _label(experiment_id),
+            activity.c.pid != sa.func.pg_backend_pid(),
+        )
+        .limit(1)
+    ).one_or_none()
+    if found is None:
+        return "another estimator"
+    since = f", since {found.xact_start:%Y-%m-%d %H:%M:%S}" if found.xact_start else ""
+    client = found.client_addr or "a local socket"
+    return (
+        f"another estimator (PostgreSQL backend {found.pid} of {found.usename} from "
+        f"{client}{since})"
+    )
 
 
 def last_trials_used(engine: Engine, experiment_id: int) -> int | None:

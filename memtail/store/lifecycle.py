@@ -26,6 +26,7 @@ from memtail.store.experiments import (
 )
 from memtail.store.tables import (
     estimate_runs,
+    estimator_locks,
     examples,
     experiments,
     influence,
@@ -110,7 +111,8 @@ def delete(engine: Engine, experiment: Experiment) -> int:
     """
     deleted = 0
     with transaction(engine) as conn:
-        for table in (influence, memorization, estimate_runs, trial_outcomes, trials, examples):
+        children = (influence, memorization, estimate_runs, estimator_locks, trial_outcomes)
+        for table in (*children, trials, examples):
             deleted += conn.execute(
                 sa.delete(table).where(table.c.experiment_id == experiment.id)
             ).rowcount

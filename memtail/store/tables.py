@@ -253,3 +253,17 @@ estimate_runs = sa.Table(
     sa.Index("ix_estimate_runs_experiment_started", "experiment_id", "started_at"),
     comment="One row per estimator run",
 )
+
+estimator_locks = sa.Table(
+    "estimator_locks",
+    metadata,
+    sa.Column(
+        "experiment_id",
+        sa.Integer,
+        sa.ForeignKey("experiments.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # An estimator holds the row's lock (FOR UPDATE) for its whole run: a lock that needs
+    # UPDATE on this table, which no analyst has (advisory locks anyone could take).
+    comment="One row per estimated experiment; an estimator holds its row lock for a run",
+)

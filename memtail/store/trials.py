@@ -236,24 +236,44 @@ def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) ->
     return ReapResult(requeued=len(rows) - failed, failed=failed)
 
 
-def release_running(engine: Engine, experiment_id: int, worker_prefix: str) -> int:
-    """Return running trials of workers named ``worker_prefix...`` to pending.
+def release_running(
+    engine: Engine,
+    experiment_id: int,
+    worker_prefix: str,
+    *,
+    exact: bool = False,
+    died: str | None = None,
+    max_attempts: int = 0,
+) -> int:
+    """Return running trials of workers named ``worker_prefix...`` (``exact``: of the one
+    worker of that name) to pending; how many.
 
-    Only for the embedded runner, whose worker processes it knows are dead (it started
-    them); attempts are left as they were, so a trial that keeps killing its worker still
-    runs out of them. Trials of other workers keep their leases.
+    Only for the embedded runner, whose worker processes it knows are stopped (it started
+    and ended them). Trials of other workers keep their leases. A stopped run's trials are
+    not at fault and keep their attempts as they were; with ``died`` (why a worker died
+    under its trial) the attempt counts as failed, as a reaped lease would: out of
+    ``max_attempts``, the trial is failed for good, so one that keeps killing its worker
+    cannot loop forever.
     """
+    values: dict[str, object] = {
+        "status": TrialStatus.PENDING,
+        "worker": None,
+        "lease_expires_at": None,
+        "dispatched_at": None,
+    }
+    if died is not None:
+        values = {**_released(max_attempts), "error": died[:4000]}
     with transaction(engine) as conn:
         return conn.execute(
             sa.update(trials)
             .where(
                 trials.c.experiment_id == experiment_id,
                 trials.c.status == TrialStatus.RUNNING,
-                trials.c.worker.startswith(worker_prefix, autoescape=True),
+                trials.c.worker == worker_prefix
+                if exact
+                else trials.c.worker.startswith(worker_prefix, autoescape=True),
             )
-            .values(
-                status=TrialStatus.PENDING, worker=None, lease_expires_at=None, dispatched_at=None
-            )
+            .values(**values)
         ).rowcount
 
 

@@ -1,5 +1,5 @@
-"""Whether a spec names a dataset and a model that exist here, checked before anything is
-written.
+"""Whether a spec names a dataset and a model that exist here and can be built, checked
+before anything is written.
 
 The registries are the training layer's own (``memtail.training.datasets.DATASETS`` and
 ``memtail.training.networks``), so the names a spec may use are decided by the code that
@@ -8,9 +8,11 @@ will load and build them, and parsing a spec (``memtail.spec``) needs no torch.
 
 from __future__ import annotations
 
+import torch
+
 from memtail.spec import ExperimentSpec, SpecError
-from memtail.training.datasets import DATASETS
-from memtail.training.networks import is_known_model
+from memtail.training.datasets import DATASETS, Dataset
+from memtail.training.networks import build_model, is_known_model
 
 
 def check_names(spec: ExperimentSpec) -> ExperimentSpec:
@@ -27,3 +29,24 @@ def check_names(spec: ExperimentSpec) -> ExperimentSpec:
             "a torchvision classification model name",
         )
     return spec
+
+
+#: The largest network a trial may build: 4 GB of float32 weights, before gradients and
+#: optimizer state (a ResNet-50 has 25 million).
+MAX_PARAMETERS = 1_000_000_000
+
+
+def check_model(spec: ExperimentSpec, dataset: Dataset) -> int:
+    """Build the spec's network for ``dataset`` the way every trial will, on the meta device
+    (shapes, no memory): an unknown or malformed model option fails here, at create, with
+    the trials' own error, and so does a network too large to train. Its parameter count."""
+    with torch.device("meta"):
+        model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters > MAX_PARAMETERS:
+        raise SpecError(
+            "model.width",
+            f"gives {spec.model.name} {parameters:,} parameters for this dataset; at most "
+            f"{MAX_PARAMETERS:,} fit a trial: lower it",
+        )
+    return parameters

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -30,6 +31,12 @@ from memtail.store.results import (  # noqa: E402
     memorization_values,
     top_memorized,
 )
+
+
+def file_stem(name: str) -> str:
+    """A file name made of an experiment's name that stays inside its folder: names are
+    validated at create, but a database may hold older ones with any character."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "experiment"
 
 
 class NothingToPlot(ValueError):
@@ -82,7 +89,7 @@ def _distribution(experiment: Experiment, values: MemorizationValues, out: Path)
         f"{experiment.name}: {experiment.spec.dataset.name} / {experiment.spec.model.name}"
     )
     fig.tight_layout()
-    path = out / f"{experiment.name}-memorization.png"
+    path = out / f"{file_stem(experiment.name)}-memorization.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -114,7 +121,7 @@ def _top_images(engine: Engine, experiment: Experiment, data: object, out: Path)
         )
     fig.suptitle(f"{experiment.name}: most memorized training examples")
     fig.tight_layout()
-    path = out / f"{experiment.name}-top.png"
+    path = out / f"{file_stem(experiment.name)}-top.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -134,7 +141,7 @@ def _pair_images(engine: Engine, experiment: Experiment, data: object, out: Path
         axes[1][col].set_title(f"test #{row.test_index}\ninfl {row.infl:.2f}", fontsize=7)
     fig.suptitle(f"{experiment.name}: high-influence pairs (train above, test below)")
     fig.tight_layout(h_pad=2.0)
-    path = out / f"{experiment.name}-pairs.png"
+    path = out / f"{file_stem(experiment.name)}-pairs.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

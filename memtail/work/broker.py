@@ -9,10 +9,14 @@ leave exactly-once to the database (claims fenced by attempt number).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import kombu.utils.url
 from amqp.exceptions import ChannelError
 from celery import Celery
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from memtail.config import Settings
 
@@ -30,7 +34,7 @@ VISIBILITY_TIMEOUT = 12 * 3600
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": settings.service_broker_url,
         # Results live in PostgreSQL; Celery's own result store would be a second truth.
         "result_backend": None,
         "task_ignore_result": True,
@@ -70,19 +74,29 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot be reached; the message names it (without its password)."""
+
+
 class Broker:
-    """Publishes ``memtail.run_trial`` with memtail's routing and reads the queue depth."""
+    """Publishes ``memtail.run_trial`` with memtail's routing and reads the queue depth.
+
+    Both raise ``BrokerUnavailable`` when the broker cannot be reached (after Celery's own
+    connection retries), so that callers can tell a missing broker from their own bugs.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._app = Celery("memtail-coordinator")
         self._app.conf.update(celery_config(settings))
+        self._url = settings.service_broker_url
 
     def send(self, trial_id: int) -> None:
-        self._app.send_task(RUN_TRIAL, args=[int(trial_id)])
+        with self._reachable():
+            self._app.send_task(RUN_TRIAL, args=[int(trial_id)])
 
     def depth(self) -> int:
         """Messages waiting in the trials queue (not those a worker holds)."""
-        with self._app.connection_for_read() as conn:
+        with self._reachable(), self._app.connection_for_read() as conn:
             try:
                 declared = conn.default_channel.queue_declare(queue=TRIALS_QUEUE, passive=True)
             except ChannelError:
@@ -90,3 +104,14 @@ class Broker:
                 # forgets the queue itself, and with it every message.
                 return 0
             return int(declared.message_count)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except (KombuOperationalError, OSError) as error:
+            where = kombu.utils.url.maybe_sanitize_url(self._url)
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {where} ({error}); check that it runs and "
+                "MEMTAIL_BROKER_URL (--broker-url)"
+            ) from None

@@ -1,14 +1,16 @@
 """The periodic estimator: read an experiment's outcomes, estimate, replace atomically.
 
-One run per experiment at a time (a PostgreSQL advisory lock held for the run; a second
-estimator skips). The previous estimate stays visible until the replacement commits in a
-single transaction, so readers see the old estimate or the new one, never a mix, and a
-crash mid-run leaves the previous estimate intact (``memtail.store.estimate_runs``). The
-maths is ``memtail.stats``: memorization and the influence pair scan.
+One run per experiment at a time (its estimator lock, a row lock held for the run; a
+second estimator is told who holds it). The previous estimate stays visible until the
+replacement commits in a single transaction, so readers see the old estimate or the new
+one, never a mix, and a crash mid-run leaves the previous estimate intact
+(``memtail.store.estimate_runs``). The maths is ``memtail.stats``: memorization and the
+influence pair scan.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -22,6 +24,8 @@ from memtail.store import estimate_runs
 from memtail.store.engine import Engine
 from memtail.store.experiments import Experiment, get_experiment, labels
 from memtail.store.outcomes import load_outcomes
+
+log = logging.getLogger(__name__)
 
 
 def preload() -> None:
@@ -65,10 +69,9 @@ def estimate_experiment(
     """Recompute one experiment's estimates if it has new trials; None when skipped.
 
     ``device``: where influence pairs are scanned (MEMTAIL_ESTIMATOR_DEVICE values).
+    Raises ``EstimatorBusy`` (naming it) when another estimator is estimating it now.
     """
-    with estimate_runs.exclusive(engine, experiment_id) as mine:
-        if not mine:
-            return None
+    with estimate_runs.exclusive(engine, experiment_id):
         experiment = get_experiment(engine, experiment_id)
         active = experiment.status == ExperimentStatus.ACTIVE
         if experiment.kind != ExperimentKind.SUBSAMPLE:
@@ -134,7 +137,11 @@ def estimate_all(engine: Engine, device: str = "cpu") -> list[RunSummary]:
     ``estimate_experiment``)."""
     summaries = []
     for experiment_id in estimate_runs.experiments_to_estimate(engine):
-        summary = estimate_experiment(engine, experiment_id, device=device)
+        try:
+            summary = estimate_experiment(engine, experiment_id, device=device)
+        except estimate_runs.EstimatorBusy as busy:
+            log.info("skipped: %s", busy)
+            continue
         if summary is not None:
             summaries.append(summary)
     return summaries

@@ -23,6 +23,7 @@ from memtail.store.experiments import (
     spec_digest,
 )
 from memtail.training.datasets import Dataset, load_dataset
+from memtail.training.registry import check_model
 
 
 @dataclass(frozen=True)
@@ -54,5 +55,6 @@ def launch(
                 return Launch(lifecycle.extend(engine, existing, spec.trials), "extended")
             return Launch(existing, "resuming")
     dataset = load_dataset(spec.dataset, data_root, download=download)
+    check_model(spec, dataset)
     result = create_experiment(engine, spec, ExampleSet.from_dataset(dataset))
     return Launch(result.experiment, "created" if result.created else "resuming", dataset)

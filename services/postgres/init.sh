@@ -1,7 +1,8 @@
 #!/bin/sh
 # First start of the compose PostgreSQL: the services' role owns memtail's database (and
 # so its schema) and nothing else; it is not a superuser and cannot create roles. The
-# analysts' read-only role is created here too; migration 0002 grants it SELECT.
+# analysts' read-only role of database memtail is created here too; migration 0007 grants
+# it CONNECT and SELECT (PUBLIC then may not connect).
 # Idempotent: safe to run again against a server that already has them.
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \

@@ -10,23 +10,52 @@ alone.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from memtail.stats.subsets import training_seed
+from memtail.work.broker import TRIALS_QUEUE
 from tests.faults.faultinject.faultcluster import cluster, memtail_cli, spec_toml, tally
 from tests.processes import wait_for
+
+
+class QueueDepths:
+    """Samples the trials queue's length ten times a second until stopped; the largest."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._seen = [0]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.1):
+            try:
+                self._seen.append(int(self._client.llen(TRIALS_QUEUE)))
+            except redis.RedisError:
+                pass
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return max(self._seen)
+
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.postgres, pytest.mark.redis]
 
 
 @pytest.mark.timeout(240)
 def test_worker_killed_mid_training_three_times(pg_empty_url: str, tmp_path: Path) -> None:
-    name = "faults-kill9"
-    with cluster(pg_empty_url, tmp_path, name, spec_toml(name, 12)) as c:
+    name, window = "faults-kill9", 4
+    spec = spec_toml(name, 12)
+    with cluster(pg_empty_url, tmp_path, name, spec, dispatch_window=str(window)) as c:
         c.start_all(concurrency=2, MEMTAIL_TEST_SLOW_TRAINING="1.5")
+        depths = QueueDepths(c.redis[0])
         killed: dict[int, int] = {}  # trial id -> pid killed while training it
         deadline = time.monotonic() + 120
         while len(killed) < 3 and time.monotonic() < deadline:
@@ -38,6 +67,11 @@ def test_worker_killed_mid_training_three_times(pg_empty_url: str, tmp_path: Pat
         c.wait_complete(timeout=150)
         c.assert_all_alive()
         rows = c.trials()
+        most = depths.stop()
+    # The bound that holds: the window, plus one message per worker killed holding one
+    # (late acks put it back in the queue, where its duplicate claim finds the trial taken).
+    print(f"kill -9: most messages queued {most} (window {window}, {len(killed)} kills)")
+    assert 1 <= most <= window + len(killed)
 
     figures = tally(rows)
     print(f"kill -9: trials={figures.trials} kills={len(killed)} {figures}")

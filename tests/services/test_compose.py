@@ -7,6 +7,8 @@ commands are run natively by tests/test_end_to_end.py.
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,8 +46,47 @@ def test_start_order_is_migrate_first() -> None:
         assert depends["redis"] == {"condition": "service_healthy"}, name
     for name in ("postgres", "redis"):
         assert "healthcheck" in services[name]
-    assert "--appendonly" in services["redis"]["command"]
-    assert "--requirepass" in services["redis"]["command"]
+
+
+def test_secrets_are_required_and_never_on_a_command_line() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    # Every password must come from .env: `${VAR:?...}`, never a silent `${VAR:-default}`.
+    for name in ("POSTGRES_PASSWORD", "MEMTAIL_DB_PASSWORD", "REDIS_PASSWORD"):
+        uses = re.findall(r"\$\{" + name + r"(:[-?])", text)
+        assert uses and set(uses) == {":?"}, name
+    services = compose_services()
+    redis = " ".join(services["redis"]["command"])
+    assert "requirepass %s" in redis and "exec redis-server /tmp/redis.conf" in redis
+    assert "appendonly yes" in redis
+    # The config file's value comes from the environment; no argv carries a password.
+    for service in services.values():
+        assert "--requirepass" not in service.get("command", [])
+        assert (
+            "-a" not in " ".join(map(str, service.get("healthcheck", {}).get("test", []))).split()
+        )
+    example = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert {
+        "POSTGRES_PASSWORD",
+        "MEMTAIL_DB_PASSWORD",
+        "REDIS_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+    } <= set(example)
+
+
+def test_flower_refuses_to_start_without_a_password() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
+    command = compose_command("flower")
+    assert command[:3] == [command[0], "-m", "services.flower"]
+    for auth in (None, "", "admin", "admin:"):
+        if auth is not None:
+            env["FLOWER_BASIC_AUTH"] = auth
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+        assert result.returncode == 2
+        assert result.stderr.strip().startswith("flower: error: FLOWER_BASIC_AUTH must be")
 
 
 def test_no_port_is_published_on_all_interfaces() -> None:

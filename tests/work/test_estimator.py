@@ -196,13 +196,29 @@ def test_get_bit_reads_one_trial_outcome(pg_engine: Engine) -> None:
 def test_only_one_estimator_per_experiment(pg_engine: Engine) -> None:
     exp = make_experiment(pg_engine).experiment
     run_all_trials(pg_engine, exp.id, 20, 10)
-    with pg_engine.connect() as other:
-        assert other.execute(
-            sa.select(sa.func.pg_try_advisory_lock(run_store.LOCK_NAMESPACE, exp.id))
-        ).scalar_one()
-        other.commit()
-        # Another process holds this experiment's estimator lock: this run skips.
-        assert estimator.estimate_experiment(pg_engine, exp.id) is None
-        other.execute(sa.select(sa.func.pg_advisory_unlock(run_store.LOCK_NAMESPACE, exp.id)))
-        other.commit()
+    with run_store.exclusive(pg_engine, exp.id):
+        # Another process holds this experiment's estimator lock: this run says who.
+        busy = rf"experiment {exp.id} is being estimated by another estimator \(PostgreSQL"
+        with pytest.raises(run_store.EstimatorBusy, match=busy):
+            estimator.estimate_experiment(pg_engine, exp.id)
+        assert estimator.estimate_all(pg_engine) == []  # the periodic run skips it, logged
     assert estimator.estimate_experiment(pg_engine, exp.id) is not None
+
+
+@pytest.mark.postgres
+def test_an_analyst_cannot_stop_the_estimator(pg_url: str, pg_engine: Engine) -> None:
+    from tests.conftest import granted_analyst
+
+    exp = make_experiment(pg_engine).experiment
+    run_all_trials(pg_engine, exp.id, 20, 10)
+    with pg_engine.connect() as analyst:
+        analyst.execute(sa.text(f'SET ROLE "{granted_analyst(pg_engine)}"'))
+        # Advisory locks are anyone's: holding every key the estimator once used changes
+        # nothing now.
+        analyst.execute(sa.select(sa.func.pg_advisory_lock(0x6D74, exp.id)))
+        analyst.execute(sa.select(sa.func.pg_advisory_lock(exp.id)))
+        # The estimator's own lock needs UPDATE on estimator_locks, which analysts lack.
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            analyst.execute(sa.text("SELECT * FROM estimator_locks FOR UPDATE"))
+        analyst.rollback()
+        assert estimator.estimate_experiment(pg_engine, exp.id) is not None

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from memtail.spec import DatasetSpec
-from memtail.training.datasets.base import Dataset, DatasetError, labels, parse_options, standardize
+from memtail.training.datasets.base import (
+    MAX_CLASSES,
+    Dataset,
+    DatasetError,
+    labels,
+    parse_options,
+    standardize,
+)
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -99,9 +106,19 @@ def load_npz(spec: DatasetSpec, data_root: Path, download: bool) -> Dataset:
     if len(y_train) < 2:
         raise DatasetError("dataset.path", f"{path} has {len(y_train)} train examples; need 2+")
     top = int(max(y_train.max(), y_test.max(initial=0))) + 1
+    if top > MAX_CLASSES:
+        raise DatasetError(
+            "dataset.path",
+            f"labels go up to {top - 1}, but they are class indexes 0..C-1 with C <= "
+            f"{MAX_CLASSES:,}; map the {len(np.unique(y_train))} distinct train labels to 0..C-1",
+        )
     num_classes = opts["num_classes"] or top
-    if num_classes < top:
-        raise DatasetError("dataset.num_classes", f"is {num_classes} but labels go up to {top - 1}")
+    if not top <= num_classes <= MAX_CLASSES:
+        raise DatasetError(
+            "dataset.num_classes",
+            f"is {num_classes}; need one at least {top} (labels go up to {top - 1}) and at "
+            f"most {MAX_CLASSES:,}",
+        )
     if opts["normalize"]:
         tx_train, tx_test = standardize(x_train, x_test)
     else:

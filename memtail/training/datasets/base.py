@@ -7,6 +7,7 @@ process and moved to the device once by the trainer. Subset trials then index it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,9 @@ import numpy as np
 import torch
 
 from memtail.spec import DatasetSpec
+
+#: Class labels are indexes 0..C-1 with C at most this: a trial's output layer has C units.
+MAX_CLASSES = 100_000
 
 
 class DatasetError(ValueError):
@@ -103,6 +107,8 @@ def parse_options(spec: DatasetSpec, defaults: Mapping[str, Any]) -> dict[str, A
             value, ok = float(value), True
         if not ok:
             raise DatasetError(field_name, f"must be {_KIND[expected]}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DatasetError(field_name, f"must be a finite number, got {value!r}")
         values[key] = value
     return values
 

@@ -34,7 +34,16 @@ import numpy as np
 import torch
 
 from memtail.spec import DatasetSpec
-from memtail.training.datasets.base import Dataset, DatasetError, labels, parse_options
+from memtail.training.datasets.base import (
+    MAX_CLASSES,
+    Dataset,
+    DatasetError,
+    labels,
+    parse_options,
+)
+
+# Generated examples per split at most: 10 million 32-dimensional ones are 1.3 GB.
+MAX_EXAMPLES = 10_000_000
 
 NAME = "synthetic-longtail"
 
@@ -68,10 +77,10 @@ def load_synthetic_longtail(spec: DatasetSpec, data_root: Path, download: bool) 
     )
     k = opts["subpopulations"] or max(n_train // 2, num_classes)
     checks = {
-        "num_classes": num_classes >= 2,
-        "n_train": n_train >= 2,
-        "n_test": n_test >= 1,
-        "dim": dim >= 1,
+        "num_classes": 2 <= num_classes <= min(MAX_CLASSES, n_train),
+        "n_train": 2 <= n_train <= MAX_EXAMPLES,
+        "n_test": 1 <= n_test <= MAX_EXAMPLES,
+        "dim": 1 <= dim <= 100_000 and (n_train + n_test) * dim <= MAX_EXAMPLES * 32,
         "subpopulations": k >= num_classes,
         "exponent": opts["exponent"] >= 0,
         "noise": opts["noise"] >= 0,
@@ -81,9 +90,11 @@ def load_synthetic_longtail(spec: DatasetSpec, data_root: Path, download: bool) 
         if not ok:
             raise DatasetError(
                 f"dataset.{key}",
-                f"invalid value {opts[key]!r}; need num_classes >= 2, n_train >= 2, "
-                "n_test >= 1, dim >= 1, subpopulations >= num_classes, exponent >= 0, "
-                "noise >= 0, 0 <= label_noise < 1",
+                f"invalid value {opts[key]!r}; need 2 <= num_classes <= n_train, "
+                f"2 <= n_train <= {MAX_EXAMPLES:,}, 1 <= n_test <= {MAX_EXAMPLES:,}, "
+                f"1 <= dim <= 100,000 with (n_train + n_test) x dim <= {MAX_EXAMPLES * 32:,}, "
+                "subpopulations >= num_classes, exponent >= 0, noise >= 0, "
+                "0 <= label_noise < 1",
             )
 
     # Independent streams, so that e.g. changing n_test leaves the train set unchanged.

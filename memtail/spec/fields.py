@@ -1,0 +1,119 @@
+"""What a spec says: the experiment, its dataset, model, recipe and estimate, as frozen
+dataclasses; their canonical JSON is stored with the experiment, and its hash decides
+whether re-creating an experiment is a no-op or a name clash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class SpecError(ValueError):
+    """An invalid spec field; the message names the field and how to fix it."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"spec field '{field_name}': {problem}")
+        self.field_name = field_name
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    #: Registered dataset: synthetic-longtail, digits, mnist, fashion-mnist, cifar10,
+    #: cifar100, imagefolder, npz.
+    name: str = "digits"
+    #: Dataset-specific options (e.g. ``path`` for npz, ``test_fraction`` for digits).
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    #: mlp, cnn, fastnet, resnet18, resnet50, or any torchvision classification model.
+    name: str = "mlp"
+    #: Hidden units (mlp) or base channels (cnn, fastnet); 0 means the model's default.
+    width: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    epochs: int = 20
+    batch_size: int = 128
+    #: sgd (Nesterov momentum), adam or adamw.
+    optimizer: str = "sgd"
+    #: Peak learning rate.
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    #: constant, cosine, onecycle (linear warm-up then linear decay) or step.
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    #: Random horizontal flips (images only).
+    flip: bool = False
+    #: Random translation by up to this many pixels (images only; 0 = off).
+    crop: int = 0
+    #: Store per-example margins (float16) with the outcomes.
+    margins: bool = False
+
+
+@dataclass(frozen=True)
+class EstimateSpec:
+    confidence: float = 0.95
+    #: The paper's thresholds for high-influence pairs.
+    mem_threshold: float = 0.25
+    infl_threshold: float = 0.15
+    #: Keep only same-class pairs in the influence table (the paper's rule).
+    same_class: bool = True
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
+
+
+class ExperimentKind(StrEnum):
+    """How an experiment's trials choose their training subsets."""
+
+    #: Random m-subsets, estimated: Feldman & Zhang's estimator.
+    SUBSAMPLE = "subsample"
+    #: Every trial trains on one stored subset (made by `memtail removal`); never estimated.
+    REMOVAL = "removal"
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    estimate: EstimateSpec = field(default_factory=EstimateSpec)
+    #: k: number of subset models.
+    trials: int = 100
+    #: m as a fraction of n_train (the paper uses 0.7); ignored if subset_size is set.
+    subset_fraction: float = 0.7
+    #: m as an absolute count (0: use subset_fraction).
+    subset_size: int = 0
+    seed: int = 0
+    kind: str = ExperimentKind.SUBSAMPLE
+
+    def resolve_subset_size(self, n_train: int) -> int:
+        """m for a dataset of ``n_train`` examples; raises SpecError if 0 < m < n fails."""
+        m = self.subset_size or int(round(self.subset_fraction * n_train))
+        if self.kind == ExperimentKind.REMOVAL and 0 < m <= n_train:
+            return m  # a fixed subset; the full training set is one of its arms
+        if not 0 < m < n_train:
+            where = "subset_size" if self.subset_size else "subset_fraction"
+            raise SpecError(
+                where,
+                f"gives m={m} for n_train={n_train}; need 0 < m < n_train so every "
+                "example is both in and out of some subsets",
+            )
+        return m
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def spec_hash(self) -> str:
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()

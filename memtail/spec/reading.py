@@ -1,0 +1,158 @@
+"""Reading specs: TOML files, bundled spec names, flags as dotted overrides, stored JSON."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from memtail.spec.fields import (
+    DatasetSpec,
+    EstimateSpec,
+    ExperimentSpec,
+    ModelSpec,
+    SpecError,
+    TrainingSpec,
+)
+from memtail.spec.rules import validate
+
+# The package that holds the bundled specs (package data, so an installed wheel has them).
+_BUNDLED = "memtail.specs"
+
+_SECTIONS = {
+    "dataset": DatasetSpec,
+    "model": ModelSpec,
+    "training": TrainingSpec,
+    "estimate": EstimateSpec,
+}
+
+
+def bundled_specs() -> list[str]:
+    """Names of the specs that ship with memtail (``memtail/specs/NAME.toml``)."""
+    return sorted(
+        entry.name.removesuffix(".toml")
+        for entry in resources.files(_BUNDLED).iterdir()
+        if entry.name.endswith(".toml")
+    )
+
+
+def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Read and validate a TOML spec: a file's path, or the name of a bundled spec.
+
+    ``overrides`` maps dotted fields to values. A path that exists wins over a bundled
+    spec of the same name.
+    """
+    path = Path(source)
+    bundled = resources.files(_BUNDLED) / f"{source}.toml"
+    try:
+        if not path.is_file() and str(source) in bundled_specs():
+            text = bundled.read_text()
+        else:
+            text = path.read_text()
+        raw = tomllib.loads(text)
+    except FileNotFoundError:
+        raise SpecError(
+            "file",
+            f"{path} does not exist; pass the path of a TOML spec or a bundled spec "
+            f"({', '.join(bundled_specs())})",
+        ) from None
+    except IsADirectoryError:
+        raise SpecError("file", f"{path} is a folder; pass the path of a TOML spec") from None
+    except UnicodeDecodeError:
+        raise SpecError(
+            "file", f"{path} is not a text file; pass the path of a TOML spec"
+        ) from None
+    except PermissionError:
+        raise SpecError("file", f"{path} cannot be read (permission denied)") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError("file", f"{path} is not valid TOML ({error}); fix the syntax") from None
+    return spec_from_dict(raw, overrides)
+
+
+def spec_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+    """Build and validate a spec from parsed TOML (or JSON as stored in the database).
+
+    ``overrides`` maps dotted fields to values. Overriding ``dataset.name`` or
+    ``model.name`` with another dataset or model starts that section afresh, from the new
+    one's own defaults: the old one's options (a digits ``test_fraction``, an MLP's
+    ``width``) mean nothing to it. The experiment is then named DATASET-MODEL unless a
+    name is given too, so it never takes the old experiment's name.
+    """
+    raw = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
+    overrides = overrides or {}
+    retargeted = False
+    for section, cls in (("dataset", DatasetSpec), ("model", ModelSpec)):
+        new, before = overrides.get(f"{section}.name"), raw.get(section, {})
+        old = before.get("name", cls.name) if isinstance(before, dict) else None
+        if new is not None and new != old:
+            raw[section] = {}
+            retargeted = True
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        target[key] = value
+    named_by_flags = "name" not in raw and {"dataset.name", "model.name"} & set(overrides)
+    if "name" not in overrides and (retargeted or named_by_flags):
+        dataset, model = raw.get("dataset", {}), raw.get("model", {})
+        raw["name"] = f"{dataset.get('name', DatasetSpec.name)}-{model.get('name', ModelSpec.name)}"
+    if "name" not in raw:
+        raise SpecError("name", "missing; give the experiment a unique name")
+    top = {f.name: f for f in fields(ExperimentSpec)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in top:
+            raise SpecError(key, f"unknown field; valid fields: {', '.join(sorted(top))}")
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise SpecError(key, f"must be a table [{key}], got {type(value).__name__}")
+            kwargs[key] = _section(key, _SECTIONS[key], value)
+        else:
+            kwargs[key] = _coerce(key, top[key].type, value)
+    spec = ExperimentSpec(**kwargs)
+    validate(spec)
+    return spec
+
+
+def _section(prefix: str, cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "options" and isinstance(value, dict):
+            continue  # merged below: stored specs keep options in their own table
+        if key in known and key != "options":
+            kwargs[key] = _coerce(f"{prefix}.{key}", known[key].type, value)
+        elif "options" in known:
+            # Free-form, dataset- or model-specific options (checked by their loaders).
+            extra[key] = value
+        else:
+            raise SpecError(
+                f"{prefix}.{key}", f"unknown field; valid fields: {', '.join(sorted(known))}"
+            )
+    if extra or "options" in values:
+        extra.update(values.get("options", {}))
+        kwargs["options"] = extra
+    return cls(**kwargs)
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    kind = str(annotation)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise SpecError(name, f"must be true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(name, f"must be an integer, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(name, f"must be a number, got {value!r}")
+        return float(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            raise SpecError(name, f"must be a string, got {value!r}")
+        return value
+    return value

@@ -1,0 +1,97 @@
+"""The rules a spec must keep before anything is written: finite numbers in sane ranges,
+names that are data (never paths), values every database stores the same way."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from memtail.spec.fields import OPTIMIZERS, SCHEDULES, ExperimentKind, ExperimentSpec, SpecError
+
+#: Experiment names are data, and also the stems of plot files: no separators or controls.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+#: The most trials an experiment may have: the paper used 2,000-4,000, and creating many
+#: more at once holds the database for minutes (extend in steps beyond it).
+MAX_TRIALS = 100_000
+#: Seeds are stored as BIGINT and fed to numpy's SeedSequence (non-negative).
+MAX_SEED = 2**63 - 1
+
+
+def _check(field_name: str, value: float, low: float, high: float, hint: str = "") -> None:
+    """``low <= value <= high``, and finite: NaN and infinities never pass a comparison."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise SpecError(field_name, f"must be in [{low:g}, {high:g}] (got {value!r}){hint}")
+
+
+def validate(spec: ExperimentSpec) -> None:
+    """Checks that need neither data nor torch; the training layer checks that the dataset
+    and model exist and that their options hold (``memtail.training.registry``)."""
+    if not isinstance(spec.name, str) or not NAME_PATTERN.fullmatch(spec.name):
+        raise SpecError(
+            "name",
+            f"{spec.name!r} is not a valid name: use 1-200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    if spec.kind not in tuple(ExperimentKind):
+        raise SpecError(
+            "kind", f"unknown kind {spec.kind!r}; choose one of {', '.join(ExperimentKind)}"
+        )
+    if not 0 < spec.trials <= MAX_TRIALS:
+        raise SpecError(
+            "trials",
+            f"must be > 0 and at most {MAX_TRIALS:,} (got {spec.trials}); the paper uses "
+            "2000-4000 (grow further with `memtail experiment extend`)",
+        )
+    _check("seed", spec.seed, 0, MAX_SEED)
+    if spec.subset_size < 0:
+        raise SpecError("subset_size", f"must be > 0 (got {spec.subset_size})")
+    if not spec.subset_size and not (
+        math.isfinite(spec.subset_fraction) and 0 < spec.subset_fraction < 1
+    ):
+        raise SpecError(
+            "subset_fraction", f"must be in (0, 1) (got {spec.subset_fraction}); paper: 0.7"
+        )
+    t = spec.training
+    positive = {"epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr}
+    for key, value in positive.items():
+        if not value > 0:
+            raise SpecError(f"training.{key}", f"must be > 0 (got {value})")
+    _check("training.epochs", t.epochs, 1, 10_000)
+    _check("training.batch_size", t.batch_size, 1, 1_000_000)
+    _check("training.lr", t.lr, 0, 100, "; a typical peak is 0.01-1")
+    _check("training.momentum", t.momentum, 0, 0.999, "; SGD uses 0.9")
+    _check("training.weight_decay", t.weight_decay, 0, 1, "; typical: 5e-4")
+    _check("training.crop", t.crop, 0, 64)
+    if not (math.isfinite(t.label_smoothing) and 0 <= t.label_smoothing < 1):
+        raise SpecError("training.label_smoothing", f"must be in [0, 1) (got {t.label_smoothing})")
+    if t.optimizer not in OPTIMIZERS:
+        raise SpecError("training.optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
+    if t.schedule not in SCHEDULES:
+        raise SpecError("training.schedule", f"choose one of {', '.join(SCHEDULES)}")
+    e = spec.estimate
+    if not (math.isfinite(e.confidence) and 0 < e.confidence < 1):
+        raise SpecError("estimate.confidence", f"must be in (0, 1) (got {e.confidence})")
+    for key in ("mem_threshold", "infl_threshold"):
+        _check(f"estimate.{key}", getattr(e, key), -1, 1)
+    if spec.model.width < 0:
+        raise SpecError("model.width", f"must be >= 0 (got {spec.model.width})")
+    _check("model.width", spec.model.width, 0, 65_536, "; 0 is the model's default")
+    for section, options in (("dataset", spec.dataset.options), ("model", spec.model.options)):
+        for key, value in options.items():
+            _check_storable(f"{section}.{key}", value)
+
+
+def _check_storable(field_name: str, value: Any) -> None:
+    """A free-form option the database can store as JSON, the same way on every backend:
+    finite numbers, and text without control characters (PostgreSQL's JSON has no NUL)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(field_name, f"must be a finite number (got {value!r})")
+    if isinstance(value, str) and any(ord(c) < 32 for c in value):
+        raise SpecError(field_name, "must not contain control characters")
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_storable(field_name, item)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(f"{field_name}.{key}", item)

@@ -1,0 +1,214 @@
+"""Specs and arguments that can never succeed are refused before anything is written:
+one line naming the field and the fix, exit status 2, no row, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from memtail.cli.main import main
+from memtail.store.engine import make_engine
+
+BASE = {
+    "name": "bad",
+    "trials": 4,
+    "dataset": {"name": "synthetic-longtail", "n_train": 60, "n_test": 20},
+    "model": {"name": "mlp", "width": 16},
+    "training": {"epochs": 1},
+    "estimate": {"confidence": 0.95},
+}
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and abs(value) == float("inf"):
+        return "inf" if value > 0 else "-inf"
+    return json.dumps(value)  # strings, ints, floats and booleans read the same in TOML
+
+
+def _spec_text(spec: dict) -> str:
+    top = [f"{key} = {_toml(value)}" for key, value in spec.items() if not isinstance(value, dict)]
+    tables = [
+        f"[{key}]\n" + "\n".join(f"{k} = {_toml(v)}" for k, v in value.items())
+        for key, value in spec.items()
+        if isinstance(value, dict)
+    ]
+    return "\n".join(top) + "\n\n" + "\n\n".join(tables) + "\n"
+
+
+def _with(dotted: str, value: object) -> dict:
+    spec = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
+    section, _, key = dotted.rpartition(".")
+    (spec[section] if section else spec)[key] = value
+    return spec
+
+
+def _rows(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sum(
+                conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+                for table in ("experiments", "examples", "trials")
+            )
+    finally:
+        engine.dispose()
+
+
+def _refused(capsys: pytest.CaptureFixture[str], code: int, *parts: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("memtail: error: ") and "\n" not in err, err
+    for part in parts:
+        assert part in err, err
+    return err
+
+
+NPZ = "labels.npz"
+FIELDS = [
+    ("training.lr", float("nan"), "spec field 'training.lr'"),
+    ("training.lr", float("inf"), "spec field 'training.lr'"),
+    ("training.momentum", float("nan"), "spec field 'training.momentum'"),
+    ("training.momentum", 50, "spec field 'training.momentum': must be in [0, 0.999]"),
+    ("training.weight_decay", float("nan"), "spec field 'training.weight_decay'"),
+    ("training.weight_decay", float("inf"), "spec field 'training.weight_decay'"),
+    ("model.depht", 3, "spec field 'model.depht': unknown option for model 'mlp'"),
+    ("model.width", 1_000_000_000, "spec field 'model.width': must be in [0, 65536]"),
+    ("model.width", 65_536, "spec field 'model.width': gives mlp 4,"),
+    ("dataset.num_classes", 1_000_000_000, "spec field 'dataset.num_classes'"),
+    ("dataset.noise", float("nan"), "spec field 'dataset.noise': must be a finite number"),
+    ("seed", -1, "spec field 'seed': must be in [0, "),
+    ("name", "a\u0000b", "spec field 'name'"),
+    ("name", "a/b", "spec field 'name': 'a/b' is not a valid name: use 1-200 letters"),
+    ("name", "../../escape", "spec field 'name'"),
+    ("name", "with space", "spec field 'name'"),
+    ("trials", 10_000_000, "spec field 'trials': must be > 0 and at most 100,000"),
+    ("subset_fraction", float("nan"), "spec field 'subset_fraction'"),
+    ("estimate.confidence", float("nan"), "spec field 'estimate.confidence'"),
+    ("estimate.infl_threshold", float("inf"), "spec field 'estimate.infl_threshold'"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), FIELDS)
+def test_a_bad_field_is_refused_before_anything_is_written(
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    value: object,
+    message: str,
+) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_spec_text(_with(field, value)))
+    code = main(["--database-url", db_url, "experiment", "create", str(spec)])
+    _refused(capsys, code, message)
+    assert _rows(db_url) == 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "num_classes", "message"),
+    [
+        (10**9, 0, "labels go up to 1000000000"),
+        (2**40, 0, "labels go up to 1099511627776"),
+        (2, 1_000_000_000, "spec field 'dataset.num_classes': is 1000000000"),
+    ],
+)
+def test_npz_labels_are_class_indexes(
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    labels: int,
+    num_classes: int,
+    message: str,
+) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    y[0] = labels
+    np.savez(tmp_path / NPZ, x_train=rng.normal(size=(40, 4)), y_train=y,
+             x_test=rng.normal(size=(10, 4)), y_test=rng.integers(0, 3, 10))  # fmt: skip
+    dataset = {"name": "npz", "path": str(tmp_path / NPZ)}
+    if num_classes:
+        dataset["num_classes"] = num_classes
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_spec_text({**BASE, "dataset": dataset}))
+    code = main(["--database-url", db_url, "experiment", "create", str(spec)])
+    _refused(capsys, code, message)
+    assert _rows(db_url) == 0
+
+
+def test_settings_and_arguments_that_cannot_work(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    assert main(["--database-url", sqlite_url, "db", "upgrade"]) == 0
+    capsys.readouterr()
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_spec_text(BASE))
+    create = ["--database-url", sqlite_url, "experiment", "create"]
+    monkeypatch.setenv("MEMTAIL_DEVICE", "tpu")
+    _refused(capsys, main([*create, str(spec)]), "MEMTAIL_DEVICE='tpu'", "cuda:N")
+    monkeypatch.delenv("MEMTAIL_DEVICE")
+    _refused(capsys, main([*create, str(tmp_path)]), "is a folder")
+    binary = tmp_path / "spec.bin"
+    binary.write_bytes(bytes(range(256)))
+    _refused(capsys, main([*create, str(binary)]), "is not a text file")
+    with pytest.raises(SystemExit) as usage:  # argparse's own way out, in one line too
+        main(["run", "--workers", "-1"])
+    _refused(capsys, usage.value.code, "--workers: must be 0 or more", "memtail run --help")
+    _refused(capsys, main(["--database-url", "not a url", "status"]), "is not a database URL")
+    err = _refused(
+        capsys, main(["--database-url", "nosuch://u:secret@x/y", "status"]), "cannot use"
+    )
+    assert "secret" not in err
+    missing = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder.db'}"
+    _refused(capsys, main(["--database-url", missing, "status"]), "no memtail database at")
+    assert not (tmp_path / "no").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    _refused(capsys, main(["--database-url", sqlite_url, "run", "--out", str(afile)]),
+             f"--out {afile} is a file")  # fmt: skip
+    assert _rows(sqlite_url) == 0
+
+
+@pytest.mark.postgres
+def test_postgres_mistakes_name_the_database(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = sa.engine.make_url(pg_url)
+    for wrong in (url.set(username="no_such_user"), url.set(database="no_such_database")):
+        text = wrong.render_as_string(hide_password=False)
+        err = _refused(capsys, main(["--database-url", text, "status"]), "cannot use the database")
+        assert wrong.host in err
+
+
+@pytest.mark.redis
+def test_only_the_service_sends_broker_messages(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    import redis
+
+    from memtail.work.broker import TRIALS_QUEUE
+    from tests.processes import private_redis
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_spec_text(BASE))
+    with private_redis() as (broker, _stop, _start):
+        queue = redis.Redis.from_url(broker)
+        create = ["--database-url", db_url, "experiment", "create", str(spec)]
+        # No broker configured: nothing is sent, wherever a Redis may listen.
+        assert main(create) == 0
+        told = capsys.readouterr().out
+        if db_url.startswith("sqlite"):
+            assert "train its trials here with `memtail run`" in told
+        else:
+            assert "`memtail coordinator` sends its trials" in told
+        # A broker configured: only the service's database sends to it.
+        monkeypatch.setenv("MEMTAIL_BROKER_URL", broker)
+        more = ["--database-url", db_url, "experiment", "create", str(spec), "--trials", "6"]
+        assert main(more) == 0
+        sent = queue.llen(TRIALS_QUEUE)
+        assert sent == (0 if db_url.startswith("sqlite") else 6), capsys.readouterr().out

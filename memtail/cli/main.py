@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose or args.command == "coordinator" else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic's start-up notes are for its own command line, not for every memtail command.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if args.command != "coordinator":  # the coordinator stops gracefully on SIGTERM itself
         signal.signal(signal.SIGTERM, _terminate)
     module, _, name = args.handler.partition(":")

@@ -212,3 +212,16 @@ def test_only_the_service_sends_broker_messages(
         assert main(more) == 0
         sent = queue.llen(TRIALS_QUEUE)
         assert sent == (0 if db_url.startswith("sqlite") else 6), capsys.readouterr().out
+
+
+def test_the_coordinator_without_its_broker_says_so(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from tests.processes import free_port
+
+    monkeypatch.setenv("MEMTAIL_BROKER_URL", f"redis://:secret@127.0.0.1:{free_port()}/0")
+    err = _refused(
+        capsys, main(["--database-url", sqlite_url, "coordinator", "--once"]),
+        "cannot reach the broker at redis://:**@127.0.0.1:", "MEMTAIL_BROKER_URL",
+    )  # fmt: skip
+    assert "secret" not in err

@@ -71,8 +71,14 @@ def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     return spec_from_dict(raw, overrides)
 
 
-def spec_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+def spec_from_dict(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, *, check: bool = True
+) -> ExperimentSpec:
     """Build and validate a spec from parsed TOML (or JSON as stored in the database).
+
+    ``check=False`` skips the rules (``memtail.spec.rules``): a spec read back from the
+    database was checked when its experiment was created, and must stay readable when the
+    rules have tightened since (an older name, a grown number of trials).
 
     ``overrides`` maps dotted fields to values. Overriding ``dataset.name`` or
     ``model.name`` with another dataset or model starts that section afresh, from the new
@@ -111,7 +117,8 @@ def spec_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
         else:
             kwargs[key] = _coerce(key, top[key].type, value)
     spec = ExperimentSpec(**kwargs)
-    validate(spec)
+    if check:
+        validate(spec)
     return spec
 
 

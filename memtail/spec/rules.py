@@ -37,11 +37,13 @@ def validate(spec: ExperimentSpec) -> None:
         raise SpecError(
             "kind", f"unknown kind {spec.kind!r}; choose one of {', '.join(ExperimentKind)}"
         )
-    if not 0 < spec.trials <= MAX_TRIALS:
+    if spec.trials <= 0:
+        raise SpecError("trials", f"must be > 0 (got {spec.trials}); the paper uses 2000-4000")
+    if spec.trials > MAX_TRIALS:
         raise SpecError(
             "trials",
-            f"must be > 0 and at most {MAX_TRIALS:,} (got {spec.trials}); the paper uses "
-            "2000-4000 (grow further with `memtail experiment extend`)",
+            f"must be at most {MAX_TRIALS:,} (got {spec.trials}); the paper uses 2000-4000 "
+            "(grow further with `memtail experiment extend`)",
         )
     _check("seed", spec.seed, 0, MAX_SEED)
     if spec.subset_size < 0:

@@ -51,7 +51,7 @@ class Experiment:
             kind=ExperimentKind(row.kind),
             status=ExperimentStatus(row.status),
             created_at=row.created_at,
-            spec=spec_from_dict(row.spec),
+            spec=spec_from_dict(row.spec, check=False),
             spec_hash=row.spec_hash,
             n_train=row.n_train,
             n_test=row.n_test,

@@ -14,7 +14,7 @@ from dataclasses import replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.spec import ExperimentKind, SpecError
+from memtail.spec import MAX_TRIALS, ExperimentKind, SpecError
 from memtail.status import ExperimentStatus
 from memtail.store.engine import transaction
 from memtail.store.experiments import (
@@ -47,6 +47,12 @@ def extend(engine: Engine, experiment: Experiment, target_trials: int) -> Experi
             "trials",
             f"experiment {experiment.name!r} has {experiment.target_trials} trials; extending "
             f"needs more than that (got {target_trials})",
+        )
+    if target_trials - experiment.target_trials > MAX_TRIALS:
+        raise SpecError(
+            "trials",
+            f"adds {target_trials - experiment.target_trials:,} trials at once; at most "
+            f"{MAX_TRIALS:,} per step (extend in steps)",
         )
     spec = replace(experiment.spec, trials=target_trials)
     removal = experiment.kind == ExperimentKind.REMOVAL

@@ -87,7 +87,7 @@ FIELDS = [
     ("name", "a/b", "spec field 'name': 'a/b' is not a valid name: use 1-200 letters"),
     ("name", "../../escape", "spec field 'name'"),
     ("name", "with space", "spec field 'name'"),
-    ("trials", 10_000_000, "spec field 'trials': must be > 0 and at most 100,000"),
+    ("trials", 10_000_000, "spec field 'trials': must be at most 100,000"),
     ("subset_fraction", float("nan"), "spec field 'subset_fraction'"),
     ("estimate.confidence", float("nan"), "spec field 'estimate.confidence'"),
     ("estimate.infl_threshold", float("inf"), "spec field 'estimate.infl_threshold'"),

@@ -19,9 +19,12 @@ def test_names_from_older_databases_stay_inside_the_folder(engine: Engine, tmp_p
     exp = make_experiment(engine, trials_=6).experiment
     run_all_trials(engine, exp.id, 20, 10)
     estimate_experiment(engine, exp.id)
-    # Validation refuses such names now; an older database may still hold one.
+    # Validation refuses such names now; an older database may still hold one, and must
+    # stay readable.
+    legacy = {**exp.spec.to_json(), "name": "../../escape"}
     with engine.begin() as conn:
-        conn.execute(sa.update(experiments).values(name="../../escape"))
+        conn.execute(sa.update(experiments).values(name="../../escape", spec=legacy))
+    assert get_experiment(engine, exp.id).spec.name == "../../escape"
     out = tmp_path / "plots" / "here"
     written = plot_experiment(engine, get_experiment(engine, exp.id), out)
     assert written and all(path.parent == out for path in written)

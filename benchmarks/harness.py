@@ -118,6 +118,8 @@ def scratch_database(admin_url: str) -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            # The read-only role the migrations made for it outlives a database.
+            conn.execute(sa.text(f'DROP ROLE IF EXISTS "{name}_analyst"'))
         admin.dispose()
 
 

@@ -68,6 +68,9 @@ class Settings:
     #: Where the estimator scans influence pairs: "auto" (the first GPU when torch sees
     #: one, else the CPU kernels), "cpu", "cuda", "cuda:1", ...
     estimator_device: str = "auto"
+    #: A folder every worker mounts (a shared volume) for artifacts (features,
+    #: checkpoints), or "" to keep them in the database, which needs no setup.
+    artifacts: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

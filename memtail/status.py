@@ -1,4 +1,4 @@
-"""The status values of experiments, trials and estimator runs: one enum each.
+"""The status values of experiments, trials, estimator runs and artifacts: one enum each.
 
 The tables' check constraints, the migrations that create them and every query and
 comparison in the code use these enums, so a value exists in exactly one place. They
@@ -40,3 +40,12 @@ class EstimateRunStatus(StrEnum):
     #: Its estimates are the ones in the results tables.
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+class ArtifactStatus(StrEnum):
+    """An artifact's life (see ``memtail.store.artifacts``)."""
+
+    #: Its bytes are being written; nothing reads it, and a dead writer's is swept.
+    WRITING = "writing"
+    #: Whole, with its size and sha256 recorded; the one readers see under its name.
+    COMPLETE = "complete"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
 from memtail.cli.arguments import UsageError, database, settings_from
 
@@ -66,6 +68,7 @@ def _set_paused(args: argparse.Namespace, *, paused: bool) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     from memtail.store import lifecycle
+    from memtail.store.artifacts import experiment_folder
     from memtail.store.engine import describe_database
     from memtail.store.experiments import get_experiment
 
@@ -86,5 +89,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             print("nothing deleted")
             return 1
     rows = lifecycle.delete(engine, exp)
+    if settings.artifacts:
+        shutil.rmtree(experiment_folder(Path(settings.artifacts), exp.id), ignore_errors=True)
     print(f"deleted experiment {exp.name!r} and its {rows - 1} rows from {where}")
     return 0

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.spec import MAX_TRIALS, ExperimentKind, SpecError
 from memtail.status import ExperimentStatus
+from memtail.store.artifacts import delete_experiment_artifacts
 from memtail.store.engine import transaction
 from memtail.store.experiments import (
     Experiment,
@@ -114,9 +115,12 @@ def delete(engine: Engine, experiment: Experiment) -> int:
 
     Children go first, explicitly, so the result does not depend on the database
     enforcing ``ON DELETE CASCADE`` (SQLite only does with its foreign keys pragma on).
+    Artifact files under MEMTAIL_ARTIFACTS are the caller's to remove
+    (``memtail.store.artifacts.experiment_folder``).
     """
     deleted = 0
     with transaction(engine) as conn:
+        deleted += delete_experiment_artifacts(conn, experiment.id)
         children = (influence, memorization, estimate_runs, estimator_locks, trial_outcomes)
         for table in (*children, trials, examples):
             deleted += conn.execute(

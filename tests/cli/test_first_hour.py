@@ -289,6 +289,16 @@ def test_experiments_grow_pause_and_go(tmp_path: Path) -> None:
         assert db_rows(tmp_path, f"SELECT count(*) FROM {table}") == [(0,)], table
 
 
+def _stored(folder: Path) -> int:
+    """Outcomes stored so far; 0 while the run is still creating its database."""
+    if not (folder / "runs" / "memtail.db").exists():  # connecting would create it
+        return 0
+    try:
+        return db_rows(folder, "SELECT count(*) FROM trial_outcomes")[0][0]
+    except sqlite3.OperationalError:  # no file, or no schema yet
+        return 0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupting_a_run_says_what_was_kept(tmp_path: Path, sig: signal.Signals) -> None:
     run = subprocess.Popen(
@@ -302,10 +312,7 @@ def test_interrupting_a_run_says_what_was_kept(tmp_path: Path, sig: signal.Signa
     )
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            db = tmp_path / "runs" / "memtail.db"
-            if db.exists() and db_rows(tmp_path, "SELECT count(*) FROM trial_outcomes")[0][0] > 3:
-                break
+        while time.monotonic() < deadline and _stored(tmp_path) <= 3:
             time.sleep(0.3)
         # Ctrl-C reaches the terminal's whole process group; SIGTERM only memtail itself.
         if sig == signal.SIGINT:

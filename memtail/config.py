@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 # Where `memtail run` keeps its SQLite file, and so where every command looks by default.
 DEFAULT_DATABASE_URL = "sqlite:///runs/memtail.db"
@@ -71,6 +72,11 @@ class Settings:
     #: A folder every worker mounts (a shared volume) for artifacts (features,
     #: checkpoints), or "" to keep them in the database, which needs no setup.
     artifacts: str = ""
+
+    @property
+    def artifact_folder(self) -> Path | None:
+        """MEMTAIL_ARTIFACTS as a folder, or None: artifacts live in the database."""
+        return Path(self.artifacts) if self.artifacts else None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

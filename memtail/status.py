@@ -28,7 +28,8 @@ class TrialStatus(StrEnum):
     PENDING = "pending"
     #: Claimed, leased to a worker until its lease expires.
     RUNNING = "running"
-    #: Exactly one ``trial_outcomes`` row exists.
+    #: Exactly one ``trial_outcomes`` row exists (for a probe's feature trial, instead,
+    #: its complete ``features`` artifact).
     SUCCEEDED = "succeeded"
     #: Out of attempts; the error says why.
     FAILED = "failed"

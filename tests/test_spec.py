@@ -94,3 +94,18 @@ def test_bundled_specs_load_by_name_and_a_file_wins(tmp_path: Path, monkeypatch)
         SpecError, match="does not exist.*bundled spec \\(digits-cnn, digits-mlp\\)"
     ):
         load_spec("no-such-spec")
+
+
+def test_probe_specs_carry_their_classifier_and_others_keep_their_hash() -> None:
+    probe = spec_from_dict(
+        {"name": "p", "kind": "probe", "trials": 5, "probe": {"epochs": 12, "lr": 0.05}}
+    )
+    assert (probe.probe.epochs, probe.probe.lr, probe.total_trials) == (12, 0.05, 6)
+    assert spec_from_dict(probe.to_json()) == probe
+    plain = spec_from_dict({"name": "p", "trials": 5})
+    # Specs that are not probes hash as they did before probes existed.
+    assert "probe" not in plain.to_json() and plain.total_trials == 5
+    with pytest.raises(SpecError, match='belongs to kind = "probe"'):
+        spec_from_dict({"name": "p", "probe": {"epochs": 3}})
+    with pytest.raises(SpecError, match="probe.lr"):
+        spec_from_dict({"name": "p", "kind": "probe", "probe": {"lr": -1}})

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memtail.spec import ExperimentKind
 from memtail.stats.consistency import Agreement, agreement, halves
 from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import MemCounts, memorization
@@ -38,7 +37,7 @@ class Comparison:
 
 
 def _check_estimable(experiment: Experiment) -> None:
-    if experiment.kind != ExperimentKind.SUBSAMPLE:
+    if not experiment.kind.estimated:
         raise ComparisonError(
             f"{experiment.name!r} is a {experiment.kind} experiment: every trial trains on one "
             "subset, so it has no memorization estimates to compare; use its source experiment"

@@ -1,8 +1,9 @@
-"""The commands of the paper's analyses: consistency checks and removal experiments.
+"""The commands of the paper's analyses: consistency, removal, representation vs last layer.
 
-``memtail compare`` / ``stability`` (memtail.analyses.comparison) and ``memtail removal`` /
-``utility`` (memtail.analyses.removal). Each prints a table and writes a PNG (utility
-also as JSON or CSV).
+``memtail compare`` / ``stability`` (memtail.analyses.comparison), ``memtail removal`` /
+``utility`` (memtail.analyses.removal) and ``memtail probe`` / ``depth``
+(memtail.analyses.depth). Each prints a table and writes a PNG (utility also as JSON or
+CSV).
 """
 
 from __future__ import annotations
@@ -101,4 +102,53 @@ def cmd_utility(args: argparse.Namespace) -> int:
     path = output_folder(args.out) / f"{file_stem(source.name)}-utility.png"
     title = f"{source.name}: retrained without memorized vs random examples"
     print(f"wrote {plot_utility(reports, n_influenced, title, path)}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from memtail.analyses.depth import create_probe
+    from memtail.cli.commands import check_any_succeeded
+    from memtail.store.experiments import get_experiment
+
+    settings = settings_from(args)
+    engine = database(settings)
+    source = get_experiment(engine, args.source)
+    probe = create_probe(engine, source, args.trials or source.spec.trials)
+    print(
+        f"{probe.name}: a feature trial (the {probe.spec.model.name} on all {probe.n_train} "
+        f"train examples) and {probe.spec.trials} probe trials (a linear classifier on its "
+        f"features, m={probe.subset_size})"
+    )
+    if not args.run:
+        if settings.database_url.startswith("sqlite"):
+            print(f"train them here with `memtail probe {source.name} --run`")
+        else:
+            print(f"the service's workers train them; then `memtail depth {source.name}`")
+        return 0
+    from memtail.work.embedded import run_trials
+    from memtail.work.estimator import estimate_experiment
+
+    workers = args.workers or os.cpu_count() or 1
+    try:
+        counts = run_trials(engine, settings, probe.id, probe.target_trials, workers)
+    except KeyboardInterrupt as stop:
+        raise Interrupted("trials stored so far are kept; run the same command to go on") from stop
+    check_any_succeeded(engine, probe.id, counts)
+    estimate_experiment(engine, probe.id, device=settings.estimator_device)
+    return cmd_depth(argparse.Namespace(**{**vars(args), "name": source.name}))
+
+
+def cmd_depth(args: argparse.Namespace) -> int:
+    from memtail.analyses.depth import depth_report
+    from memtail.store.experiments import get_experiment
+    from memtail.views.plots import file_stem, plot_depth
+    from memtail.views.text import format_depth
+
+    engine = database(settings_from(args))
+    source = get_experiment(engine, args.name)
+    depth = depth_report(engine, source)
+    print(f"{source.name}: memorization by the network vs a linear probe on its features")
+    print(format_depth(depth))
+    path = output_folder(args.out) / f"{file_stem(source.name)}-depth.png"
+    print(f"wrote {plot_depth(depth, path)}")
     return 0

@@ -146,7 +146,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Embedded: migrate a SQLite file, create, extend or resume the experiment, train its
     trials in local processes, estimate, then print the summary and write the plots."""
-    from memtail.status import ExperimentStatus, TrialStatus
+    from memtail.status import ExperimentStatus
     from memtail.store.database import upgrade
     from memtail.store.experiments import get_experiment
     from memtail.training.datasets import load_dataset
@@ -185,8 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"`memtail experiment resume {experiment.name}`, then run the same command"
         )
         return 0
-    if counts[TrialStatus.SUCCEEDED] == 0 and counts[TrialStatus.FAILED] > 0:
-        _all_failed(engine, experiment.id)
+    check_any_succeeded(engine, experiment.id, counts)
     estimate_experiment(engine, experiment.id, device=settings.estimator_device)
     print_summary(engine, experiment.id, settings.database_url)
     dataset = launched.dataset or load_dataset(spec.dataset, settings.data_root)
@@ -203,11 +202,14 @@ def _stored(engine: Engine, experiment_id: int, total: int) -> str:
     return f"{status_counts(engine, experiment_id)[TrialStatus.SUCCEEDED]}/{total} trials stored"
 
 
-def _all_failed(engine: Engine, experiment_id: int) -> None:
-    """Raise TrialsFailed with the first trial's own error: every trial failed."""
+def check_any_succeeded(engine: Engine, experiment_id: int, counts: dict[str, int]) -> None:
+    """Raise TrialsFailed with the first trial's own error when every trial failed."""
     from memtail.status import TrialStatus
     from memtail.store.experiments import get_experiment
     from memtail.store.progress import progress
+
+    if counts[TrialStatus.SUCCEEDED] > 0 or counts[TrialStatus.FAILED] == 0:
+        return
 
     report = progress(engine, get_experiment(engine, experiment_id))
     name, failed = report.experiment.name, report.counts[TrialStatus.FAILED]

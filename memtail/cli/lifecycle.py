@@ -6,8 +6,13 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from memtail.cli.arguments import UsageError, database, settings_from
+from memtail.spec import ExperimentKind
+
+if TYPE_CHECKING:
+    from memtail.store.experiments import Experiment
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -37,15 +42,21 @@ def cmd_extend(args: argparse.Namespace) -> int:
     after = lifecycle.extend(engine, before, args.trials)
     print(
         f"extended {after.name!r} from {before.target_trials} to {after.target_trials} trials; "
-        f"{_who_trains(settings.database_url, after.name, after.target_trials)}"
+        f"{_who_trains(settings.database_url, after)}"
     )
     return 0
 
 
-def _who_trains(database_url: str, name: str, trials: int) -> str:
-    if database_url.startswith("sqlite"):
-        return f"train them here with `memtail run SPEC --name {name} --trials {trials}`"
-    return "the service's workers train them (the coordinator sends them)"
+def _who_trains(database_url: str, experiment: Experiment) -> str:
+    if not database_url.startswith("sqlite"):
+        return "the service's workers train them (the coordinator sends them)"
+    if experiment.kind == ExperimentKind.PROBE:
+        source = experiment.name.removesuffix("-probe")
+        return f"train them here with `memtail probe {source} --run`"
+    return (
+        f"train them here with `memtail run SPEC --name {experiment.name} "
+        f"--trials {experiment.target_trials}`"
+    )
 
 
 def cmd_pause(args: argparse.Namespace) -> int:

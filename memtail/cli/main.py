@@ -25,6 +25,7 @@ from memtail.config import ConfigError
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from memtail.analyses.comparison import ComparisonError
+    from memtail.analyses.depth import DepthError
     from memtail.analyses.removal import RemovalError
     from memtail.cli.arguments import UsageError
     from memtail.spec import SpecError
@@ -44,6 +45,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ModelError,
         ExperimentNotFound,
         ComparisonError,
+        DepthError,
         RemovalError,
         DatabaseUnavailable,
         ConcurrentChange,

@@ -246,6 +246,31 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     utility.add_argument("name", help="the source experiment of `memtail removal`")
     utility.add_argument("--out", default=".", help="folder for the bar plot (PNG)")
     _format(utility)
+    probe = _command(
+        sub,
+        "probe",
+        "analyses:cmd_probe",
+        "memorization of a linear probe on the network's features (SOURCE-probe)",
+    )
+    probe.add_argument("source", help="a subsample experiment")
+    probe.add_argument(
+        "--trials", type=_at_least(0), default=0, help="probe trials; 0: as many as SOURCE's"
+    )
+    probe.add_argument(
+        "--run", action="store_true", help="train the probe here (embedded), then compare"
+    )
+    probe.add_argument(
+        "--workers", type=_at_least(0), default=0, help="with --run; 0: one per core"
+    )
+    probe.add_argument("--out", default=".", help="with --run: folder for the figure (PNG)")
+    depth = _command(
+        sub,
+        "depth",
+        "analyses:cmd_depth",
+        "the network vs its probe: is memorization in the representation or the last layer",
+    )
+    depth.add_argument("name", help="the source experiment of `memtail probe`")
+    depth.add_argument("--out", default=".", help="folder for the histogram figure (PNG)")
 
 
 def _process_commands(sub: argparse._SubParsersAction) -> None:

@@ -17,6 +17,7 @@ from memtail.spec.fields import (
     ExperimentKind,
     ExperimentSpec,
     ModelSpec,
+    ProbeSpec,
     SpecError,
     TrainingSpec,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ExperimentKind",
     "ExperimentSpec",
     "ModelSpec",
+    "ProbeSpec",
     "SpecError",
     "TrainingSpec",
     "bundled_specs",

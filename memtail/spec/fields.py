@@ -68,6 +68,18 @@ class EstimateSpec:
     same_class: bool = True
 
 
+@dataclass(frozen=True)
+class ProbeSpec:
+    """The linear classifier a probe experiment trains on fixed features in each trial:
+    multinomial logistic regression, by Adam on mini-batches."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    #: Adam's learning rate.
+    lr: float = 0.01
+    weight_decay: float = 0.0
+
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
 
@@ -79,6 +91,15 @@ class ExperimentKind(StrEnum):
     SUBSAMPLE = "subsample"
     #: Every trial trains on one stored subset (made by `memtail removal`); never estimated.
     REMOVAL = "removal"
+    #: Trial 0 trains the network on the full training set and stores its features; every
+    #: other trial trains a linear classifier on them, on a random m-subset: estimated
+    #: like a subsample experiment (made by `memtail probe`).
+    PROBE = "probe"
+
+    @property
+    def estimated(self) -> bool:
+        """Whether its trials' subsets vary, so that memorization can be estimated."""
+        return self != ExperimentKind.REMOVAL
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,8 @@ class ExperimentSpec:
     subset_size: int = 0
     seed: int = 0
     kind: str = ExperimentKind.SUBSAMPLE
+    #: kind "probe" only: the linear classifier of its probe trials.
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
 
     def resolve_subset_size(self, n_train: int) -> int:
         """m for a dataset of ``n_train`` examples; raises SpecError if 0 < m < n fails."""
@@ -111,8 +134,18 @@ class ExperimentSpec:
             )
         return m
 
+    @property
+    def total_trials(self) -> int:
+        """Trials in the experiment: ``trials``, plus a probe's feature trial (trial 0)."""
+        return self.trials + (1 if self.kind == ExperimentKind.PROBE else 0)
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if self.kind != ExperimentKind.PROBE:
+            # Only probes have a [probe] section: other specs keep the JSON, and so the
+            # hash, they had before probes existed.
+            del values["probe"]
+        return values
 
     def spec_hash(self) -> str:
         canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))

@@ -13,6 +13,7 @@ from memtail.spec.fields import (
     EstimateSpec,
     ExperimentSpec,
     ModelSpec,
+    ProbeSpec,
     SpecError,
     TrainingSpec,
 )
@@ -26,6 +27,7 @@ _SECTIONS = {
     "model": ModelSpec,
     "training": TrainingSpec,
     "estimate": EstimateSpec,
+    "probe": ProbeSpec,
 }
 
 

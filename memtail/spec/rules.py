@@ -7,7 +7,14 @@ import math
 import re
 from typing import Any
 
-from memtail.spec.fields import OPTIMIZERS, SCHEDULES, ExperimentKind, ExperimentSpec, SpecError
+from memtail.spec.fields import (
+    OPTIMIZERS,
+    SCHEDULES,
+    ExperimentKind,
+    ExperimentSpec,
+    ProbeSpec,
+    SpecError,
+)
 
 #: Experiment names are data, and also the stems of plot files: no separators or controls.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -79,6 +86,15 @@ def validate(spec: ExperimentSpec) -> None:
     if spec.model.width < 0:
         raise SpecError("model.width", f"must be >= 0 (got {spec.model.width})")
     _check("model.width", spec.model.width, 0, 65_536, "; 0 is the model's default")
+    probe = spec.probe
+    if spec.kind != ExperimentKind.PROBE and probe != ProbeSpec():
+        raise SpecError(
+            "probe", 'a [probe] section belongs to kind = "probe" specs; remove it or set the kind'
+        )
+    _check("probe.epochs", probe.epochs, 1, 10_000)
+    _check("probe.batch_size", probe.batch_size, 1, 1_000_000)
+    _check("probe.lr", probe.lr, 1e-9, 100, "; Adam's usual: 0.001-0.1")
+    _check("probe.weight_decay", probe.weight_decay, 0, 1)
     for section, options in (("dataset", spec.dataset.options), ("model", spec.model.options)):
         for key, value in options.items():
             _check_storable(f"{section}.{key}", value)

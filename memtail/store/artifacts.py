@@ -35,6 +35,9 @@ from memtail.store.tables import artifact_chunks, artifacts
 #: Bytes per chunk row (and per read): large enough that per-row overhead vanishes, small
 #: enough that a reader or writer holds little in memory.
 CHUNK_BYTES = 8 * 2**20
+#: An artifact still ``writing`` after this long lost its writer: a live writer of even
+#: gigabytes of features finishes well within it (its trial's lease is kept meanwhile).
+ABANDONED_SECONDS = 6 * 3600.0
 # Suffix of a file being written under MEMTAIL_ARTIFACTS; renamed away once whole.
 PARTIAL = ".partial"
 
@@ -70,6 +73,17 @@ def _rechunk(parts: Iterable[bytes]) -> Iterator[bytes]:
         yield bytes(pending)
 
 
+@dataclass(frozen=True)
+class Staged:
+    """An artifact whose bytes are all written but which nothing reads yet: ``complete``
+    (in a transaction of the caller's choosing) makes it visible, ``discard`` drops it."""
+
+    id: int
+    size: int
+    sha256: str
+    location: str | None
+
+
 def write_artifact(
     engine: Engine,
     experiment_id: int,
@@ -82,6 +96,25 @@ def write_artifact(
     """Write the bytes of ``parts`` as the experiment's artifact ``name``; it replaces the
     previous one of that name only once complete. ``folder``: MEMTAIL_ARTIFACTS (files
     there), or None (chunks in the database)."""
+    staged = stage_artifact(engine, experiment_id, name, parts, folder=folder, writer=writer)
+    try:
+        with transaction(engine) as conn:
+            return complete(conn, staged)
+    except BaseException:
+        discard(engine, staged, folder=folder)
+        raise
+
+
+def stage_artifact(
+    engine: Engine,
+    experiment_id: int,
+    name: str,
+    parts: Iterable[bytes],
+    *,
+    folder: Path | None = None,
+    writer: str = "",
+) -> Staged:
+    """Write every byte of ``parts`` as a ``writing`` artifact, not yet visible to readers."""
     with transaction(engine) as conn:
         artifact_id = conn.execute(
             sa.insert(artifacts)
@@ -110,15 +143,21 @@ def write_artifact(
         else:
             location = f"{experiment_folder(Path(), experiment_id)}/{artifact_id}-{_safe(name)}"
             size, sha256 = _write_file(folder / location, parts)
-        with transaction(engine) as conn:
-            return complete(conn, artifact_id, size, sha256, location)
     except BaseException:
         # A failed write leaves nothing readable; a killed one is swept later.
-        with transaction(engine) as conn:
-            _delete(conn, artifacts.c.id == artifact_id)
-        if folder is not None and location is not None:
-            (folder / location).unlink(missing_ok=True)
+        discard(engine, Staged(artifact_id, 0, "", location), folder=folder)
         raise
+    return Staged(artifact_id, size, sha256, location)
+
+
+def discard(engine: Engine, staged: Staged, *, folder: Path | None = None) -> None:
+    """Drop a staged artifact that will not be completed (its rows and its file)."""
+    with transaction(engine) as conn:
+        _delete(
+            conn, sa.and_(artifacts.c.id == staged.id, artifacts.c.status == ArtifactStatus.WRITING)
+        )
+    if folder is not None and staged.location is not None:
+        (folder / staged.location).unlink(missing_ok=True)
 
 
 def _safe(name: str) -> str:
@@ -154,12 +193,10 @@ def _delete(conn: Connection, which: sa.ColumnElement[bool]) -> int:
     return conn.execute(sa.delete(artifacts).where(which)).rowcount
 
 
-def complete(
-    conn: Connection, artifact_id: int, size: int, sha256: str, location: str | None
-) -> Artifact:
-    """Mark a written artifact complete in the caller's transaction, replacing the
+def complete(conn: Connection, staged: Staged) -> Artifact:
+    """Mark a staged artifact complete in the caller's transaction, replacing the
     previous complete one of its name (a trial's store can do this in its own)."""
-    row = conn.execute(sa.select(artifacts).where(artifacts.c.id == artifact_id)).one()
+    row = conn.execute(sa.select(artifacts).where(artifacts.c.id == staged.id)).one()
     _delete(
         conn,
         sa.and_(
@@ -170,16 +207,18 @@ def complete(
     )
     conn.execute(
         sa.update(artifacts)
-        .where(artifacts.c.id == artifact_id)
+        .where(artifacts.c.id == staged.id)
         .values(
             status=ArtifactStatus.COMPLETE,
-            size=size,
-            sha256=sha256,
-            location=location,
+            size=staged.size,
+            sha256=staged.sha256,
+            location=staged.location,
             completed_at=db_now_plus(0),
         )
     )
-    return Artifact(artifact_id, row.experiment_id, row.name, size, sha256, location)
+    return Artifact(
+        staged.id, row.experiment_id, row.name, staged.size, staged.sha256, staged.location
+    )
 
 
 def find_artifact(engine: Engine, experiment_id: int, name: str) -> Artifact | None:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.status import TrialStatus
 from memtail.store.engine import db_now_plus, is_postgres, transaction
+from memtail.store.statements import READY
 from memtail.store.tables import trials
 
 _PENDING = trials.c.status == TrialStatus.PENDING
@@ -43,6 +44,9 @@ def reserve(
             .where(
                 trials.c.experiment_id == experiment_id,
                 _PENDING,
+                # A probe trial's message waits until its features exist: sent earlier, its
+                # claim would fail and the trial would wait out ``redispatch_after``.
+                READY,
                 sa.or_(trials.c.dispatched_at.is_(None), trials.c.dispatched_at < stale),
             )
             .order_by(trials.c.trial_index)

@@ -23,6 +23,10 @@ from memtail.status import ExperimentStatus
 from memtail.store.engine import describe_database, transaction
 from memtail.store.tables import examples, experiments, trials
 
+#: A probe experiment's trial 0: its source's network on the full training set, whose
+#: features the other trials' linear classifiers train on.
+FEATURE_TRIAL = 0
+
 
 class ExperimentNotFound(LookupError):
     pass
@@ -166,7 +170,7 @@ def _insert(
             n_train=data.n_train,
             n_test=data.n_test,
             subset_size=m,
-            target_trials=spec.trials,
+            target_trials=spec.total_trials,
             seed=spec.seed,
             mem_threshold=est.mem_threshold,
             infl_threshold=est.infl_threshold,
@@ -200,7 +204,15 @@ def _insert(
     conn.execute(sa.insert(examples), rows)
     conn.execute(
         sa.insert(trials),
-        trial_rows(experiment_id, spec.seed, range(spec.trials), data.n_train, m, subset),
+        trial_rows(
+            experiment_id,
+            spec.seed,
+            range(spec.total_trials),
+            data.n_train,
+            m,
+            subset,
+            feature_trial=spec.kind == ExperimentKind.PROBE,
+        ),
     )
     return int(experiment_id)
 
@@ -220,16 +232,28 @@ def trial_rows(
     n_train: int,
     m: int,
     subset: np.ndarray | None = None,
+    *,
+    feature_trial: bool = False,
 ) -> list[dict[str, Any]]:
     """``trials`` rows for trial indexes ``indexes``: training seed and subset are pure
-    functions of (seed, t), or ``subset`` itself for every trial of a removal arm."""
+    functions of (seed, t), or ``subset`` itself for every trial of a removal arm. With
+    ``feature_trial`` (a probe), trial 0 trains on every example: the feature model."""
     fixed = None if subset is None else bits.pack(subset)
+    full = bits.pack(np.ones(n_train, dtype=bool))
+
+    def chosen(t: int) -> bytes:
+        if fixed is not None:
+            return fixed
+        if feature_trial and t == FEATURE_TRIAL:
+            return full
+        return bits.pack(subset_mask(seed, t, n_train, m))
+
     return [
         {
             "experiment_id": experiment_id,
             "trial_index": t,
             "seed": training_seed(seed, t),
-            "subset": fixed if fixed is not None else bits.pack(subset_mask(seed, t, n_train, m)),
+            "subset": chosen(t),
         }
         for t in indexes
     ]

@@ -55,7 +55,8 @@ def extend(engine: Engine, experiment: Experiment, target_trials: int) -> Experi
             f"adds {target_trials - experiment.target_trials:,} trials at once; at most "
             f"{MAX_TRIALS:,} per step (extend in steps)",
         )
-    spec = replace(experiment.spec, trials=target_trials)
+    probe = experiment.kind == ExperimentKind.PROBE
+    spec = replace(experiment.spec, trials=target_trials - (1 if probe else 0))
     removal = experiment.kind == ExperimentKind.REMOVAL
     subset = first_subset(engine, experiment) if removal else None
     rows = trial_rows(

@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.spec import ExperimentKind
 from memtail.status import EstimateRunStatus, TrialStatus
 from memtail.store.engine import db_now_plus, transaction
-from memtail.store.experiments import Experiment
+from memtail.store.experiments import FEATURE_TRIAL, Experiment
 from memtail.store.results import PAIRS_VIEW
 from memtail.store.tables import estimate_runs, memorization, trials
 
@@ -62,6 +63,14 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def _subset_models(experiment: Experiment) -> list[sa.ColumnElement[bool]]:
+    """Which succeeded trials' accuracies describe the experiment's subset models: all,
+    except a probe's feature trial (a network trained on every example)."""
+    if experiment.kind == ExperimentKind.PROBE:
+        return [trials.c.trial_index != FEATURE_TRIAL]
+    return []
+
+
 def progress(engine: Engine, experiment: Experiment) -> Progress:
     with transaction(engine, readonly=True) as conn:
         rows = conn.execute(
@@ -96,7 +105,7 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
                 sa.func.avg(trials.c.test_accuracy * trials.c.test_accuracy),
                 sa.func.min(trials.c.test_accuracy),
                 sa.func.max(trials.c.test_accuracy),
-            ).where(succeeded)
+            ).where(succeeded, *_subset_models(experiment))
         ).one()
         pairs = conn.execute(
             sa.select(sa.func.count())
@@ -158,3 +167,15 @@ def _spread(
         return None
     std = max(float(mean_square) - float(mean) ** 2, 0.0) ** 0.5
     return float(mean), std, float(low), float(high)
+
+
+def feature_accuracy(engine: Engine, experiment: Experiment) -> float | None:
+    """Test accuracy of a probe's feature network (trained on every example), once stored."""
+    with transaction(engine, readonly=True) as conn:
+        return conn.execute(
+            sa.select(trials.c.test_accuracy).where(
+                trials.c.experiment_id == experiment.id,
+                trials.c.trial_index == FEATURE_TRIAL,
+                trials.c.status == TrialStatus.SUCCEEDED,
+            )
+        ).scalar_one_or_none()

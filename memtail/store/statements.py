@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from memtail.spec import ExperimentKind
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store.engine import db_now_plus
+from memtail.store.experiments import FEATURE_TRIAL
 from memtail.store.tables import experiments, trial_outcomes, trials
 
 #: Bound parameters: trial_id, attempt (the claim being fenced).
@@ -20,6 +22,24 @@ FENCED = sa.and_(
     trials.c.id == sa.bindparam("trial_id"),
     trials.c.status == TrialStatus.RUNNING,
     trials.c.attempts == sa.bindparam("attempt"),
+)
+
+_feature_trial = trials.alias("feature_trial")
+
+#: A probe trial trains on its experiment's features: claimable once the feature trial
+#: stored them. Any other trial is ready when pending.
+READY = sa.or_(
+    trials.c.trial_index == FEATURE_TRIAL,
+    ~sa.select(experiments.c.id)
+    .where(experiments.c.id == trials.c.experiment_id, experiments.c.kind == ExperimentKind.PROBE)
+    .exists(),
+    sa.select(_feature_trial.c.id)
+    .where(
+        _feature_trial.c.experiment_id == trials.c.experiment_id,
+        _feature_trial.c.trial_index == FEATURE_TRIAL,
+        _feature_trial.c.status == TrialStatus.SUCCEEDED,
+    )
+    .exists(),
 )
 
 _ACTIVE = (
@@ -35,7 +55,7 @@ def _claim(which: sa.ColumnElement[bool]) -> sa.Update:
     """Bound parameters: worker, lease (seconds), and those of ``which``."""
     return (
         sa.update(trials)
-        .where(which, trials.c.status == TrialStatus.PENDING, _ACTIVE)
+        .where(which, trials.c.status == TrialStatus.PENDING, _ACTIVE, READY)
         .values(
             status=TrialStatus.RUNNING,
             attempts=trials.c.attempts + 1,
@@ -59,7 +79,9 @@ def _claim(which: sa.ColumnElement[bool]) -> sa.Update:
 def _next(undispatched_only: bool, skip_locked: bool) -> sa.Update:
     """Claim of the lowest-index pending trial; bound parameter: experiment."""
     pending = sa.and_(
-        trials.c.experiment_id == sa.bindparam("experiment"), trials.c.status == TrialStatus.PENDING
+        trials.c.experiment_id == sa.bindparam("experiment"),
+        trials.c.status == TrialStatus.PENDING,
+        READY,
     )
     if undispatched_only:
         pending = sa.and_(pending, trials.c.dispatched_at.is_(None))

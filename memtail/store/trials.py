@@ -23,12 +23,15 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.spec import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
 from memtail.status import TrialStatus
 from memtail.store import statements
+from memtail.store.artifacts import Staged, complete
 from memtail.store.engine import db_now_plus, is_postgres, one_statement, transaction
-from memtail.store.tables import trials
+from memtail.store.experiments import FEATURE_TRIAL
+from memtail.store.tables import experiments, trials
 
 
 class LeaseLost(RuntimeError):
@@ -149,6 +152,31 @@ def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_t
         )
 
 
+def store_features(engine: Engine, claim: Claim, outcome: TrialOutcome, features: Staged) -> None:
+    """Complete a probe's feature trial: mark it succeeded (with its model's accuracies)
+    and make its staged features artifact visible, in one transaction fenced by the claim.
+
+    The feature trial stores no ``trial_outcomes`` row: its model saw every example, and
+    an outcome of it would count as a subset trial in every estimate. If the claim is
+    stale, nothing is written and LeaseLost is raised (the caller discards the artifact).
+    """
+    mark = {
+        **_fence(claim),
+        "train_acc": float(outcome.train_accuracy),
+        "test_acc": float(outcome.test_accuracy),
+        "seconds": float(outcome.seconds),
+    }
+    with transaction(engine) as conn:
+        stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
+        if stored == 1:
+            complete(conn, features)
+    if stored != 1:
+        raise LeaseLost(
+            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; "
+            "features discarded"
+        )
+
+
 def _packed(flags: np.ndarray, n: int, what: str) -> bytes:
     flags = np.asarray(flags)
     if flags.shape != (n,):
@@ -232,8 +260,34 @@ def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) ->
             )
             .returning(trials.c.status)
         ).all()
+        blocked = _fail_blocked(conn)
     failed = sum(1 for row in rows if row.status == TrialStatus.FAILED)
-    return ReapResult(requeued=len(rows) - failed, failed=failed)
+    return ReapResult(requeued=len(rows) - failed, failed=failed + blocked)
+
+
+def _fail_blocked(conn: sa.Connection) -> int:
+    """Fail the pending probe trials of experiments whose feature trial failed for good:
+    without features they can never run, and a run waiting for them would never end."""
+    feature = trials.alias("feature")
+    blocked = sa.select(experiments.c.id).where(
+        experiments.c.kind == ExperimentKind.PROBE,
+        sa.select(feature.c.id)
+        .where(
+            feature.c.experiment_id == experiments.c.id,
+            feature.c.trial_index == FEATURE_TRIAL,
+            feature.c.status == TrialStatus.FAILED,
+        )
+        .exists(),
+    )
+    return conn.execute(
+        sa.update(trials)
+        .where(trials.c.experiment_id.in_(blocked), trials.c.status == TrialStatus.PENDING)
+        .values(
+            status=TrialStatus.FAILED,
+            finished_at=db_now_plus(0),
+            error="its feature trial (trial index 0) failed; see that trial's error",
+        )
+    ).rowcount
 
 
 def release_running(

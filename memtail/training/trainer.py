@@ -31,8 +31,9 @@ from memtail.spec import ModelSpec, TrainingSpec
 from memtail.stats.outcomes import TrialOutcome
 from memtail.training.datasets import Dataset
 from memtail.training.networks import build_model
+from memtail.training.split import split
 
-__all__ = ["Trainer", "TrainingError", "resolve_device"]
+__all__ = ["Trainer", "TrainingError", "margin_of", "resolve_device"]
 
 # Examples per forward pass when grading; only memory-bound, so larger on accelerators.
 _EVAL_BATCH = {"cpu": 1024, "cuda": 4096}
@@ -92,6 +93,13 @@ def _optimizer(model: nn.Module, training: TrainingSpec, fused: bool) -> torch.o
             params, lr=training.lr, weight_decay=training.weight_decay, **extra
         )
     raise ValueError(f"unknown optimizer {training.optimizer!r}; use sgd, adam or adamw")
+
+
+def margin_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per example: the true-class logit minus the largest other logit."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return true - others
 
 
 def augment(x: torch.Tensor, flip: bool, crop: int, generator: torch.Generator) -> torch.Tensor:
@@ -175,6 +183,18 @@ class Trainer:
         ``on_epoch(epoch, mean_loss)`` is called after each epoch, counting from 1;
         exceptions it raises propagate (a worker uses that to abandon a lost lease).
         """
+        return self.fit(model_spec, training, subset, seed, on_epoch=on_epoch)[1]
+
+    def fit(
+        self,
+        model_spec: ModelSpec,
+        training: TrainingSpec,
+        subset: np.ndarray,
+        seed: int,
+        *,
+        on_epoch: Callable[[int, float], None] | None = None,
+    ) -> tuple[nn.Module, TrialOutcome]:
+        """``run``, also returning the trained model (for its features)."""
         start = time.perf_counter()
         subset = np.asarray(subset)
         if subset.dtype != bool or subset.shape != (self.dataset.n_train,):
@@ -205,7 +225,7 @@ class Trainer:
             model, self.x_train, self.y_train, training.margins
         )
         test_correct, test_margin = self._grade(model, self.x_test, self.y_test, training.margins)
-        return TrialOutcome(
+        return model, TrialOutcome(
             train_correct=train_correct,
             test_correct=test_correct,
             train_margin=train_margin,
@@ -274,6 +294,26 @@ class Trainer:
             if on_epoch is not None:
                 on_epoch(epoch, mean_loss)
 
+    def features(self, model: nn.Module) -> Iterator[np.ndarray]:
+        """The trained ``model``'s features (the input of its last linear layer) of every
+        train example, then every test example, as float16 blocks of rows: bounded
+        memory however large the dataset."""
+        # The uncompiled module: its forward hooks and layers are the split's.
+        features = split(getattr(model, "_orig_mod", model)).features
+        features.eval()
+        size = _EVAL_BATCH["cuda" if self.cuda else "cpu"]
+        for x in (self.x_train, self.x_test):
+            for lo in range(0, len(x), size):
+                with torch.no_grad(), self._autocast():
+                    block = features(x[lo : lo + size])
+                rows = block.float().cpu().numpy().astype(np.float16)
+                if not np.isfinite(rows).all():
+                    raise TrainingError(
+                        "features beyond float16's range (or NaN): the network's "
+                        "penultimate activations are too large to store for a probe"
+                    )
+                yield rows
+
     @torch.no_grad()
     def _grade(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, margins: bool
@@ -289,9 +329,7 @@ class Trainer:
             target = y[lo : lo + size]
             correct.append(logits.argmax(dim=1) == target)
             if margins:
-                true = logits.gather(1, target[:, None]).squeeze(1)
-                others = logits.scatter(1, target[:, None], float("-inf")).amax(dim=1)
-                margin.append(true - others)
+                margin.append(margin_of(logits, target))
         result = torch.cat(correct).cpu().numpy() if correct else np.zeros(0, dtype=bool)
         if not margins:
             return result, None

@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from memtail.analyses.depth import Depth  # noqa: E402
 from memtail.analyses.removal import ArmReport  # noqa: E402
 from memtail.stats.consistency import Agreement  # noqa: E402
 from memtail.store.engine import Engine  # noqa: E402
@@ -198,6 +199,37 @@ def plot_utility(reports: list[ArmReport], n_influenced: int, title: str, path: 
     ax.set_ylim(0, 1.05)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(reports), frameon=False)
     ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_depth(depth: Depth, path: Path) -> Path:
+    """``memtail depth``: the memorization histograms of the network and of the linear
+    probe on its features, overlaid, on a log count scale (the tail is what differs)."""
+    threshold = depth.agreement.mem_threshold
+    sides = [
+        (depth.network, depth.mem_network, "#3b6ea5"),
+        (depth.probe, depth.mem_probe, "#e67e22"),
+    ]
+    values = [mem[~np.isnan(mem)] for _, mem, _ in sides]
+    if not any(v.size for v in values):
+        raise NothingToPlot(f"neither {depth.network.experiment} nor its probe has estimates")
+    low = min(float(v.min()) for v in values if v.size)
+    bins = np.linspace(min(low, 0.0), 1.0, 41)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for (side, _, color), v in zip(sides, values, strict=True):
+        ax.hist(v, bins=bins, histtype="stepfilled", alpha=0.35, color=color, log=True,
+                label=f"{side.experiment}: {side.memorized} with mem >= {threshold:g} "
+                      f"({side.trials} trials)")  # fmt: skip
+        ax.hist(v, bins=bins, histtype="step", color=color, log=True)
+    ax.axvline(threshold, color="#c0392b", linestyle="--", linewidth=1)
+    ax.set_xlabel("memorization estimate mem(i)")
+    ax.set_ylabel("training examples (log scale)")
+    ax.set_title("network vs linear probe on its features: where memorization happens")
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

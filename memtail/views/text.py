@@ -6,6 +6,7 @@ of fixed-width text, with the interval and the counts behind every number.
 
 from __future__ import annotations
 
+from memtail.analyses.depth import Depth
 from memtail.analyses.removal import ArmReport
 from memtail.spec import ExperimentKind
 from memtail.stats.consistency import Agreement
@@ -47,6 +48,12 @@ def format_progress(p: Progress) -> str:
         lines.append(
             f"  models' test accuracy {mean:.1%} (sd {std:.1%}, {low:.1%}-{high:.1%}) over "
             f"{c[TrialStatus.SUCCEEDED]} trials"
+        )
+    if p.experiment.kind == ExperimentKind.PROBE:
+        source = p.experiment.name.removesuffix("-probe")
+        lines.append(
+            "  a probe: trial 0 trains the network on every example for its features, the "
+            f"others a linear classifier on them; `memtail depth {source}` compares"
         )
     if p.experiment.kind == ExperimentKind.REMOVAL:
         lines.append("  a removal arm: never estimated; `memtail utility SOURCE` compares the arms")
@@ -152,4 +159,35 @@ def format_utility(reports: list[ArmReport], n_influenced: int) -> str:
             f"{r.arm:17s}{r.removed:>8d} {r.test.trials:>6d}  {cell(r.test):>26s}  "
             f"{cell(r.influenced):>26s}"
         )
+    return "\n".join(rows)
+
+
+def _ratio(value: float) -> str:
+    """A Jaccard index or overlap; "-" where undefined (an empty set)."""
+    return "-" if value != value else f"{value:.3f}"
+
+
+def format_depth(depth: Depth) -> str:
+    """The network and its probe side by side, then how far their memorized sets agree."""
+    a = depth.agreement
+
+    def accuracy(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    net, probe = depth.network, depth.probe
+    rows = [
+        f"{'':34s}{'network':>12s} {'probe':>12s}",
+        f"{'trials behind the estimates':34s}{net.trials:>12d} {probe.trials:>12d}",
+        f"{f'memorized (mem >= {a.mem_threshold:g})':34s}{net.memorized:>12d} "
+        f"{probe.memorized:>12d}",
+        f"{'high-influence pairs':34s}{net.pairs:>12d} {probe.pairs:>12d}",
+        f"{'mean mem':34s}{net.mean_mem:>12.4f} {probe.mean_mem:>12.4f}",
+        f"{'test accuracy (subset models)':34s}{accuracy(net.test_accuracy):>12s} "
+        f"{accuracy(probe.test_accuracy):>12s}",
+        f"memorized by both: {a.memorized_both} (Jaccard {_ratio(a.mem_jaccard)}, overlap "
+        f"{_ratio(a.mem_overlap)}); pairs in both: {a.pairs_both} (Jaccard "
+        f"{_ratio(a.pairs_jaccard)})",
+        "the probe's features come from the network trained on every training example "
+        f"(its test accuracy: {accuracy(depth.feature_test_accuracy)})",
+    ]
     return "\n".join(rows)

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from memtail.config import Settings
+from memtail.store import artifacts, trials
 from memtail.store import dispatch as dispatch_state
-from memtail.store import trials
 from memtail.store.engine import Engine
 from memtail.store.experiments import active_experiment_ids
 
@@ -70,6 +70,7 @@ def coordinate_once(
 ) -> PassReport:
     """One pass: reap expired leases, re-send lost messages, top up every window."""
     reaped = trials.reap(engine, settings.max_attempts, settings.lease_seconds)
+    artifacts.sweep(engine, artifacts.ABANDONED_SECONDS, folder=settings.artifact_folder)
     lost = 0
     if broker_depth is not None:
         lost = dispatch_state.forget_lost_dispatches(engine, broker_depth(), LOST_GRACE_SECONDS)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from memtail.config import Settings
 from memtail.status import TrialStatus
-from memtail.store import trials
+from memtail.store import artifacts, trials
 from memtail.store.engine import Engine
 from memtail.work.estimator import estimate_experiment
 from memtail.work.pool import LOCAL_PREFIX, LocalPool, claimable_later
@@ -44,6 +44,7 @@ def run_trials(
     Ctrl-C or SIGTERM the workers stop at once and their trials go back to pending.
     """
     trials.release_running(engine, experiment_id, LOCAL_PREFIX)
+    artifacts.sweep(engine, artifacts.ABANDONED_SECONDS, folder=settings.artifact_folder)
     pool = LocalPool(engine, settings, experiment_id, n_workers)
     last_estimate = time.monotonic()
     counts = trials.status_counts(engine, experiment_id)

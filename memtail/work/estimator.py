@@ -14,7 +14,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-from memtail.spec import ExperimentKind
 from memtail.stats import kernels
 from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import memorization
@@ -74,7 +73,7 @@ def estimate_experiment(
     with estimate_runs.exclusive(engine, experiment_id):
         experiment = get_experiment(engine, experiment_id)
         active = experiment.status == ExperimentStatus.ACTIVE
-        if experiment.kind != ExperimentKind.SUBSAMPLE:
+        if not experiment.kind.estimated:
             # A removal experiment trains every trial on one subset: each example is in
             # all of its trials or in none, so nothing is estimable. It is complete once
             # no trial is left to run.

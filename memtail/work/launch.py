@@ -49,10 +49,10 @@ def launch(
     """
     existing = find_experiment(engine, spec.name)
     if existing is not None:
-        same = replace(spec, trials=existing.target_trials)
+        same = replace(spec, trials=existing.spec.trials)
         if spec_digest(same) == existing.spec_hash:
-            if spec.trials > existing.target_trials:
-                return Launch(lifecycle.extend(engine, existing, spec.trials), "extended")
+            if spec.trials > existing.spec.trials:
+                return Launch(lifecycle.extend(engine, existing, spec.total_trials), "extended")
             return Launch(existing, "resuming")
     dataset = load_dataset(spec.dataset, data_root, download=download)
     check_model(spec, dataset)

@@ -4,112 +4,31 @@ Shared by the Celery task (``services/celery_app.py``) and the embedded local ru
 both paths claim, train, fence and store with the same code. The dataset of an experiment
 is loaded once per process and kept on the device; each trial selects its subset by mask.
 Within a chain (:meth:`TrialRunner.run_chain`) stores run on a writer thread, overlapping
-the next trial's training.
+the next trial's training. A probe experiment's feature trial trains the network and
+stages its features as an artifact that its store completes; its probe trials train a
+linear classifier on those features, read once per process.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import StrEnum
 
 from memtail.config import Settings
+from memtail.spec import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
-from memtail.status import TrialStatus
 from memtail.store import trials
+from memtail.store.artifacts import Staged, discard
 from memtail.store.engine import DatabaseError, Engine, with_retries
-from memtail.store.experiments import Experiment, get_experiment
+from memtail.store.experiments import FEATURE_TRIAL, Experiment, get_experiment
+from memtail.work.features import load_features, stage_features
+from memtail.work.heartbeat import Heartbeat
+from memtail.work.report import Handled, TrialReport
 
 log = logging.getLogger(__name__)
-
-
-class Heartbeat:
-    """Extends a claim's lease from a background thread while the trial trains.
-
-    A thread, not the epoch callback, so that a single long epoch cannot let the lease
-    lapse. The training loop calls :meth:`check` between epochs: once the lease is lost
-    (reaped and re-claimed elsewhere) training stops instead of wasting the device.
-    """
-
-    def __init__(self, engine: Engine, claim: trials.Claim, settings: Settings) -> None:
-        self._engine = engine
-        self._claim = claim
-        self._settings = settings
-        self._stop = threading.Event()
-        self._lost: trials.LeaseLost | None = None
-        self._thread = threading.Thread(target=self._loop, name="memtail-heartbeat", daemon=True)
-
-    def start(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._settings.heartbeat_seconds):
-            try:
-                trials.heartbeat(self._engine, self._claim, self._settings.lease_seconds)
-            except trials.LeaseLost as lost:
-                self._lost = lost
-                return
-            except DatabaseError as error:
-                # Database briefly unreachable (restart, failover): keep training and try
-                # again next period; the lease tolerates missed heartbeats by design.
-                log.warning("heartbeat for trial %s failed: %s", self._claim.trial_id, error)
-
-    def check(self, epoch: int = 0, loss: float = 0.0) -> None:
-        """Raise LeaseLost if another worker now owns this trial."""
-        if self._lost is not None:
-            raise self._lost
-
-
-class Handled(StrEnum):
-    """What became of one trial a worker was asked to run."""
-
-    #: Trained and stored.
-    SUCCEEDED = TrialStatus.SUCCEEDED
-    #: The attempt failed; the trial waits for a retry.
-    PENDING = TrialStatus.PENDING
-    #: The attempt failed and was the last one.
-    FAILED = TrialStatus.FAILED
-    #: Not pending when claimed: a duplicate message, or the trial ended meanwhile.
-    SKIPPED = "skipped"
-    #: The claim went stale (reaped and claimed again elsewhere); nothing was written.
-    LOST = "lost"
-
-
-@dataclass(frozen=True)
-class TrialReport:
-    trial_id: int
-    status: Handled
-    seconds: float = 0.0
-    error: str | None = None
-    #: Known once the trial was claimed.
-    experiment_id: int | None = None
-    trial_index: int | None = None
-    #: Of a trial that succeeded.
-    train_accuracy: float | None = None
-    test_accuracy: float | None = None
-
-    def __str__(self) -> str:
-        """One log line: "trial 17: succeeded in 0.51s (experiment 3, index 16; ...)"."""
-        text = f"trial {self.trial_id}: {self.status} in {self.seconds:.2f}s"
-        if self.experiment_id is not None:
-            text += f" (experiment {self.experiment_id}, index {self.trial_index}"
-            if self.test_accuracy is not None:
-                text += (
-                    f"; train accuracy {self.train_accuracy:.3f}, "
-                    f"test accuracy {self.test_accuracy:.3f}"
-                )
-            text += ")"
-        return f"{text}: {self.error}" if self.error else text
 
 
 class TrialRunner:
@@ -120,6 +39,7 @@ class TrialRunner:
         self._settings = settings
         self._worker = worker
         self._loaded: dict[int, tuple[Experiment, object]] = {}
+        self._probe: tuple[int, object] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     def _trainer(self, experiment_id: int) -> tuple[Experiment, object]:
@@ -144,7 +64,61 @@ class TrialRunner:
             )
             # One resident dataset at a time: GPU memory is for the current experiment.
             self._loaded = {experiment_id: (experiment, trainer)}
+            self._probe = None
         return self._loaded[experiment_id]
+
+    def _linear_probe(self, experiment: Experiment, trainer: object) -> object:
+        """The experiment's features on the device, read once per process."""
+        if self._probe is None or self._probe[0] != experiment.id:
+            from memtail.training.probe import LinearProbe
+
+            train, test = with_retries(
+                lambda: load_features(
+                    self._engine, experiment, folder=self._settings.artifact_folder
+                )
+            )
+            probe = LinearProbe(
+                train,
+                trainer.y_train,  # type: ignore[attr-defined]
+                test,
+                trainer.y_test,  # type: ignore[attr-defined]
+                trainer.dataset.num_classes,  # type: ignore[attr-defined]
+                device=self._settings.device,
+            )
+            self._probe = (experiment.id, probe)
+        return self._probe[1]
+
+    def _fit(self, claim: trials.Claim, beat: Heartbeat) -> tuple[TrialOutcome, Staged | None]:
+        """Train the claimed trial; a probe's feature trial also stages its features."""
+        experiment, trainer = self._trainer(claim.experiment_id)
+        mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
+        spec = experiment.spec
+        beat.check()
+        features = experiment.kind == ExperimentKind.PROBE and claim.trial_index == FEATURE_TRIAL
+        if experiment.kind != ExperimentKind.PROBE:
+            outcome = trainer.run(  # type: ignore[attr-defined]
+                spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
+            )
+        elif not features:
+            probe = self._linear_probe(experiment, trainer)
+            outcome = probe.run(  # type: ignore[attr-defined]
+                spec.probe, mask, claim.seed, margins=spec.training.margins, on_epoch=beat.check
+            )
+        else:
+            model, outcome = trainer.fit(  # type: ignore[attr-defined]
+                spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
+            )
+        beat.check()
+        if not features:
+            return outcome, None
+        staged = stage_features(
+            self._engine,
+            experiment,
+            trainer.features(model),  # type: ignore[attr-defined]
+            folder=self._settings.artifact_folder,
+            writer=self._worker,
+        )
+        return outcome, staged
 
     def _claim(self, trial_id: int) -> trials.Claim | None:
         return with_retries(
@@ -219,14 +193,8 @@ class TrialRunner:
         """
         beat = Heartbeat(self._engine, claim, self._settings).start()
         try:
-            experiment, trainer = self._trainer(claim.experiment_id)
-            mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
-            spec = experiment.spec
-            beat.check()
-            outcome = trainer.run(  # type: ignore[attr-defined]
-                spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
-            )
-            beat.check()
+            outcome, features = self._fit(claim, beat)
+            experiment = self._loaded[claim.experiment_id][0]
         except trials.LeaseLost as lost:
             beat.stop()
             return _done(_report(claim, Handled.LOST, error=str(lost))), False
@@ -234,7 +202,7 @@ class TrialRunner:
             _release_device_memory()
             return self._writer().submit(self._record_failure, claim, beat, error), False
         store = self._writer().submit(
-            self._store, claim, beat, outcome, experiment.n_train, experiment.n_test
+            self._store, claim, beat, outcome, experiment.n_train, experiment.n_test, features
         )
         return store, True
 
@@ -245,16 +213,22 @@ class TrialRunner:
         outcome: TrialOutcome,
         n_train: int,
         n_test: int,
+        features: Staged | None = None,
     ) -> TrialReport:
         try:
             # Retried through a database restart: the trained result is the expensive part.
             # If a commit landed but its acknowledgement was lost, the retry finds the trial
             # no longer running and reports "lost"; the outcome is stored once.
-            with_retries(lambda: trials.store(self._engine, claim, outcome, n_train, n_test))
+            if features is None:
+                with_retries(lambda: trials.store(self._engine, claim, outcome, n_train, n_test))
+            else:
+                with_retries(lambda: trials.store_features(self._engine, claim, outcome, features))
         except trials.LeaseLost as lost:
             beat.stop()
+            self._discard(features)
             return _report(claim, Handled.LOST, error=str(lost))
         except Exception as error:  # noqa: BLE001 - e.g. the database stayed down
+            self._discard(features)
             return self._record_failure(claim, beat, error)
         beat.stop()
         return _report(
@@ -264,6 +238,14 @@ class TrialRunner:
             train_accuracy=outcome.train_accuracy,
             test_accuracy=outcome.test_accuracy,
         )
+
+    def _discard(self, features: Staged | None) -> None:
+        if features is not None:
+            # Best effort: what remains of a discard that fails is swept later.
+            try:
+                discard(self._engine, features, folder=self._settings.artifact_folder)
+            except DatabaseError as error:
+                log.warning("could not discard features artifact %s: %s", features.id, error)
 
     def _record_failure(
         self, claim: trials.Claim, beat: Heartbeat, error: BaseException

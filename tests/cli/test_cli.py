@@ -209,3 +209,28 @@ def test_memtail_run_embedded(tmp_path: Path) -> None:
             "JOIN experiments e USING (name) WHERE e.kind = 'removal' ORDER BY name"
         ).fetchall()
     assert [(a[1], a[2], a[3]) for a in arms] == [("removal", "complete", 2)] * 3
+    # Memorization by a linear probe on the network's features, next to the network's.
+    probe = subprocess.run(
+        [MEMTAIL, "--database-url", f"sqlite:///{db}", "probe", "tiny-longtail",
+         "--trials", "8", "--run", "--workers", "2", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert "a feature trial (the mlp on all 120 train examples) and 8 probe trials" in probe.stdout
+    assert "memorized (mem >= 0.25)" in probe.stdout and "Jaccard" in probe.stdout
+    assert (out / "tiny-longtail-depth.png").read_bytes()[:4] == b"\x89PNG"
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT e.kind, e.status, p.succeeded FROM experiment_progress p "
+            "JOIN experiments e USING (name) WHERE name = 'tiny-longtail-probe'"
+        ).fetchone()
+        assert row == ("probe", "complete", 9)
+        assert conn.execute(
+            "SELECT count(*) FROM memorization m JOIN experiments e ON e.id = m.experiment_id "
+            "WHERE e.name = 'tiny-longtail-probe' AND m.n_in + m.n_out = 8"
+        ).fetchone() == (120,)
+    top = subprocess.run(
+        [MEMTAIL, "--database-url", f"sqlite:///{db}", "top", "tiny-longtail-probe"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert top.returncode == 0 and "95% interval" in top.stdout, top.stderr

@@ -354,6 +354,11 @@ def test_degenerate_cases_say_what_is_true(tmp_path: Path) -> None:
     one_line_error(
         memtail(tmp_path, "plot", "digits-mlp-full", "--out", str(plots)), "never estimated"
     )
+    one_line_error(memtail(tmp_path, "depth", "digits-mlp"), "no probe yet", "memtail probe")
+    one_line_error(memtail(tmp_path, "probe", "digits-mlp-full"), "pass a subsample one")
+    probe = memtail(tmp_path, "probe", "digits-mlp", "--trials", "3")
+    assert probe.returncode == 0 and "memtail probe digits-mlp --run" in probe.stdout
+    one_line_error(memtail(tmp_path, "depth", "digits-mlp"), "no estimates yet", "--run")
     assert not plots.exists() or not list(plots.glob("*.png"))
 
 

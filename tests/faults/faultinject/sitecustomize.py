@@ -14,6 +14,10 @@ MEMTAIL_TEST_SLOW_TRAINING=seconds
 MEMTAIL_TEST_TRAINING_MARKS=folder
     While ``Trainer.run`` runs, the file ``folder/<pid>`` holds the trial's seed: the test
     knows which process is inside training, and with which trial.
+MEMTAIL_TEST_FEATURES_PAUSE=seconds, with MEMTAIL_TEST_FEATURES_MARKS=folder
+    A probe's feature trial writes its features artifact in 4 KiB chunk rows, and halfway
+    through (some chunks committed) creates ``folder/<pid>`` and sleeps this long, so a
+    kill lands mid-write. Only once per folder: the retry writes straight through.
 MEMTAIL_TEST_ESTIMATE_PAUSE=seconds
     ``memtail.store.estimate_runs._influence_rows`` (called inside the replacement transaction,
     after both deletes) sleeps this long; with MEMTAIL_TEST_PAUSE_FILE=path it first
@@ -70,12 +74,33 @@ def _patch_estimates(module: Any) -> None:
     module._influence_rows = influence_rows
 
 
+def _patch_features(module: Any) -> None:
+    pause = float(os.environ["MEMTAIL_TEST_FEATURES_PAUSE"])
+    marks = Path(os.environ["MEMTAIL_TEST_FEATURES_MARKS"])
+    # Small chunks: the artifact's first rows commit before the pause.
+    sys.modules["memtail.store.artifacts"].CHUNK_BYTES = 4096
+    original = module.encode
+
+    def encode(blocks: Any, rows: int) -> Any:
+        for n, part in enumerate(original(blocks, rows)):
+            yield part
+            once = marks / "paused"
+            if n == 1 and not once.exists():
+                once.touch()
+                (marks / str(os.getpid())).write_text("writing features")
+                time.sleep(pause)
+
+    module.encode = encode
+
+
 _PATCHES: dict[str, Callable[[Any], None]] = {}
 if any(
     os.environ.get(f"MEMTAIL_TEST_{what}")
     for what in ("POISON_SEEDS", "SLOW_TRAINING", "TRAINING_MARKS")
 ):
     _PATCHES["memtail.training.trainer"] = _patch_training
+if os.environ.get("MEMTAIL_TEST_FEATURES_PAUSE"):
+    _PATCHES["memtail.work.features"] = _patch_features
 if os.environ.get("MEMTAIL_TEST_ESTIMATE_PAUSE"):
     _PATCHES["memtail.store.estimate_runs"] = _patch_estimates
 

@@ -86,7 +86,8 @@ def create_probe(
             raise SpecError(
                 "probe",
                 f"{spec.name!r} exists with another spec (its source or probe settings "
-                f"changed); delete it with `memtail delete {spec.name} --yes` to start over",
+                f"changed); delete it with `memtail experiment delete {spec.name} --yes` to "
+                "start over",
             )
         if trials > existing.spec.trials:
             return lifecycle.extend(engine, existing, spec.total_trials)

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.analyses.depth import DepthError, create_probe, depth_report
 from memtail.config import Settings
-from memtail.spec import ExperimentKind
+from memtail.spec import ExperimentKind, ProbeSpec, SpecError
 from memtail.store import trials
 from memtail.store.artifacts import find_artifact
 from memtail.store.experiments import Experiment, get_experiment
@@ -30,7 +30,7 @@ from memtail.views.text import format_depth
 from memtail.work.estimator import estimate_experiment
 from memtail.work.features import FEATURES
 from memtail.work.runner import TrialRunner
-from tests.helpers import trained_experiment
+from tests.helpers import make_experiment, trained_experiment
 
 TRIALS = 16
 
@@ -106,3 +106,11 @@ def test_network_and_probe_side_by_side(engine: Engine, db_url: str, tmp_path: P
 
     more = create_probe(engine, source, TRIALS + 4)
     assert more.id == probe.id and more.target_trials == TRIALS + 5
+
+
+def test_a_probe_with_other_settings_is_refused_with_the_fix(engine: Engine) -> None:
+    source = make_experiment(engine).experiment
+    probe = create_probe(engine, source, 4)
+    assert probe.spec.probe == ProbeSpec() and probe.target_trials == 5
+    with pytest.raises(SpecError, match="memtail experiment delete tiny-probe --yes"):
+        create_probe(engine, source, 4, ProbeSpec(epochs=5))

@@ -52,6 +52,8 @@ def test_the_wheel_migrates_and_runs_from_anywhere(tmp_path: Path) -> None:
         "memtail/migrations/versions/0001_initial_schema.py",
         "memtail/specs/digits-mlp.toml",
         "memtail/stats/numba_kernels.py",
+        "memtail/views/templates/report.html",
+        "memtail/views/templates/sections.html",
         "services/celery_app.py",
     ):
         assert name in shipped, f"{name} is not in the wheel"

@@ -17,6 +17,7 @@ from memtail.cli.arguments import Interrupted, database, output_folder, settings
 def cmd_compare(args: argparse.Namespace) -> int:
     from memtail.analyses.comparison import compare_experiments
     from memtail.store.experiments import get_experiment
+    from memtail.store.results import latest_run
     from memtail.views.plots import file_stem, plot_agreement
     from memtail.views.text import format_agreement
 
@@ -27,7 +28,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(format_agreement(result.agreement, a.name, b.name))
     path = output_folder(args.out) / f"{file_stem(a.name)}-vs-{file_stem(b.name)}.png"
     names = (a.name, b.name)
-    print(f"wrote {plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path)}")
+    trials = tuple(getattr(latest_run(engine, e.id), "trials_used", 0) for e in (a, b))
+    plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path, trials)
+    print(f"wrote {path}")
     return 0
 
 
@@ -47,7 +50,9 @@ def cmd_stability(args: argparse.Namespace) -> int:
         print(caveat)
     path = output_folder(args.out) / f"{file_stem(exp.name)}-split-half.png"
     names = ("half 1", "half 2")
-    print(f"wrote {plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path)}")
+    halves = (result.trials // 2, result.trials - result.trials // 2)
+    plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path, halves)
+    print(f"wrote {path}")
     return 0
 
 

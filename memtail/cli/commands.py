@@ -148,10 +148,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     trials in local processes, estimate, then print the summary and write the plots."""
     from memtail.status import ExperimentStatus
     from memtail.store.database import upgrade
+    from memtail.store.engine import describe_database
     from memtail.store.experiments import get_experiment
     from memtail.training.datasets import load_dataset
-    from memtail.views.plots import plot_experiment
-    from memtail.views.summary import next_steps, print_summary
+    from memtail.views.plots import file_stem, plot_experiment
+    from memtail.views.report import render_report, write_report
+    from memtail.views.summary import dashboard_hint, next_steps, print_summary
     from memtail.work.embedded import embedded_settings, run_trials
     from memtail.work.estimator import estimate_experiment
     from memtail.work.launch import launch
@@ -189,8 +191,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     estimate_experiment(engine, experiment.id, device=settings.estimator_device)
     print_summary(engine, experiment.id, settings.database_url)
     dataset = launched.dataset or load_dataset(spec.dataset, settings.data_root)
-    for path in plot_experiment(engine, get_experiment(engine, experiment.id), out, dataset):
+    final = get_experiment(engine, experiment.id)
+    for path in plot_experiment(engine, final, out, dataset):
         print(f"  plot: {path}")
+    html = render_report(
+        engine, [final], settings.data_root, describe_database(settings.database_url)[0]
+    )
+    report = write_report(html, out / f"{file_stem(final.name)}-report.html")
+    print(f"  report: {report} (one HTML file, figures inline: open it in a browser)")
+    print(dashboard_hint(settings.database_url))
     print(next_steps(settings.database_url, experiment.name))
     return 0
 
@@ -219,3 +228,21 @@ def check_any_succeeded(engine: Engine, experiment_id: int, counts: dict[str, in
         f"all {failed} trials of {name!r} failed (trial {index}: {first}); fix the spec, then "
         f"`memtail experiment delete {name} --yes` and run again"
     )
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import waitress
+
+    from memtail.store.engine import describe_database
+    from memtail.views.dashboard import create_app
+
+    settings = settings_from(args)
+    engine = database(settings)
+    where = describe_database(settings.database_url)[0]
+    app = create_app(
+        engine, data_root=settings.data_root, database=where, refresh_seconds=args.refresh
+    )
+    print(f"dashboard of {where} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    # waitress: a production WSGI server in pure Python, threads for concurrent viewers.
+    waitress.serve(app, host=args.host, port=args.port, threads=8, ident="memtail")
+    return 0

@@ -190,6 +190,19 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     plot.add_argument(
         "--no-images", action="store_true", help="skip image grids (no dataset needed)"
     )
+    report = _command(
+        sub,
+        "report",
+        "results:cmd_report",
+        "one self-contained HTML report of experiments' findings, figures inline",
+    )
+    report.add_argument("names", nargs="+", metavar="NAME", help="the experiments")
+    report.add_argument("--out", default="report.html", help="the HTML file to write")
+    report.add_argument(
+        "--no-stability",
+        action="store_true",
+        help="skip the split-half check (it re-estimates halves of the trials in memory)",
+    )
 
 
 def _analysis_commands(sub: argparse._SubParsersAction) -> None:
@@ -296,6 +309,20 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:
     )
     coord.add_argument("--download", action="store_true", help="download missing datasets")
     coord.add_argument("--once", action="store_true", help="one pass, then exit")
+    dashboard = _command(
+        sub,
+        "dashboard",
+        "commands:cmd_dashboard",
+        "a live, read-only web dashboard of every experiment",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    dashboard.add_argument("--port", type=_at_least(1), default=8050, help="port to listen on")
+    dashboard.add_argument(
+        "--refresh",
+        type=_positive_seconds,
+        default=5.0,
+        help="seconds between the pages' live updates",
+    )
 
 
 def _run_command(sub: argparse._SubParsersAction) -> None:

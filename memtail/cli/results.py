@@ -1,4 +1,4 @@
-"""The commands that read results: status, top, pairs, export, plot."""
+"""The commands that read results: status, top, pairs, export, plot, report."""
 
 from __future__ import annotations
 
@@ -127,4 +127,25 @@ def cmd_plot(args: argparse.Namespace) -> int:
         images = load_dataset(exp.spec.dataset, settings.data_root)
     for path in plot_experiment(engine, exp, output_folder(args.out), images):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from memtail.store.engine import describe_database
+    from memtail.store.experiments import get_experiment
+    from memtail.views.report import render_report, write_report
+
+    settings = settings_from(args)
+    engine = database(settings)
+    experiments = [get_experiment(engine, name) for name in dict.fromkeys(args.names)]
+    html = render_report(
+        engine,
+        experiments,
+        settings.data_root,
+        describe_database(settings.database_url)[0],
+        stability=not args.no_stability,
+        step=lambda what: print(f"report: {what}", file=sys.stderr, flush=True),
+    )
+    path = write_report(html, args.out)
+    print(f"wrote {path} ({len(html) / 1e6:.1f} MB): open it in any browser, offline")
     return 0

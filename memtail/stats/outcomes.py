@@ -33,6 +33,9 @@ class TrialOutcome:
     #: (n_train,) float16 true-class logit minus the largest other logit, or None.
     train_margin: np.ndarray | None = None
     test_margin: np.ndarray | None = None
+    #: The class predicted for each misclassified train example, in example order (what
+    #: models that never saw an example take it for), or None.
+    train_wrong_class: np.ndarray | None = None
     #: Wall-clock seconds for training and grading.
     seconds: float = 0.0
 

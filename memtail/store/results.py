@@ -87,31 +87,70 @@ class MemorizationValues:
     acc_out: np.ndarray
 
 
+def _estimated_examples(experiment_id: int, *extra: sa.ColumnElement) -> sa.Select:
+    """The columns of ``MemorizedExample`` (then ``extra``) for each train example of the
+    experiment with a defined estimate."""
+    return (
+        sa.select(
+            memorization.c.example_index,
+            examples.c.label,
+            examples.c.source,
+            memorization.c.mem,
+            memorization.c.ci_low,
+            memorization.c.ci_high,
+            memorization.c.n_in,
+            memorization.c.n_out,
+            *extra,
+        )
+        .join(
+            examples,
+            sa.and_(
+                examples.c.experiment_id == memorization.c.experiment_id,
+                examples.c.split == "train",
+                examples.c.example_index == memorization.c.example_index,
+            ),
+        )
+        .where(memorization.c.experiment_id == experiment_id, memorization.c.mem.is_not(None))
+    )
+
+
 def top_memorized(engine: Engine, experiment_id: int, limit: int = 20) -> list[MemorizedExample]:
     """The ``limit`` train examples with the highest mem, with their labels and sources."""
     with transaction(engine, readonly=True) as conn:
         rows = conn.execute(
-            sa.select(
-                memorization.c.example_index,
-                examples.c.label,
-                examples.c.source,
-                memorization.c.mem,
-                memorization.c.ci_low,
-                memorization.c.ci_high,
-                memorization.c.n_in,
-                memorization.c.n_out,
-            )
-            .join(
-                examples,
-                sa.and_(
-                    examples.c.experiment_id == memorization.c.experiment_id,
-                    examples.c.split == "train",
-                    examples.c.example_index == memorization.c.example_index,
-                ),
-            )
-            .where(memorization.c.experiment_id == experiment_id, memorization.c.mem.is_not(None))
+            _estimated_examples(experiment_id)
             .order_by(memorization.c.mem.desc(), memorization.c.example_index)
             .limit(limit)
+        ).all()
+    return [MemorizedExample(*row) for row in rows]
+
+
+def typical_examples(
+    engine: Engine, experiment_id: int, classes: list[int], per_class: int = 1
+) -> list[MemorizedExample]:
+    """Per class of ``classes``, the ``per_class`` train examples with mem nearest 0 and
+    the narrowest interval: what the class usually looks like, beside its memorized ones."""
+    if not classes:
+        return []
+    width = memorization.c.ci_high - memorization.c.ci_low
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=examples.c.label,
+            order_by=(sa.func.abs(memorization.c.mem), width, memorization.c.example_index),
+        )
+        .label("rank")
+    )
+    ranked = (
+        _estimated_examples(experiment_id, rank)
+        .where(examples.c.label.in_(sorted({int(c) for c in classes})))
+        .subquery()
+    )
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(*(c for c in ranked.c if c.name != "rank"))
+            .where(ranked.c.rank <= per_class)
+            .order_by(ranked.c.label, ranked.c.rank)
         ).all()
     return [MemorizedExample(*row) for row in rows]
 

@@ -128,6 +128,7 @@ OUTCOME_COLUMNS = (
     "test_correct",
     "train_margin",
     "test_margin",
+    "train_wrong_class",
 )
 
 #: SQLite's second statement of a store: bound parameters out_trial_id, out_<column>.

@@ -164,6 +164,12 @@ trial_outcomes = sa.Table(
     sa.Column("test_correct", sa.LargeBinary, nullable=False, comment="packed bits"),
     sa.Column("train_margin", sa.LargeBinary, nullable=True, comment="float16 little-endian"),
     sa.Column("test_margin", sa.LargeBinary, nullable=True, comment="float16 little-endian"),
+    sa.Column(
+        "train_wrong_class",
+        sa.LargeBinary,
+        nullable=True,
+        comment="class predicted for each misclassified train example, LE uint16/32",
+    ),
     sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.now()),
     # The estimator reads all outcomes of one experiment, newest trials last.
     sa.Index("ix_trial_outcomes_experiment", "experiment_id", "trial_id"),

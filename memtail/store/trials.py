@@ -137,6 +137,7 @@ def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_t
         "out_test_correct": _packed(outcome.test_correct, n_test, "test_correct"),
         "out_train_margin": _margins(outcome.train_margin, n_train, "train_margin"),
         "out_test_margin": _margins(outcome.test_margin, n_test, "test_margin"),
+        "out_train_wrong_class": _wrong_classes(outcome),
     }
     if is_postgres(engine):
         with one_statement(engine) as conn:
@@ -191,6 +192,23 @@ def _margins(values: np.ndarray | None, n: int, what: str) -> bytes | None:
     if values.shape != (n,):
         raise bits.PayloadError(f"{what}: shape {values.shape} but the experiment has {n}")
     return values.astype("<f2").tobytes()
+
+
+def _wrong_classes(outcome: TrialOutcome) -> bytes | None:
+    """The predicted classes of the misclassified train examples, one per zero bit."""
+    if outcome.train_wrong_class is None:
+        return None
+    classes = np.asarray(outcome.train_wrong_class)
+    wrong = int(np.count_nonzero(~np.asarray(outcome.train_correct, dtype=bool)))
+    if classes.shape != (wrong,):
+        raise bits.PayloadError(
+            f"train_wrong_class: {classes.size} classes for {wrong} misclassified examples"
+        )
+    if classes.size and classes.min() < 0:
+        raise bits.PayloadError("train_wrong_class: a negative class")
+    # Two bytes a class, four past 65,535 classes; a reader tells them apart by length.
+    wide = classes.size and classes.max() > np.iinfo(np.uint16).max
+    return classes.astype("<u4" if wide else "<u2").tobytes()
 
 
 def _released(max_attempts: int) -> dict[str, object]:

@@ -106,7 +106,8 @@ class LinearProbe:
         with torch.no_grad():
             train_logits = layer(self.x_train)
             test_logits = layer(self.x_test)
-        train_correct = (train_logits.argmax(1) == self.y_train).cpu().numpy()
+        train_predicted = train_logits.argmax(1)
+        train_correct = (train_predicted == self.y_train).cpu().numpy()
         test_correct = (test_logits.argmax(1) == self.y_test).cpu().numpy()
         subset = np.asarray(subset, dtype=bool)
         return TrialOutcome(
@@ -114,6 +115,7 @@ class LinearProbe:
             test_correct=test_correct,
             train_margin=_margins(train_logits, self.y_train) if margins else None,
             test_margin=_margins(test_logits, self.y_test) if margins else None,
+            train_wrong_class=train_predicted.cpu().numpy()[~train_correct],
             train_accuracy=float(train_correct[subset].mean()),
             test_accuracy=float(test_correct.mean()) if len(test_correct) else float("nan"),
             seconds=time.perf_counter() - start,

@@ -221,15 +221,18 @@ class Trainer:
             model = torch.compile(model, mode=None if self.compile == "default" else self.compile)
         self._train(model, training, self.x_train[index], self.y_train[index], generator, on_epoch)
 
-        train_correct, train_margin = self._grade(
+        train_correct, train_margin, train_predicted = self._grade(
             model, self.x_train, self.y_train, training.margins
         )
-        test_correct, test_margin = self._grade(model, self.x_test, self.y_test, training.margins)
+        test_correct, test_margin, _ = self._grade(
+            model, self.x_test, self.y_test, training.margins
+        )
         return model, TrialOutcome(
             train_correct=train_correct,
             test_correct=test_correct,
             train_margin=train_margin,
             test_margin=test_margin,
+            train_wrong_class=train_predicted[~train_correct],
             train_accuracy=float(train_correct[subset].mean()),
             test_accuracy=float(test_correct.mean()) if len(test_correct) else float("nan"),
             seconds=time.perf_counter() - start,
@@ -317,21 +320,24 @@ class Trainer:
     @torch.no_grad()
     def _grade(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, margins: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Per example: correct or not, the margin (if asked), the predicted class."""
         model.eval()
         size = _EVAL_BATCH["cuda" if self.cuda else "cpu"]
-        correct, margin = [], []
+        correct, margin, predicted = [], [], []
         for lo in range(0, len(y), size):
             if self.compile == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
             with self._autocast():
                 logits = model(x[lo : lo + size]).float()
             target = y[lo : lo + size]
-            correct.append(logits.argmax(dim=1) == target)
+            predicted.append(logits.argmax(dim=1))
+            correct.append(predicted[-1] == target)
             if margins:
                 margin.append(margin_of(logits, target))
         result = torch.cat(correct).cpu().numpy() if correct else np.zeros(0, dtype=bool)
+        classes = torch.cat(predicted).cpu().numpy() if predicted else np.zeros(0, np.int64)
         if not margins:
-            return result, None
+            return result, None, classes
         values = torch.cat(margin).cpu().numpy() if margin else np.zeros(0)
-        return result, values.astype(np.float16)
+        return result, values.astype(np.float16), classes

@@ -45,3 +45,9 @@ def next_steps(database_url: str, name: str) -> str:
     # They find this database by default only where `memtail run` puts it by default.
     url = "" if database_url == DEFAULT_DATABASE_URL else f" --database-url {database_url}"
     return f"Next: memtail{url} status | memtail{url} top {name} | memtail{url} pairs {name}"
+
+
+def dashboard_hint(database_url: str) -> str:
+    """How to watch these results live, as a line of ``memtail run``'s summary."""
+    url = "" if database_url == DEFAULT_DATABASE_URL else f" --database-url {database_url}"
+    return f"  live view: `memtail{url} dashboard`, then open http://127.0.0.1:8050/"

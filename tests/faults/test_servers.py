@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -174,6 +175,7 @@ def test_compose_postgres_init_script(pg_server: PgServer, tmp_path: Path) -> No
         **{k: v for k, v in os.environ.items() if not k.startswith(("MEMTAIL_", "PG"))},
         "POSTGRES_USER": pg_server.superuser,
         "MEMTAIL_DB_PASSWORD": "test-secret",
+        "MEMTAIL_DASHBOARD_PASSWORD": "dash-secret",
         "PGHOST": "127.0.0.1",
         "PGPORT": str(pg_server.port),
     }
@@ -218,3 +220,22 @@ def test_compose_postgres_init_script(pg_server: PgServer, tmp_path: Path) -> No
             conn.execute(sa.text("INSERT INTO experiments (name) VALUES ('x')"))
         conn.rollback()
     admin.dispose()
+
+    # The dashboard's login reads through memtail itself (which checks the schema
+    # revision first), and can write nothing.
+    dashboard = (
+        f"postgresql+psycopg2://memtail_dashboard:dash-secret@127.0.0.1:{pg_server.port}/memtail"
+    )
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "memtail"), "--database-url", dashboard, "status"],
+        env=fault_env(dashboard, "redis://127.0.0.1:1/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0 and status.stdout.strip() == "no experiments", status.stderr
+    reader = sa.create_engine(dashboard)
+    with reader.connect() as conn:
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("DELETE FROM experiments"))
+    reader.dispose()

@@ -33,6 +33,7 @@ def test_services_are_the_documented_set() -> None:
         "estimator",
         "beat",
         "flower",
+        "dashboard",
     } == set(services)
     assert services["flower"]["profiles"] == ["monitoring"]
 
@@ -44,14 +45,23 @@ def test_start_order_is_migrate_first() -> None:
         depends = services[name]["depends_on"]
         assert depends["migrate"] == {"condition": "service_completed_successfully"}, name
         assert depends["redis"] == {"condition": "service_healthy"}, name
-    for name in ("postgres", "redis"):
+    for name in ("postgres", "redis", "dashboard"):
         assert "healthcheck" in services[name]
+    # The dashboard reads PostgreSQL only: it waits for the schema, not for Redis.
+    assert services["dashboard"]["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"}
+    }
 
 
 def test_secrets_are_required_and_never_on_a_command_line() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     # Every password must come from .env: `${VAR:?...}`, never a silent `${VAR:-default}`.
-    for name in ("POSTGRES_PASSWORD", "MEMTAIL_DB_PASSWORD", "REDIS_PASSWORD"):
+    for name in (
+        "POSTGRES_PASSWORD",
+        "MEMTAIL_DB_PASSWORD",
+        "REDIS_PASSWORD",
+        "MEMTAIL_DASHBOARD_PASSWORD",
+    ):
         uses = re.findall(r"\$\{" + name + r"(:[-?])", text)
         assert uses and set(uses) == {":?"}, name
     services = compose_services()
@@ -74,6 +84,7 @@ def test_secrets_are_required_and_never_on_a_command_line() -> None:
         "MEMTAIL_DB_PASSWORD",
         "REDIS_PASSWORD",
         "FLOWER_BASIC_AUTH",
+        "MEMTAIL_DASHBOARD_PASSWORD",
     } <= set(example)
 
 
@@ -117,7 +128,9 @@ def _celery_app_module(command: list[str]) -> str:
     return command[command.index("-A") + 1]
 
 
-@pytest.mark.parametrize("service", ["migrate", "coordinator", "worker", "estimator", "beat"])
+@pytest.mark.parametrize(
+    "service", ["migrate", "coordinator", "worker", "estimator", "beat", "dashboard"]
+)
 def test_every_command_is_a_real_entry_point(service: str) -> None:
     command = compose_command(service)
     exe = Path(command[0])
@@ -153,3 +166,13 @@ def test_end_to_end_test_runs_these_commands() -> None:
     text = (ROOT / "tests" / "end_to_end" / "test_service.py").read_text()
     for service in ("migrate", "coordinator", "worker", "estimator", "beat"):
         assert f'"{service}"' in text, f"the end-to-end test does not start {service}"
+
+
+def test_the_dashboard_reads_as_the_analyst_login() -> None:
+    dashboard = compose_services()["dashboard"]
+    url = dashboard["environment"]["MEMTAIL_DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg2://memtail_dashboard:")
+    init = (ROOT / "services/postgres/init.sh").read_text()
+    assert "CREATE ROLE memtail_dashboard LOGIN PASSWORD %L IN ROLE memtail_analyst" in init
+    healthcheck = " ".join(dashboard["healthcheck"]["test"])
+    assert "/healthz" in healthcheck

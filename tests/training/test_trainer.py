@@ -57,6 +57,11 @@ def test_same_seed_same_outcomes(longtail: Dataset) -> None:
     assert np.array_equal((a.train_margin > 0)[clear], a.train_correct[clear])
     c = trainer.run(ModelSpec("mlp"), FAST, subset, seed=4)
     assert not np.array_equal(a.train_margin, c.train_margin)
+    # One predicted class per misclassified train example, never the true label.
+    wrong = np.flatnonzero(~a.train_correct)
+    assert a.train_wrong_class.shape == wrong.shape
+    assert np.array_equal(a.train_wrong_class, b.train_wrong_class)
+    assert not np.any(a.train_wrong_class == longtail.y_train.numpy()[wrong])
 
 
 def test_only_the_subset_is_used(longtail: Dataset) -> None:

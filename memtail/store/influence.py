@@ -1,0 +1,75 @@
+"""Reading the influence estimates back in aggregate: the paper's pairs table, and the
+distribution of influence, from the ``high_influence_pairs`` view, the ``influence``
+table and the latest estimator run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail.store.engine import transaction
+from memtail.store.results import PAIRS_VIEW, latest_run
+from memtail.store.tables import influence
+
+
+@dataclass(frozen=True)
+class PairSummary:
+    """Feldman & Zhang's table of high-influence pairs (their research question 4), for
+    the latest estimate: how many pairs pass the rule, over how many distinct examples,
+    how many test examples owe it to a single train example, and what chance explains."""
+
+    trials: int  # behind the latest estimate
+    pairs: int  # rows of the high_influence_pairs view
+    test_examples: int  # distinct test examples with at least one such pair
+    train_examples: int  # distinct train examples with at least one
+    single_influencer: int  # test examples with exactly one such pair
+    influence_rows: int  # pairs with infl >= the threshold, any class and mem
+    expected_false_pairs: float  # of those, how many chance alone would give
+    pairs_examined: int  # every (train, test) pair the estimator tested
+
+
+def pair_summary(engine: Engine, experiment_id: int) -> PairSummary | None:
+    """None before the first estimate."""
+    run = latest_run(engine, experiment_id)
+    if run is None:
+        return None
+    v = PAIRS_VIEW.c
+    mine = PAIRS_VIEW.select().where(v.experiment_id == experiment_id).subquery()
+    per_test = (
+        sa.select(mine.c.test_index, sa.func.count().label("n"))
+        .group_by(mine.c.test_index)
+        .subquery()
+    )
+    with transaction(engine, readonly=True) as conn:
+        pairs, tests, trains = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count(sa.distinct(mine.c.test_index)),
+                sa.func.count(sa.distinct(mine.c.train_index)),
+            )
+        ).one()
+        single = conn.execute(
+            sa.select(sa.func.count()).select_from(per_test).where(per_test.c.n == 1)
+        ).scalar_one()
+    return PairSummary(
+        trials=run.trials_used,
+        pairs=int(pairs),
+        test_examples=int(tests),
+        train_examples=int(trains),
+        single_influencer=int(single),
+        influence_rows=int(run.influence_rows or 0),
+        expected_false_pairs=float(run.expected_false_pairs or 0.0),
+        pairs_examined=int(run.pairs_examined or 0),
+    )
+
+
+def influence_values(engine: Engine, experiment_id: int) -> np.ndarray:
+    """infl of every stored pair: the estimator keeps pairs with infl >= the threshold."""
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(influence.c.infl).where(influence.c.experiment_id == experiment_id)
+        ).all()
+    return np.array([row.infl for row in rows], dtype=float)

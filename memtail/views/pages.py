@@ -1,0 +1,48 @@
+"""What a page shows of an experiment: its sections in reading order (``ExperimentPage``),
+from its gathered findings (``memtail.analyses.findings``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from memtail.analyses.findings import Findings
+from memtail.views import sections
+from memtail.views.blocks import Section
+
+
+@dataclass
+class ExperimentPage:
+    name: str
+    subtitle: str
+    spec_json: str
+    sections: list[Section]
+
+
+def experiment_page(found: Findings, data: object | None) -> ExperimentPage:
+    """All sections of one experiment with data; ``data`` is its loaded dataset (for
+    image grids) or None (tables only)."""
+    e = found.experiment
+    shown = [sections.card(found)]
+    if found.estimated:
+        shown += [
+            sections.pairs_table(found),
+            sections.memorization(found),
+            sections.influence(found),
+            sections.convergence(found),
+            sections.examples(found, data),
+            sections.pair_examples(found, data),
+        ]
+    shown += [
+        sections.stability(found),
+        sections.depth(found),
+        sections.utility(found),
+        sections.failures(found),
+    ]
+    subtitle = (
+        f"{e.kind} · {e.spec.dataset.name} / {e.spec.model.name} · "
+        f"{found.progress.done} of {e.target_trials} trials done"
+    )
+    return ExperimentPage(
+        e.name, subtitle, json.dumps(e.spec.to_json(), indent=2), [s for s in shown if s]
+    )

@@ -1,0 +1,97 @@
+"""``memtail report``: one self-contained HTML file of one or more experiments' findings.
+
+Every figure is an inline PNG and the styles are inline, so the file opens offline and
+can be mailed or attached to a paper's supplement. It is built from the stored tables
+only (plus the dataset's images, when they are on this machine) and written atomically:
+a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+
+import memtail
+from memtail.analyses.findings import gather_all
+from memtail.store.engine import Engine
+from memtail.store.experiments import Experiment
+from memtail.training.datasets import DatasetError, load_dataset
+from memtail.views import sections
+from memtail.views.pages import experiment_page
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def images_of(experiment: Experiment, data_root: str | Path) -> object | None:
+    """The experiment's dataset for image grids, or None where its files are not here
+    (the report then shows tables only; datasets are never downloaded for a report)."""
+    try:
+        return load_dataset(experiment.spec.dataset, data_root)
+    except (DatasetError, OSError):
+        return None
+
+
+def render_report(
+    engine: Engine,
+    experiments: list[Experiment],
+    data_root: str | Path,
+    database: str,
+    *,
+    stability: bool = True,
+    step: Callable[[str], None] | None = None,
+) -> str:
+    """The report's HTML; ``step`` is told what is being done, for progress."""
+    say = step or (lambda _: None)
+    say("reading the estimates")
+    gathered = gather_all(engine, experiments, stability=stability)
+    pages = []
+    loaded: dict[str, object | None] = {}
+    for found in gathered.findings:
+        say(f"drawing {found.experiment.name}")
+        key = repr(found.experiment.spec.dataset)
+        if key not in loaded:
+            loaded[key] = images_of(found.experiment, data_root)
+        pages.append(experiment_page(found, loaded[key]))
+    confidence = experiments[0].spec.estimate.confidence if experiments else 0.95
+    return (
+        environment()
+        .get_template("report.html")
+        .render(
+            title="memtail report: " + ", ".join(e.name for e in experiments),
+            heading="memtail report",
+            pages=pages,
+            comparisons=[sections.comparison(c) for c in gathered.comparisons],
+            database=database,
+            confidence=f"{confidence:.0%}",
+            version=memtail.__version__,
+            generated=datetime.now(UTC).strftime("generated %Y-%m-%d %H:%M UTC"),
+        )
+    )
+
+
+def write_report(html: str, out: str | Path) -> Path:
+    """Write ``html`` to ``out`` atomically (a temporary file beside it, then a rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

@@ -1,0 +1,355 @@
+"""One function per section of an experiment's page, each None when its data do not
+exist yet. Every section says what it shows and how many trials are behind it."""
+
+from __future__ import annotations
+
+from memtail.analyses.findings import CrossComparison, Findings
+from memtail.stats.consistency import Agreement
+from memtail.status import TrialStatus
+from memtail.views import figures, gallery
+from memtail.views.blocks import Number, Section, Table, inline, percent
+from memtail.views.text import duration
+
+
+def card(found: Findings) -> Section:
+    e, p = found.experiment, found.progress
+    succeeded = p.counts[TrialStatus.SUCCEEDED]
+    acc = p.test_accuracy
+    accuracy = (
+        "n/a" if acc is None else f"{acc[0]:.1%} (sd {acc[1]:.1%}, {acc[2]:.1%}-{acc[3]:.1%})"
+    )
+    age = "none yet"
+    if p.last_estimate_at is not None:
+        age = f"{duration((p.now - p.last_estimate_at).total_seconds())} old"
+    return Section(
+        "card",
+        "Experiment",
+        "What was trained, how often, and how well.",
+        succeeded,
+        numbers=[
+            Number("status", str(e.status)),
+            Number("dataset / model", f"{e.spec.dataset.name} / {e.spec.model.name}"),
+            Number("train / test examples", f"{e.n_train} / {e.n_test}"),
+            Number("m: train examples per trial", str(e.subset_size), "subset-size"),
+            Number("k: trials asked for", str(e.target_trials), "target-trials"),
+            Number("trials succeeded", str(succeeded), "trials-succeeded"),
+            Number("trials failed", str(p.counts[TrialStatus.FAILED]), "trials-failed"),
+            Number("models' test accuracy", accuracy),
+            Number("latest estimate", age),
+            Number(
+                "trials in the latest estimate", str(p.last_estimate_trials or 0), "estimate-trials"
+            ),
+        ],
+    )
+
+
+def pairs_table(found: Findings) -> Section | None:
+    q, rule = found.pairs, found.experiment.spec.estimate
+    if q is None:
+        return None
+    return Section(
+        "pairs-table",
+        "High-influence pairs",
+        f"Pairs with mem >= {rule.mem_threshold:g}, infl >= {rule.infl_threshold:g} and the "
+        "same label (the paper's rule), over how many examples, and what chance explains.",
+        q.trials,
+        numbers=[
+            Number("high-influence pairs", str(q.pairs), "pairs"),
+            Number("distinct test examples with such a pair", str(q.test_examples), "pair-tests"),
+            Number(
+                "test examples with exactly one influencer",
+                str(q.single_influencer),
+                "single-influencer",
+            ),
+            Number(
+                "distinct train examples with such a pair", str(q.train_examples), "pair-trains"
+            ),
+            Number(
+                f"pairs with infl >= {rule.infl_threshold:g}, any label or mem",
+                str(q.influence_rows),
+                "influence-rows",
+            ),
+            Number(
+                "of those, expected by chance alone",
+                f"{q.expected_false_pairs:.1f}",
+                "expected-false",
+            ),
+            Number("pairs examined", str(q.pairs_examined)),
+        ],
+    )
+
+
+def memorization(found: Findings) -> Section:
+    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
+    rule = e.spec.estimate
+    fig = figures.memorization_figure(found.values, rule.mem_threshold, k, rule.confidence, e.name)
+    return Section(
+        "memorization",
+        "Memorization",
+        "How mem(i) = P[correct | i trained on] - P[correct | i held out] is distributed, "
+        "and every example ranked by it with its interval.",
+        k,
+        numbers=[
+            Number(
+                f"examples with mem >= {rule.mem_threshold:g}",
+                str(int((found.values.mem >= rule.mem_threshold).sum())),
+                "memorized",
+            )
+        ],
+        images=[inline(fig, "memorization histogram and ranking")],
+        note=f"Shaded: each example's {rule.confidence:.0%} Newcombe interval of mem.",
+    )
+
+
+def influence(found: Findings) -> Section | None:
+    if not found.influence.size:
+        return None
+    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
+    rule = e.spec.estimate
+    expected = None if found.pairs is None else found.pairs.expected_false_pairs
+    fig = figures.influence_figure(found.influence, rule.infl_threshold, k, expected, e.name)
+    return Section(
+        "influence",
+        "Influence",
+        "How the influence of train on test examples is distributed among the pairs the "
+        f"estimator keeps (infl >= {rule.infl_threshold:g}).",
+        k,
+        images=[inline(fig, "influence histogram")],
+    )
+
+
+def convergence(found: Findings) -> Section | None:
+    c = found.convergence
+    if c is None:
+        return None
+    rows = zip(c.trials, c.median_half_width, c.p95_half_width, c.memorized, strict=True)
+    return Section(
+        "convergence",
+        "Convergence: was k enough?",
+        "The estimates recomputed on the first k trials: curves that have flattened at the "
+        "right mean more trials would change little.",
+        int(c.trials[-1]),
+        images=[inline(figures.convergence_figure(c, found.experiment.name), "convergence")],
+        tables=[
+            Table(
+                ["trials", "median half-width", "95th percentile half-width", "memorized"],
+                [[str(t), f"{m:.3f}", f"{q:.3f}", str(n)] for t, m, q, n in rows],
+            )
+        ],
+        note="Half-width: half the width of the interval of mem, over examples with both arms.",
+    )
+
+
+def _held_out(found: Findings) -> dict[int, str]:
+    p = found.predictions
+    if p is None:
+        return {}
+    return {
+        int(i): f"{int(c)} ({share:.0%} of {int(n)})"
+        for i, c, share, n in zip(p.indices, p.predicted, p.share, p.trials, strict=True)
+        if c >= 0
+    }
+
+
+def examples(found: Findings, data: object | None) -> Section | None:
+    if not found.top:
+        return None
+    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
+    said = _held_out(found)
+    s = Section(
+        "examples",
+        "Most memorized training examples",
+        "The examples with the highest mem, what models that never saw them predict, and "
+        "typical examples (mem near 0) of the same classes.",
+        k,
+        numbers=[Number("highest mem", f"{found.top[0].mem:.3f}", "top-mem")],
+    )
+    x_train = getattr(data, "x_train", None)
+    if gallery.is_image_data(x_train):
+        title = f"{e.name}: most memorized (top), typical of their classes (below); {k} trials"
+        fig = gallery.memorized_grid(x_train, found.top, found.predictions, found.typical, title)
+        s.images.append(inline(fig, "most memorized examples"))
+    s.tables.append(
+        Table(
+            [
+                "index",
+                "label",
+                "mem",
+                "95% interval",
+                "n_in/n_out",
+                "held-out models predict",
+                "source",
+            ],
+            [
+                [
+                    str(r.example_index),
+                    str(r.label),
+                    f"{r.mem:.3f}",
+                    f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
+                    f"{r.n_in}/{r.n_out}",
+                    said.get(r.example_index, "n/a"),
+                    r.source or "",
+                ]
+                for r in found.top
+            ],
+        )
+    )
+    return s
+
+
+def pair_examples(found: Findings, data: object | None) -> Section | None:
+    if not found.strongest_pairs:
+        return None
+    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
+    s = Section(
+        "pair-examples",
+        "Strongest high-influence pairs",
+        "Each train example above the test example it influences: models trained without "
+        "it get that test example wrong far more often.",
+        k,
+    )
+    x_train, x_test = getattr(data, "x_train", None), getattr(data, "x_test", None)
+    if gallery.is_image_data(x_train):
+        title = f"{e.name}: train (top) and the test example it influences (bottom); {k} trials"
+        fig = gallery.pairs_grid(x_train, x_test, found.strongest_pairs, title)
+        s.images.append(inline(fig, "high-influence pairs"))
+    s.tables.append(
+        Table(
+            ["train", "test", "label", "mem", "infl", "95% interval of infl"],
+            [
+                [
+                    str(r.train_index),
+                    str(r.test_index),
+                    str(r.train_label),
+                    f"{r.mem:.3f}",
+                    f"{r.infl:.3f}",
+                    f"[{r.infl_ci_low:.3f}, {r.infl_ci_high:.3f}]",
+                ]
+                for r in found.strongest_pairs
+            ],
+        )
+    )
+    return s
+
+
+def _agreement(a: Agreement, prefix: str, names: tuple[str, str]) -> list[Number]:
+    first, second = names
+    return [
+        Number("examples estimated in both", str(a.examples)),
+        Number(
+            f"memorized in {first} / {second} / both",
+            f"{a.memorized_a} / {a.memorized_b} / {a.memorized_both}",
+        ),
+        Number("Jaccard of the memorized sets", f"{a.mem_jaccard:.2f}", f"{prefix}-jaccard"),
+        Number("Spearman correlation of mem", f"{a.mem_spearman:.2f}", f"{prefix}-spearman"),
+        Number(
+            f"pairs in {first} / {second} / both", f"{a.pairs_a} / {a.pairs_b} / {a.pairs_both}"
+        ),
+        Number("Jaccard of the pairs", f"{a.pairs_jaccard:.2f}"),
+    ]
+
+
+def stability(found: Findings) -> Section | None:
+    c = found.stability
+    if c is None:
+        return None
+    halves = (c.trials // 2, c.trials - c.trials // 2)
+    fig = figures.agreement_figure(c.mem_a, c.mem_b, c.agreement, ("half 1", "half 2"), halves)
+    return Section(
+        "stability",
+        "Split-half stability",
+        "Estimated again from two random disjoint halves of the trials: how far the halves "
+        "agree on what is memorized and on the pairs.",
+        c.trials,
+        numbers=_agreement(c.agreement, "stability", ("half 1", "half 2")),
+        images=[inline(fig, "mem in one half of the trials against the other")],
+    )
+
+
+def depth(found: Findings) -> Section | None:
+    d = found.depth
+    if d is None:
+        return None
+    rows = [
+        [
+            x.experiment,
+            str(x.trials),
+            str(x.memorized),
+            str(x.pairs),
+            f"{x.mean_mem:.4f}",
+            percent(x.test_accuracy),
+        ]
+        for x in (d.network, d.probe)
+    ]
+    return Section(
+        "depth",
+        "Representation or last layer",
+        "A linear classifier on the trained network's features, over subsets as for the "
+        "network: what the probe does not memorize, the network memorized in its representation.",
+        d.network.trials,
+        tables=[Table(["", "trials", "memorized", "pairs", "mean mem", "test accuracy"], rows)],
+        images=[inline(figures.depth_figure(d), "memorization of the network and of its probe")],
+    )
+
+
+def utility(found: Findings) -> Section | None:
+    u = found.utility
+    if u is None:
+        return None
+
+    def ci(v: object) -> str:
+        return f"{v.mean:.2%} [{v.low:.2%}, {v.high:.2%}]"  # type: ignore[attr-defined]
+
+    rows = [
+        [r.arm, str(r.removed), str(r.test.trials), ci(r.test), ci(r.influenced)] for r in u.arms
+    ]
+    headers = [
+        "arm",
+        "removed",
+        "trials",
+        "test accuracy (95% CI)",
+        f"on the {u.influenced} influenced test examples (95% CI)",
+    ]
+    fig = figures.utility_figure(u.arms, u.influenced, found.experiment.name)
+    return Section(
+        "utility",
+        "Marginal utility of memorized examples",
+        "Test accuracy of models trained without the memorized examples, without as many "
+        "random ones, and with all of them.",
+        min(r.test.trials for r in u.arms),
+        tables=[Table(headers, rows)],
+        images=[inline(fig, "test accuracy per removal arm")],
+        note="Dots: mean test accuracy over trials; whiskers: the 95% t-interval of that mean.",
+    )
+
+
+def failures(found: Findings) -> Section | None:
+    if not found.failures:
+        return None
+    rows = [[str(f.trial_index), str(f.attempts), f.error[:300]] for f in found.failures]
+    return Section(
+        "failures",
+        "Failed trials",
+        "Trials that used up their attempts, latest first, with the error each ended with.",
+        None,
+        tables=[Table(["trial", "attempts", "error"], rows)],
+    )
+
+
+def comparison(c: CrossComparison) -> Section:
+    s = Section(
+        f"compare-{c.a.id}-{c.b.id}",
+        f"{c.a.name} vs {c.b.name}",
+        "Two experiments over the same examples (e.g. two architectures): do they memorize "
+        "the same examples?",
+        min(c.trials),
+        numbers=[Number(f"trials of {c.a.name} / {c.b.name}", f"{c.trials[0]} / {c.trials[1]}")],
+    )
+    if c.comparison is None:
+        s.note = c.why_not or ""
+        return s
+    r = c.comparison
+    s.numbers += _agreement(r.agreement, "compare", (c.a.name, c.b.name))
+    fig = figures.agreement_figure(r.mem_a, r.mem_b, r.agreement, (c.a.name, c.b.name), c.trials)
+    s.images.append(inline(fig, f"mem in {c.a.name} against {c.b.name}"))
+    return s

@@ -14,9 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memtail.stats.consistency import Agreement, agreement, halves
-from memtail.stats.influence import influence_pairs
-from memtail.stats.memorization import MemCounts, memorization
+from memtail.stats.consistency import Agreement, agreement, estimate_from_rows, halves
 from memtail.store.engine import Engine
 from memtail.store.experiments import Experiment, labels
 from memtail.store.outcomes import load_outcomes
@@ -97,25 +95,16 @@ def half_estimate(
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Memorization and high-influence pairs (the view's rule) from some trials' rows."""
     rule = experiment.spec.estimate
-    n_in = masks.sum(axis=0, dtype=np.int64)
-    counts = MemCounts(
-        masks.shape[0],
-        n_in,
-        (masks & train_correct).sum(axis=0, dtype=np.int64),
-        train_correct.sum(axis=0, dtype=np.int64),
-    )
-    mem = memorization(counts, rule.confidence).value
-    pairs = influence_pairs(
+    return estimate_from_rows(
         masks,
+        train_correct,
         test_correct,
-        threshold=rule.infl_threshold,
-        train_labels=y_train,
-        test_labels=y_test,
-        same_class=True,  # the high_influence_pairs view keeps same-label pairs only
+        y_train,
+        y_test,
+        mem_threshold=rule.mem_threshold,
+        infl_threshold=rule.infl_threshold,
         confidence=rule.confidence,
     )
-    keep = mem[pairs.train_index] >= rule.mem_threshold
-    return mem, (pairs.train_index[keep], pairs.test_index[keep])
 
 
 def split_half(engine: Engine, experiment: Experiment, seed: int = 0) -> Comparison:

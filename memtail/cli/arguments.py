@@ -87,6 +87,11 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": "dataset.name",
         "model": "model.name",
         "epochs": "training.epochs",
+        "max_trials": "stopping.max_trials",
+        "stop_decided": "stopping.decided",
+        "stop_half_width": "stopping.mem_half_width",
+        "stop_coverage": "stopping.coverage",
+        "stop_pairs_stable": "stopping.pairs_stable",
     }
     for attr, dotted in flags.items():
         value = getattr(args, attr, None)

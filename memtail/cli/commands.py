@@ -175,20 +175,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"m={experiment.subset_size} of n_train={experiment.n_train}, n_test={experiment.n_test}"
     )
     workers = args.workers or os.cpu_count() or 1
-    try:
-        counts = run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
-    except KeyboardInterrupt as stop:
-        stored = _stored(engine, experiment.id, experiment.target_trials)
-        raise Interrupted(f"{stored}; run the same command to resume") from stop
-    if get_experiment(engine, experiment.id).status == ExperimentStatus.PAUSED:
+    while True:
+        try:
+            counts = run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
+        except KeyboardInterrupt as stop:
+            stored = _stored(engine, experiment.id, experiment.target_trials)
+            raise Interrupted(f"{stored}; run the same command to resume") from stop
+        if get_experiment(engine, experiment.id).status == ExperimentStatus.PAUSED:
+            print(
+                f"experiment {experiment.name!r} was paused: "
+                f"{_stored(engine, experiment.id, experiment.target_trials)}; "
+                f"`memtail experiment resume {experiment.name}`, then run the same command"
+            )
+            return 0
+        check_any_succeeded(engine, experiment.id, counts)
+        estimate_experiment(engine, experiment.id, device=settings.estimator_device)
+        grown = get_experiment(engine, experiment.id)
+        if grown.target_trials == experiment.target_trials:
+            break
+        # Its stopping rules were not met at this look: they added the next batch.
         print(
-            f"experiment {experiment.name!r} was paused: "
-            f"{_stored(engine, experiment.id, experiment.target_trials)}; "
-            f"`memtail experiment resume {experiment.name}`, then run the same command"
+            f"stopping rules not met at {experiment.target_trials} trials; "
+            f"training up to {grown.target_trials}"
         )
-        return 0
-    check_any_succeeded(engine, experiment.id, counts)
-    estimate_experiment(engine, experiment.id, device=settings.estimator_device)
+        experiment = grown
     print_summary(engine, experiment.id, settings.database_url)
     dataset = launched.dataset or load_dataset(spec.dataset, settings.data_root)
     final = get_experiment(engine, experiment.id)

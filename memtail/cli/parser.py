@@ -88,6 +88,34 @@ def _spec_flags(parser: argparse.ArgumentParser) -> None:
         "its own defaults replace the spec's model options",
     )
     parser.add_argument("--epochs", type=int, help="training epochs per trial")
+    rules = parser.add_argument_group(
+        "stopping rules", "add trials in growing batches until the answer is decided"
+    )
+    rules.add_argument(
+        "--max-trials", type=int, help="the cap on trials; --trials is then the first batch"
+    )
+    rules.add_argument(
+        "--stop-decided",
+        type=float,
+        metavar="SHARE",
+        help="stop when this share of examples is decided (interval wholly above or below "
+        "the memorization threshold), e.g. 0.99",
+    )
+    rules.add_argument(
+        "--stop-half-width",
+        type=float,
+        metavar="W",
+        help="stop when --stop-coverage of examples have a mem interval within +-W",
+    )
+    rules.add_argument(
+        "--stop-coverage", type=float, metavar="SHARE", help="with --stop-half-width (0.95)"
+    )
+    rules.add_argument(
+        "--stop-pairs-stable",
+        type=float,
+        metavar="J",
+        help="stop when the split-half Jaccard of the high-influence pairs reaches J",
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -59,9 +59,10 @@ def _estimated(engine: Engine, name: str) -> Experiment:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
+    from memtail.store.progress import progress
     from memtail.store.results import top_memorized
     from memtail.views.records import dataclass_records, render
-    from memtail.views.text import format_top
+    from memtail.views.text import format_top, mem_confidence
 
     engine = database(settings_from(args))
     exp = _estimated(engine, args.name)
@@ -71,7 +72,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     elif not rows:
         print(f"no memorization estimates for {exp.name!r} yet: `memtail estimate {exp.name}`")
     else:
-        print(format_top(rows))
+        print(format_top(rows, mem_confidence(progress(engine, exp))))
     return 0
 
 

@@ -19,6 +19,7 @@ from memtail.spec.fields import (
     ModelSpec,
     ProbeSpec,
     SpecError,
+    StoppingSpec,
     TrainingSpec,
 )
 from memtail.spec.reading import bundled_specs, load_spec, spec_from_dict
@@ -37,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "ProbeSpec",
     "SpecError",
+    "StoppingSpec",
     "TrainingSpec",
     "bundled_specs",
     "load_spec",

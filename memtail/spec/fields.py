@@ -80,6 +80,30 @@ class ProbeSpec:
     weight_decay: float = 0.0
 
 
+@dataclass(frozen=True)
+class StoppingSpec:
+    """Stop adding trials once the answer is decided (``memtail.stats.stopping``): the
+    spec's ``trials`` are the first batch, each later batch grows the total by ``growth``,
+    never past ``max_trials``. A rule of 0 is off; with every rule off, ``trials`` is all."""
+
+    #: The cap: never more trials than this (0: no rules, run ``trials``).
+    max_trials: int = 0
+    #: Stop when a share ``coverage`` of examples have a mem interval within +-this.
+    mem_half_width: float = 0.0
+    coverage: float = 0.95
+    #: Stop when this share of examples is decided: its interval wholly above or below
+    #: the memorization threshold.
+    decided: float = 0.0
+    #: Stop when the split-half Jaccard of the high-influence pairs reaches this.
+    pairs_stable: float = 0.0
+    #: Each batch multiplies the total number of trials by this.
+    growth: float = 1.5
+
+    @property
+    def active(self) -> bool:
+        return bool(self.mem_half_width or self.decided or self.pairs_stable)
+
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
 
@@ -119,6 +143,8 @@ class ExperimentSpec:
     kind: str = ExperimentKind.SUBSAMPLE
     #: kind "probe" only: the linear classifier of its probe trials.
     probe: ProbeSpec = field(default_factory=ProbeSpec)
+    #: When to stop adding trials (off unless a rule is set).
+    stopping: StoppingSpec = field(default_factory=StoppingSpec)
 
     def resolve_subset_size(self, n_train: int) -> int:
         """m for a dataset of ``n_train`` examples; raises SpecError if 0 < m < n fails."""
@@ -145,6 +171,9 @@ class ExperimentSpec:
             # Only probes have a [probe] section: other specs keep the JSON, and so the
             # hash, they had before probes existed.
             del values["probe"]
+        if self.stopping == StoppingSpec():
+            # Likewise: specs without stopping rules keep their JSON and hash.
+            del values["stopping"]
         return values
 
     def spec_hash(self) -> str:

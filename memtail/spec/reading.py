@@ -15,6 +15,7 @@ from memtail.spec.fields import (
     ModelSpec,
     ProbeSpec,
     SpecError,
+    StoppingSpec,
     TrainingSpec,
 )
 from memtail.spec.rules import validate
@@ -28,6 +29,7 @@ _SECTIONS = {
     "training": TrainingSpec,
     "estimate": EstimateSpec,
     "probe": ProbeSpec,
+    "stopping": StoppingSpec,
 }
 
 

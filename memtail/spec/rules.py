@@ -14,6 +14,7 @@ from memtail.spec.fields import (
     ExperimentSpec,
     ProbeSpec,
     SpecError,
+    StoppingSpec,
 )
 
 #: Experiment names are data, and also the stems of plot files: no separators or controls.
@@ -95,9 +96,35 @@ def validate(spec: ExperimentSpec) -> None:
     _check("probe.batch_size", probe.batch_size, 1, 1_000_000)
     _check("probe.lr", probe.lr, 1e-9, 100, "; Adam's usual: 0.001-0.1")
     _check("probe.weight_decay", probe.weight_decay, 0, 1)
+    _check_stopping(spec)
     for section, options in (("dataset", spec.dataset.options), ("model", spec.model.options)):
         for key, value in options.items():
             _check_storable(f"{section}.{key}", value)
+
+
+def _check_stopping(spec: ExperimentSpec) -> None:
+    rules = spec.stopping
+    if rules == StoppingSpec():
+        return
+    if not rules.active:
+        raise SpecError(
+            "stopping",
+            "sets no rule; give stopping.decided, stopping.mem_half_width or "
+            "stopping.pairs_stable, or remove the section",
+        )
+    if spec.kind != ExperimentKind.SUBSAMPLE:
+        raise SpecError("stopping", f"rules apply to subsample experiments, not {spec.kind}")
+    if not spec.trials <= rules.max_trials <= MAX_TRIALS:
+        raise SpecError(
+            "stopping.max_trials",
+            f"must be between trials ({spec.trials}, the first batch) and {MAX_TRIALS:,} "
+            f"(got {rules.max_trials}); it caps what the rules may add",
+        )
+    _check("stopping.mem_half_width", rules.mem_half_width, 0, 1, "; e.g. 0.1")
+    _check("stopping.coverage", rules.coverage, 0.01, 1)
+    _check("stopping.decided", rules.decided, 0, 1, "; e.g. 0.99")
+    _check("stopping.pairs_stable", rules.pairs_stable, 0, 1, "; e.g. 0.8")
+    _check("stopping.growth", rules.growth, 1.05, 4, "; each batch multiplies the trials")
 
 
 def _check_storable(field_name: str, value: Any) -> None:

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memtail.stats.influence import influence_pairs
+from memtail.stats.memorization import MemCounts, memorization
+
 
 @dataclass(frozen=True)
 class Agreement:
@@ -124,3 +127,36 @@ def halves(n_trials: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n_trials)
     half = n_trials // 2
     return np.sort(order[:half]), np.sort(order[half:])
+
+
+def estimate_from_rows(
+    masks: np.ndarray,
+    train_correct: np.ndarray,
+    test_correct: np.ndarray,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    mem_threshold: float,
+    infl_threshold: float,
+    confidence: float,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Memorization, and the high-influence pairs by the paper's rule (infl >= threshold,
+    same label, mem >= threshold), from some trials' (k, n) bool rows: a half's estimate."""
+    counts = MemCounts(
+        masks.shape[0],
+        masks.sum(axis=0, dtype=np.int64),
+        (masks & train_correct).sum(axis=0, dtype=np.int64),
+        train_correct.sum(axis=0, dtype=np.int64),
+    )
+    mem = memorization(counts, confidence).value
+    pairs = influence_pairs(
+        masks,
+        test_correct,
+        threshold=infl_threshold,
+        train_labels=y_train,
+        test_labels=y_test,
+        same_class=True,
+        confidence=confidence,
+    )
+    keep = mem[pairs.train_index] >= mem_threshold
+    return mem, (pairs.train_index[keep], pairs.test_index[keep])

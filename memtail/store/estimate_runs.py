@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -232,12 +232,16 @@ def replace(
     *,
     final: bool,
     started: float,
+    rules: dict[str, Any] | None = None,
+    stop_reason: str | None = None,
 ) -> float:
     """Swap in the new estimate: one transaction, so readers never see a mix.
 
     ``final``: the estimate covers every trial the experiment will have, so it is marked
     complete in the same transaction. ``started``: the run's ``time.perf_counter()`` at
-    its start; returns the run's seconds up to the commit, as recorded.
+    its start; returns the run's seconds up to the commit, as recorded. ``rules``: the
+    stopping rules' values on this estimate; ``stop_reason``: why they end it (with
+    ``final``).
     """
     with transaction(engine) as conn:
         now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
@@ -259,10 +263,11 @@ def replace(
                 influence_rows=len(rows),
                 pairs_examined=pairs.pairs_examined,
                 expected_false_pairs=pairs.expected_null_passes,
+                rules=rules,
             )
         )
         if final:
-            conn.execute(_complete(experiment_id))
+            conn.execute(_complete(experiment_id).values(stop_reason=stop_reason))
     return seconds
 
 

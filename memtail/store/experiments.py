@@ -46,6 +46,8 @@ class Experiment:
     subset_size: int
     target_trials: int
     seed: int
+    #: Why its stopping rules ended it (None: no rules, or not stopped by them yet).
+    stop_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Experiment:
@@ -62,6 +64,7 @@ class Experiment:
             subset_size=row.subset_size,
             target_trials=row.target_trials,
             seed=row.seed,
+            stop_reason=row.stop_reason,
         )
 
 

@@ -41,8 +41,15 @@ class ConcurrentChange(RuntimeError):
     """The experiment changed between reading and writing it; nothing was written."""
 
 
-def extend(engine: Engine, experiment: Experiment, target_trials: int) -> Experiment:
-    """Raise the experiment's number of trials to ``target_trials``; the updated row."""
+def extend(
+    engine: Engine, experiment: Experiment, target_trials: int, *, by_rules: bool = False
+) -> Experiment:
+    """Raise the experiment's number of trials to ``target_trials``; the updated row.
+
+    ``by_rules``: its stopping rules add the next batch. The stored spec stays the one the
+    user wrote (``trials`` is the first batch, ``stopping.max_trials`` the cap), so the
+    same spec launched again finds the experiment as it is, at ``target_trials``.
+    """
     if target_trials <= experiment.target_trials:
         raise SpecError(
             "trials",
@@ -81,9 +88,12 @@ def extend(engine: Engine, experiment: Experiment, target_trials: int) -> Experi
             )
             .values(
                 target_trials=target_trials,
-                spec=spec.to_json(),
-                spec_hash=spec_digest(spec, subset),
                 status=status,
+                **(
+                    {}
+                    if by_rules
+                    else {"spec": spec.to_json(), "spec_hash": spec_digest(spec, subset)}
+                ),
             )
         ).rowcount
         if updated != 1:

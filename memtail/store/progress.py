@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -41,6 +42,8 @@ class Progress:
     #: many of them chance alone would give (None before the first estimate).
     influence_rows: int | None = None
     expected_false_pairs: float | None = None
+    #: The stopping rules' values on the latest estimate (``estimate_runs.rules``).
+    stopping: dict[str, Any] | None = None
 
     @property
     def done(self) -> int:
@@ -118,6 +121,7 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
                 estimate_runs.c.trials_used,
                 estimate_runs.c.influence_rows,
                 estimate_runs.c.expected_false_pairs,
+                estimate_runs.c.rules,
             )
             .where(
                 estimate_runs.c.experiment_id == experiment.id,
@@ -157,6 +161,7 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         pairs=int(pairs),
         influence_rows=run.influence_rows if run else None,
         expected_false_pairs=run.expected_false_pairs if run else None,
+        stopping=run.rules if run else None,
     )
 
 

@@ -63,6 +63,7 @@ experiments = sa.Table(
     sa.Column("infl_threshold", sa.Float, nullable=False, server_default="0.15"),
     sa.Column("same_class", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("confidence", sa.Float, nullable=False, server_default="0.95"),
+    sa.Column("stop_reason", sa.Text, nullable=True, comment="why its rules stopped it"),
     sa.CheckConstraint(one_of("status", ExperimentStatus), name="status"),
     sa.CheckConstraint(one_of("kind", ExperimentKind), name="kind"),
     sa.CheckConstraint("n_train > 0 AND n_test >= 0", name="sizes"),
@@ -253,6 +254,7 @@ estimate_runs = sa.Table(
         nullable=True,
         comment="pairs expected to pass the threshold if nothing influenced anything",
     ),
+    sa.Column("rules", JSON, nullable=True, comment="stopping rules' values"),
     sa.Column("error", sa.Text, nullable=True),
     sa.CheckConstraint(one_of("status", EstimateRunStatus), name="status"),
     # Freshness lookups: the latest run of one experiment.

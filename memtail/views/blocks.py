@@ -53,5 +53,5 @@ def inline(fig: Figure, alt: str) -> Image:
     return Image(alt, "data:image/png;base64," + base64.b64encode(png_bytes(fig)).decode())
 
 
-def percent(x: float | None, digits: int = 1) -> str:
+def share_text(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None else f"{x:.{digits}%}"

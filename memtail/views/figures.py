@@ -12,6 +12,7 @@ import io
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from memtail.analyses.convergence import Convergence
 from memtail.analyses.depth import Depth
@@ -193,7 +194,9 @@ def utility_figure(reports: list[ArmReport], n_influenced: int, title: str) -> F
         ax.margins(y=0.25)
         ax.set_ylabel("test accuracy")
         ax.set_title(label, fontsize=9)
-        ax.yaxis.set_major_formatter(lambda v, _: f"{v:.1%}")
+        low, high = ax.get_ylim()
+        ax.set_ylim(max(low, 0.0), min(high, 1.0 + 0.02 * (high - low)))
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     fig.suptitle(f"{title}\nmean over trials; whiskers: 95% t-interval of the mean", fontsize=10)
     fig.tight_layout()
     return fig

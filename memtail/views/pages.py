@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from memtail.analyses.findings import Findings
-from memtail.views import sections
+from memtail.views import sections, studies
 from memtail.views.blocks import Section
 
 
@@ -23,7 +23,7 @@ def experiment_page(found: Findings, data: object | None) -> ExperimentPage:
     """All sections of one experiment with data; ``data`` is its loaded dataset (for
     image grids) or None (tables only)."""
     e = found.experiment
-    shown = [sections.card(found)]
+    shown = [sections.card(found), sections.stopping(found)]
     if found.estimated:
         shown += [
             sections.pairs_table(found),
@@ -34,9 +34,9 @@ def experiment_page(found: Findings, data: object | None) -> ExperimentPage:
             sections.pair_examples(found, data),
         ]
     shown += [
-        sections.stability(found),
-        sections.depth(found),
-        sections.utility(found),
+        studies.stability(found),
+        studies.depth(found),
+        studies.utility(found),
         sections.failures(found),
     ]
     subtitle = (

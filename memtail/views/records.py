@@ -77,6 +77,7 @@ def progress_record(p: Progress) -> dict[str, Any]:
         "high_influence_pairs": p.pairs,
         "influence_rows": p.influence_rows,
         "expected_false_pairs": p.expected_false_pairs,
+        "stop_reason": e.stop_reason,
     }
 
 

@@ -21,7 +21,7 @@ from memtail.analyses.findings import gather_all
 from memtail.store.engine import Engine
 from memtail.store.experiments import Experiment
 from memtail.training.datasets import DatasetError, load_dataset
-from memtail.views import sections
+from memtail.views import studies
 from memtail.views.pages import experiment_page
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -73,7 +73,7 @@ def render_report(
             title="memtail report: " + ", ".join(e.name for e in experiments),
             heading="memtail report",
             pages=pages,
-            comparisons=[sections.comparison(c) for c in gathered.comparisons],
+            comparisons=[studies.comparison(c) for c in gathered.comparisons],
             database=database,
             confidence=f"{confidence:.0%}",
             version=memtail.__version__,

@@ -3,12 +3,11 @@ exist yet. Every section says what it shows and how many trials are behind it.""
 
 from __future__ import annotations
 
-from memtail.analyses.findings import CrossComparison, Findings
-from memtail.stats.consistency import Agreement
+from memtail.analyses.findings import Findings
 from memtail.status import TrialStatus
 from memtail.views import figures, gallery
-from memtail.views.blocks import Number, Section, Table, inline, percent
-from memtail.views.text import duration
+from memtail.views.blocks import Number, Section, Table, inline
+from memtail.views.text import duration, mem_confidence, percent
 
 
 def card(found: Findings) -> Section:
@@ -40,6 +39,37 @@ def card(found: Findings) -> Section:
                 "trials in the latest estimate", str(p.last_estimate_trials or 0), "estimate-trials"
             ),
         ],
+    )
+
+
+def stopping(found: Findings) -> Section | None:
+    """The stopping rules' values on the latest estimate, and why they stopped it."""
+    record, e = found.progress.stopping, found.experiment
+    if not record:
+        return None
+    rows = [
+        [
+            r["rule"],
+            f"{r['value']:.3f}",
+            f"{r['target']:g}",
+            "yes" if r["met"] else "no",
+            str(r["projected_trials"] or "n/a"),
+        ]
+        for r in record["rules"]
+    ]
+    return Section(
+        "stopping",
+        "Stopping rules",
+        "Trials are added in growing batches until every rule is met (or the cap); each "
+        "look's intervals spend part of the error rate, so they cover under optional stopping.",
+        int(record["trials"]),
+        numbers=[
+            Number("look", f"{record['look']} of {record['looks']}"),
+            Number("interval confidence at this look", percent(record["confidence"])),
+            Number("max trials", str(e.spec.stopping.max_trials)),
+            Number("stopped", e.stop_reason or "not yet", "stop-reason"),
+        ],
+        tables=[Table(["rule", "value", "target", "met", "projected trials"], rows)],
     )
 
 
@@ -97,7 +127,8 @@ def memorization(found: Findings) -> Section:
             )
         ],
         images=[inline(fig, "memorization histogram and ranking")],
-        note=f"Shaded: each example's {rule.confidence:.0%} Newcombe interval of mem.",
+        note=f"Shaded: each example's {percent(mem_confidence(found.progress))} Newcombe "
+        "interval of mem.",
     )
 
 
@@ -175,7 +206,7 @@ def examples(found: Findings, data: object | None) -> Section | None:
                 "index",
                 "label",
                 "mem",
-                "95% interval",
+                f"{percent(mem_confidence(found.progress))} interval",
                 "n_in/n_out",
                 "held-out models predict",
                 "source",
@@ -232,97 +263,6 @@ def pair_examples(found: Findings, data: object | None) -> Section | None:
     return s
 
 
-def _agreement(a: Agreement, prefix: str, names: tuple[str, str]) -> list[Number]:
-    first, second = names
-    return [
-        Number("examples estimated in both", str(a.examples)),
-        Number(
-            f"memorized in {first} / {second} / both",
-            f"{a.memorized_a} / {a.memorized_b} / {a.memorized_both}",
-        ),
-        Number("Jaccard of the memorized sets", f"{a.mem_jaccard:.2f}", f"{prefix}-jaccard"),
-        Number("Spearman correlation of mem", f"{a.mem_spearman:.2f}", f"{prefix}-spearman"),
-        Number(
-            f"pairs in {first} / {second} / both", f"{a.pairs_a} / {a.pairs_b} / {a.pairs_both}"
-        ),
-        Number("Jaccard of the pairs", f"{a.pairs_jaccard:.2f}"),
-    ]
-
-
-def stability(found: Findings) -> Section | None:
-    c = found.stability
-    if c is None:
-        return None
-    halves = (c.trials // 2, c.trials - c.trials // 2)
-    fig = figures.agreement_figure(c.mem_a, c.mem_b, c.agreement, ("half 1", "half 2"), halves)
-    return Section(
-        "stability",
-        "Split-half stability",
-        "Estimated again from two random disjoint halves of the trials: how far the halves "
-        "agree on what is memorized and on the pairs.",
-        c.trials,
-        numbers=_agreement(c.agreement, "stability", ("half 1", "half 2")),
-        images=[inline(fig, "mem in one half of the trials against the other")],
-    )
-
-
-def depth(found: Findings) -> Section | None:
-    d = found.depth
-    if d is None:
-        return None
-    rows = [
-        [
-            x.experiment,
-            str(x.trials),
-            str(x.memorized),
-            str(x.pairs),
-            f"{x.mean_mem:.4f}",
-            percent(x.test_accuracy),
-        ]
-        for x in (d.network, d.probe)
-    ]
-    return Section(
-        "depth",
-        "Representation or last layer",
-        "A linear classifier on the trained network's features, over subsets as for the "
-        "network: what the probe does not memorize, the network memorized in its representation.",
-        d.network.trials,
-        tables=[Table(["", "trials", "memorized", "pairs", "mean mem", "test accuracy"], rows)],
-        images=[inline(figures.depth_figure(d), "memorization of the network and of its probe")],
-    )
-
-
-def utility(found: Findings) -> Section | None:
-    u = found.utility
-    if u is None:
-        return None
-
-    def ci(v: object) -> str:
-        return f"{v.mean:.2%} [{v.low:.2%}, {v.high:.2%}]"  # type: ignore[attr-defined]
-
-    rows = [
-        [r.arm, str(r.removed), str(r.test.trials), ci(r.test), ci(r.influenced)] for r in u.arms
-    ]
-    headers = [
-        "arm",
-        "removed",
-        "trials",
-        "test accuracy (95% CI)",
-        f"on the {u.influenced} influenced test examples (95% CI)",
-    ]
-    fig = figures.utility_figure(u.arms, u.influenced, found.experiment.name)
-    return Section(
-        "utility",
-        "Marginal utility of memorized examples",
-        "Test accuracy of models trained without the memorized examples, without as many "
-        "random ones, and with all of them.",
-        min(r.test.trials for r in u.arms),
-        tables=[Table(headers, rows)],
-        images=[inline(fig, "test accuracy per removal arm")],
-        note="Dots: mean test accuracy over trials; whiskers: the 95% t-interval of that mean.",
-    )
-
-
 def failures(found: Findings) -> Section | None:
     if not found.failures:
         return None
@@ -334,22 +274,3 @@ def failures(found: Findings) -> Section | None:
         None,
         tables=[Table(["trial", "attempts", "error"], rows)],
     )
-
-
-def comparison(c: CrossComparison) -> Section:
-    s = Section(
-        f"compare-{c.a.id}-{c.b.id}",
-        f"{c.a.name} vs {c.b.name}",
-        "Two experiments over the same examples (e.g. two architectures): do they memorize "
-        "the same examples?",
-        min(c.trials),
-        numbers=[Number(f"trials of {c.a.name} / {c.b.name}", f"{c.trials[0]} / {c.trials[1]}")],
-    )
-    if c.comparison is None:
-        s.note = c.why_not or ""
-        return s
-    r = c.comparison
-    s.numbers += _agreement(r.agreement, "compare", (c.a.name, c.b.name))
-    fig = figures.agreement_figure(r.mem_a, r.mem_b, r.agreement, (c.a.name, c.b.name), c.trials)
-    s.images.append(inline(fig, f"mem in {c.a.name} against {c.b.name}"))
-    return s

@@ -8,16 +8,17 @@ from memtail.store.engine import Engine, describe_database
 from memtail.store.experiments import get_experiment
 from memtail.store.progress import progress
 from memtail.store.results import latest_run, top_memorized
-from memtail.views.text import format_progress, format_top
+from memtail.views.text import format_progress, format_top, mem_confidence
 
 
 def print_summary(engine: Engine, experiment_id: int, database_url: str) -> None:
     experiment = get_experiment(engine, experiment_id)
+    state = progress(engine, experiment)
     print()
-    print(format_progress(progress(engine, experiment)))
+    print(format_progress(state))
     print()
     print("Most memorized training examples:")
-    print(format_top(top_memorized(engine, experiment_id, 10)))
+    print(format_top(top_memorized(engine, experiment_id, 10), mem_confidence(state)))
     run = latest_run(engine, experiment_id)
     rule = experiment.spec.estimate
     print()

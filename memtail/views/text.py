@@ -69,9 +69,36 @@ def format_progress(p: Progress) -> str:
         caveat = trials_caveat(e, p.last_estimate_trials or 0)
         if caveat:
             lines.append(f"  {caveat}")
+    lines += stopping_lines(p)
     for index, error in p.failures:
         lines.append(f"  failed trial {index}: {error[:200]}")
     return "\n".join(lines)
+
+
+def stopping_lines(p: Progress) -> list[str]:
+    """Each stopping rule's value against its target, with the trials projected to reach
+    it, and why the rules stopped the experiment once they did."""
+    lines = []
+    record = p.stopping
+    if record:
+        lines.append(
+            f"  stopping rules at {record['trials']} trials (look {record['look']} of "
+            f"{record['looks']}; intervals at {record['confidence']:.2%}, the error rate "
+            "spent over the looks):"
+        )
+        for rule in record["rules"]:
+            projected = rule["projected_trials"]
+            where = (
+                "met"
+                if rule["met"]
+                else (f"about {projected} trials to reach it" if projected else "not met yet")
+            )
+            lines.append(
+                f"    {rule['rule']} {rule['value']:.3f} (target {rule['target']:g}): {where}"
+            )
+    if p.experiment.stop_reason:
+        lines.append(f"  stopped: {p.experiment.stop_reason}")
+    return lines
 
 
 def pairs_count(p: Progress) -> str:
@@ -104,10 +131,24 @@ def trials_caveat(experiment: Experiment, trials: int, per: str = "") -> str | N
     )
 
 
-def format_top(rows: list[MemorizedExample]) -> str:
+def mem_confidence(p: Progress) -> float:
+    """The confidence of the stored memorization intervals: the spec's, or with stopping
+    rules the latest look's spent confidence."""
+    if p.stopping:
+        return float(p.stopping["confidence"])
+    return p.experiment.spec.estimate.confidence
+
+
+def percent(confidence: float) -> str:
+    """95% or 98.38%: as many digits as the confidence has, up to four."""
+    return f"{confidence * 100:.4g}%"
+
+
+def format_top(rows: list[MemorizedExample], confidence: float = 0.95) -> str:
     if not rows:
         return "no memorization estimates yet (run the estimator: memtail estimate NAME)"
-    out = [f"{'index':>7} {'label':>5} {'mem':>6}  95% interval      n_in/n_out  source"]
+    label = f"{percent(confidence)} interval"
+    out = [f"{'index':>7} {'label':>5} {'mem':>6}  {label:<17} n_in/n_out  source"]
     for r in rows:
         out.append(
             f"{r.example_index:>7} {r.label:>5} {r.mem:>6.3f}  [{r.ci_low:6.3f}, {r.ci_high:6.3f}]"

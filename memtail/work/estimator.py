@@ -19,10 +19,11 @@ from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import memorization
 from memtail.stats.outcomes import TrialOutcomes
 from memtail.status import ExperimentStatus
-from memtail.store import estimate_runs
+from memtail.store import estimate_runs, lifecycle
 from memtail.store.engine import Engine
 from memtail.store.experiments import Experiment, get_experiment, labels
 from memtail.store.outcomes import load_outcomes
+from memtail.work import stopping
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,17 @@ def estimate_experiment(
         final = estimate_runs.unfinished_trials(engine, experiment_id) == 0
         outcomes = load_outcomes(engine, experiment)
         used = estimate_runs.last_trials_used(engine, experiment_id) or 0
+        ruled = experiment.spec.stopping.active
         if not force and outcomes.n_trials == used:
             if final and outcomes.n_trials and active:
-                estimate_runs.mark_complete(engine, experiment_id)
+                if not ruled:
+                    estimate_runs.mark_complete(engine, experiment_id)
+                    return None
+                # The rules decide at a look; the process that estimated it may have died
+                # before adding the next batch: decide again.
+                return _run(engine, experiment, outcomes, final, device)
             return None
-        return _run(engine, experiment, outcomes, final, device)
+        return _run(engine, experiment, outcomes, final and active, device)
 
 
 def _run(
@@ -97,27 +104,52 @@ def _run(
 ) -> RunSummary:
     started = time.perf_counter()
     run_id = estimate_runs.begin_run(engine, experiment.id, outcomes.n_trials)
+    decision = None
     try:
         rule = experiment.spec.estimate
-        mem = memorization(outcomes.mem_counts(), rule.confidence)
+        y = (labels(engine, experiment.id, "train"), labels(engine, experiment.id, "test"))
+        confidence = stopping.confidence_for(experiment, outcomes.n_trials)
+        mem = memorization(outcomes.mem_counts(), confidence)
         backend, scan_device = scan_backend(device)
         pairs = influence_pairs(
             outcomes.mask_bits,
             outcomes.test_correct_bits,
             threshold=rule.infl_threshold,
-            train_labels=labels(engine, experiment.id, "train") if rule.same_class else None,
-            test_labels=labels(engine, experiment.id, "test") if rule.same_class else None,
+            train_labels=y[0] if rule.same_class else None,
+            test_labels=y[1] if rule.same_class else None,
             same_class=rule.same_class,
             confidence=rule.confidence,
             backend=backend,
             device=scan_device,
         )
+        if experiment.spec.stopping.active:
+            decision = stopping.decide(experiment, mem, outcomes, y, final=final)
+            final = final and decision.stop
         seconds = estimate_runs.replace(
-            engine, experiment.id, run_id, mem, pairs, final=final, started=started
+            engine,
+            experiment.id,
+            run_id,
+            mem,
+            pairs,
+            final=final,
+            started=started,
+            rules=None if decision is None else decision.record(),
+            stop_reason=None if decision is None else decision.reason,
         )
     except BaseException as error:
         estimate_runs.fail_run(engine, run_id, repr(error))
         raise
+    if decision is not None and decision.next_target is not None:
+        # After the estimate committed: a crash here leaves a complete look with no next
+        # batch, which the next estimator pass decides again.
+        lifecycle.extend(engine, experiment, decision.next_target, by_rules=True)
+        log.info(
+            "experiment %d: stopping rules not met at %d trials (%s); next batch to %d",
+            experiment.id,
+            outcomes.n_trials,
+            "; ".join(f"{v.rule} {v.value:.3f}" for v in decision.rules),
+            decision.next_target,
+        )
     return RunSummary(
         run_id=run_id,
         experiment_id=experiment.id,

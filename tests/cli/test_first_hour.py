@@ -14,10 +14,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.processes import free_port
 
 MEMTAIL = str(Path(sys.executable).parent / "memtail")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("MEMTAIL_")}
@@ -409,6 +412,34 @@ def _quicker(command: list[str]) -> list[str]:
     return [*fewer, "--epochs", "2", "--workers", "2"]
 
 
+def _serves_the_experiments(folder: Path, command: list[str]) -> None:
+    """A server, not a command that ends: start it, read its pages, stop it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [MEMTAIL, *command[1:], "--port", str(port)],
+        cwd=folder,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+                    html = page.read().decode()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the dashboard did not answer"
+                time.sleep(0.5)
+        assert "digits-mlp" in html and "digits-cnn" in html
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
 def test_the_readme_first_hour_replays_in_a_fresh_folder(tmp_path: Path) -> None:
     quickstart = memtail(tmp_path, "run", "--trials", "24", *QUICK)
     assert quickstart.returncode == 0, quickstart.stderr[-2000:]
@@ -417,6 +448,9 @@ def test_the_readme_first_hour_replays_in_a_fresh_folder(tmp_path: Path) -> None
     for command in commands:
         if ">" in command:  # a redirect: the test captures the output itself
             command = command[: command.index(">")]
+        if command[1] == "dashboard":
+            _serves_the_experiments(tmp_path, command)
+            continue
         result = memtail(tmp_path, *_quicker(command)[1:], timeout=600)
         assert result.returncode == 0, (command, result.stderr[-2000:])
         assert result.stdout.strip(), command
@@ -425,3 +459,30 @@ def test_the_readme_first_hour_replays_in_a_fresh_folder(tmp_path: Path) -> None
         "SELECT name, target_trials FROM experiments WHERE kind = 'subsample' ORDER BY name",
     ) == [("digits-cnn", 24), ("digits-mlp", 36)]
     assert len(list((tmp_path / "plots").glob("*.png"))) >= 5
+
+
+def test_a_run_with_stopping_rules_stops_by_itself(tmp_path: Path) -> None:
+    run = memtail(
+        tmp_path, "run", "--trials", "30", "--max-trials", "400", "--stop-decided", "0.9",
+        *QUICK,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "stopping rules not met at 30 trials; training up to 45" in run.stdout
+    ((target, reason, spec),) = db_rows(
+        tmp_path, "SELECT target_trials, stop_reason, spec FROM experiments"
+    )
+    assert 30 < target < 400 and reason.startswith(f"rules met at {target} trials: decided ")
+    assert json.loads(spec)["trials"] == 30  # the spec as written: the first batch
+    assert f"stopped: {reason}" in run.stdout
+    status = memtail(tmp_path, "status").stdout
+    assert re.search(
+        r"stopping rules at \d+ trials \(look \d+ of 8; intervals at 9\d\.\d+%", status
+    )
+    assert re.search(r"decided 0\.9\d\d \(\w+ 0\.9\): met", status)  # its target
+    # The same command again finds it as it is: nothing to add.
+    again = memtail(
+        tmp_path, "run", "--trials", "30", "--max-trials", "400", "--stop-decided", "0.9",
+        *QUICK,
+    )  # fmt: skip
+    assert again.returncode == 0 and "resuming experiment 'digits-mlp'" in again.stdout
+    assert db_rows(tmp_path, "SELECT target_trials FROM experiments") == [(target,)]

@@ -1,0 +1,76 @@
+"""Stopping rules against a fixed k: how many trials the rules needed on the bundled
+digits and on synthetic-longtail, beside the fixed worst-case k that guarantees the same
+interval half-width for every example (the README's bound table), as a ratio.
+
+Each dataset runs `memtail run` embedded in a scratch folder with
+``--stop-half-width W`` (a share of 0.95 of examples within +-W at the look's spent
+confidence) and, separately, ``--stop-decided 0.99``; the first batch is 50 trials,
+growth 1.5, the cap 2,000. The fixed k is ``trials_for_half_width(W, m/n)`` at 95%, what
+a user who wants +-W for every example must otherwise ask for up front.
+
+    python benchmarks/stopping.py [--width 0.1] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memtail.stats.intervals import trials_for_half_width  # noqa: E402
+
+MEMTAIL = str(Path(sys.executable).parent / "memtail")
+DATASETS = {
+    "digits": ["--dataset", "digits", "--model", "mlp"],
+    "synthetic-longtail": ["--dataset", "synthetic-longtail", "--model", "mlp"],
+}
+
+
+def run(folder: Path, args: list[str], workers: int) -> tuple[int, str, float, float]:
+    """Trials used, the stop reason, m/n, and seconds."""
+    started = time.perf_counter()
+    subprocess.run(
+        [MEMTAIL, "run", "--trials", "50", "--max-trials", "2000", "--workers", str(workers),
+         *args],
+        cwd=folder, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    with sqlite3.connect(folder / "runs" / "memtail.db") as conn:
+        target, reason, m, n = conn.execute(
+            "SELECT target_trials, stop_reason, subset_size, n_train FROM experiments"
+        ).fetchone()
+    return target, reason or "", m / n, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    print(f"{'dataset':<20} {'rule':<26} {'trials':>7} {'fixed k':>8} {'ratio':>6} {'seconds':>8}")
+    results = {}
+    for name, flags in DATASETS.items():
+        for rule, extra in (
+            (f"half-width {args.width:g}", ["--stop-half-width", str(args.width)]),
+            ("decided 0.99", ["--stop-decided", "0.99"]),
+        ):
+            with tempfile.TemporaryDirectory() as folder:
+                used, reason, fraction, seconds = run(Path(folder), [*flags, *extra], args.workers)
+            fixed = trials_for_half_width(args.width, fraction, 0.95)
+            results[f"{name}/{rule}"] = {"trials": used, "fixed": fixed, "reason": reason}
+            print(
+                f"{name:<20} {rule:<26} {used:>7} {fixed:>8} {used / fixed:>6.2f} {seconds:>8.0f}"
+            )
+            print(f"  {reason}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""An experiment's stopping rules, applied by the estimator after each estimate.
+
+While trials of a batch still run, an estimate only measures the rules (``memtail
+status`` shows them). Once every trial of the batch has ended (a look), the rules decide:
+all met, the experiment is complete and says why; otherwise the next batch is added
+(trial t's subset stays a function of (seed, t)), until ``stopping.max_trials``, where it
+is complete with the rules that were not met. The intervals used for the decision, and
+stored, are at the look's spent confidence (``memtail.stats.stopping``), so they keep
+their coverage however many looks it took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from memtail.stats import stopping
+from memtail.stats.consistency import agreement, estimate_from_rows, halves
+from memtail.stats.difference import Estimate
+from memtail.stats.outcomes import TrialOutcomes
+from memtail.store.experiments import Experiment
+
+#: Fewer trials than this make split halves meaningless; pairs_stable is then unmet.
+MIN_SPLIT_TRIALS = 8
+
+
+@dataclass(frozen=True)
+class Decision:
+    rules: list[stopping.RuleValue]
+    trials: int
+    look: int
+    looks: int  # in the whole schedule, up to max_trials
+    confidence: float  # of this look's intervals
+    stop: bool  # the experiment is done (only at a look with every trial ended)
+    reason: str | None
+    next_target: int | None  # the next batch's total, when the rules add one
+
+    def record(self) -> dict[str, Any]:
+        """The JSON stored with the estimate run (``estimate_runs.rules``)."""
+        return {
+            "trials": self.trials,
+            "look": self.look,
+            "looks": self.looks,
+            "confidence": self.confidence,
+            "rules": [asdict(r) for r in self.rules],
+        }
+
+
+def _schedule(experiment: Experiment) -> list[int]:
+    rules = experiment.spec.stopping
+    return stopping.look_sizes(experiment.spec.trials, rules.growth, rules.max_trials)
+
+
+def confidence_for(experiment: Experiment, trials: int) -> float:
+    """The confidence of the memorization intervals at ``trials`` trials: the spec's,
+    or with stopping rules the spent confidence of the look those trials are."""
+    confidence = experiment.spec.estimate.confidence
+    if not experiment.spec.stopping.active:
+        return confidence
+    sizes = _schedule(experiment)
+    return stopping.spent_confidence(confidence, stopping.look_of(trials, sizes), sizes)
+
+
+def pairs_jaccard(
+    outcomes: TrialOutcomes, experiment: Experiment, y_train: np.ndarray, y_test: np.ndarray
+) -> float:
+    """Split-half Jaccard of the high-influence pairs (as ``memtail stability``)."""
+    rule = experiment.spec.estimate
+    first, second = halves(outcomes.n_trials, seed=0)
+    m, c, t = outcomes.masks, outcomes.train_correct, outcomes.test_correct
+    sides = [
+        estimate_from_rows(
+            m[h],
+            c[h],
+            t[h],
+            y_train,
+            y_test,
+            mem_threshold=rule.mem_threshold,
+            infl_threshold=rule.infl_threshold,
+            confidence=rule.confidence,
+        )
+        for h in (first, second)
+    ]
+    (mem_a, pairs_a), (mem_b, pairs_b) = sides
+    result = agreement(mem_a, mem_b, pairs_a, pairs_b, experiment.n_test, rule.mem_threshold)
+    return 0.0 if np.isnan(result.pairs_jaccard) else result.pairs_jaccard
+
+
+def decide(
+    experiment: Experiment,
+    mem: Estimate,
+    outcomes: TrialOutcomes,
+    labels: tuple[np.ndarray, np.ndarray],
+    *,
+    final: bool,
+) -> Decision:
+    """The rules measured on ``mem`` (at ``confidence_for``); ``final``: every trial of
+    the experiment has ended, so this estimate is a look and the rules decide."""
+    rules, estimate = experiment.spec.stopping, experiment.spec.estimate
+    k = outcomes.n_trials
+    values = []
+    if rules.mem_half_width:
+        values.append(
+            stopping.half_width_rule(
+                mem.ci_low, mem.ci_high, rules.mem_half_width, rules.coverage, k
+            )
+        )
+    if rules.decided:
+        values.append(
+            stopping.decided_rule(
+                mem.value, mem.ci_low, mem.ci_high, estimate.mem_threshold, rules.decided, k
+            )
+        )
+    if rules.pairs_stable:
+        j = pairs_jaccard(outcomes, experiment, *labels) if k >= MIN_SPLIT_TRIALS else 0.0
+        values.append(
+            stopping.RuleValue("pairs_stable", j, rules.pairs_stable, j >= rules.pairs_stable, None)
+        )
+    sizes = _schedule(experiment)
+    look = stopping.look_of(k, sizes)
+    confidence = stopping.spent_confidence(estimate.confidence, look, sizes)
+    met = all(v.met for v in values)
+    following = [size for size in sizes if size > max(k, experiment.target_trials)]
+    stop, reason, next_target = False, None, None
+    if final and met:
+        stop, reason = True, f"rules met at {k} trials: " + _describe(values)
+    elif final and not following:
+        stop = True
+        reason = f"max_trials ({rules.max_trials}) reached with rules unmet: " + _describe(
+            [v for v in values if not v.met]
+        )
+    elif final:
+        next_target = following[0]
+    return Decision(values, k, look, len(sizes), confidence, stop, reason, next_target)
+
+
+def _describe(values: list[stopping.RuleValue]) -> str:
+    return "; ".join(
+        f"{v.rule} {v.value:.3f} {'>=' if v.met else '<'} {v.target:g}" for v in values
+    )

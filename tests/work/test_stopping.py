@@ -1,0 +1,127 @@
+"""Stopping rules applied by the estimator, on both databases: a look that does not meet
+the rules adds the next batch (the stored spec unchanged), one that does completes the
+experiment with its reason, the cap completes it with the unmet rules, and a crash
+between the estimate and the next batch is decided again."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memtail.analyses.findings import gather
+from memtail.spec import SpecError, StoppingSpec, spec_from_dict
+from memtail.stats import stopping as stats_stopping
+from memtail.status import ExperimentStatus
+from memtail.store import lifecycle
+from memtail.store.experiments import create_experiment, get_experiment
+from memtail.store.progress import progress
+from memtail.store.tables import memorization
+from memtail.views.pages import experiment_page
+from memtail.views.text import format_progress
+from memtail.work import estimator
+from tests.helpers import run_all_trials, store_planted, tiny_examples, tiny_spec
+
+
+def _ruled(engine: Engine, rules: StoppingSpec, trials: int = 20, name: str = "ruled"):  # noqa: ANN202
+    spec = dataclasses.replace(tiny_spec(name, trials_=trials), stopping=rules)
+    return create_experiment(engine, spec, tiny_examples(40, 30)).experiment
+
+
+def test_unmet_rules_add_the_next_batch_until_the_cap(engine: Engine) -> None:
+    # Random outcomes: nothing is ever decided, so the rules run to the cap.
+    exp = _ruled(engine, StoppingSpec(max_trials=50, decided=0.99, growth=1.5))
+    spec_hash = exp.spec_hash
+    targets = []
+    for _ in range(5):
+        run_all_trials(engine, exp.id, 40, 30)
+        estimator.estimate_experiment(engine, exp.id)
+        exp = get_experiment(engine, exp.id)
+        targets.append(exp.target_trials)
+        if exp.status == ExperimentStatus.COMPLETE:
+            break
+    assert targets == [30, 45, 50, 50]
+    assert exp.spec_hash == spec_hash and exp.spec.trials == 20  # the spec as written
+    assert exp.stop_reason.startswith("max_trials (50) reached with rules unmet: decided")
+    state = progress(engine, exp)
+    assert state.stopping["look"] == 4 and state.stopping["looks"] == 4
+    text = format_progress(state)
+    assert "stopping rules at 50 trials (look 4 of 4; intervals at" in text
+    assert "stopped: max_trials (50) reached" in text
+    # The stored intervals are at the last look's spent confidence, not the spec's 95%.
+    sizes = stats_stopping.look_sizes(20, 1.5, 50)
+    assert state.stopping["confidence"] == pytest.approx(
+        stats_stopping.spent_confidence(0.95, 4, sizes)
+    )
+
+
+def test_met_rules_complete_the_experiment_with_the_reason(engine: Engine) -> None:
+    # Planted outcomes: 8 examples memorized, the rest right either way.
+    exp = _ruled(engine, StoppingSpec(max_trials=400, mem_half_width=0.9, coverage=0.5), 60)
+    store_planted(engine, exp)
+    summary = estimator.estimate_experiment(engine, exp.id)
+    assert summary is not None and summary.complete
+    exp = get_experiment(engine, exp.id)
+    assert exp.status == ExperimentStatus.COMPLETE and exp.target_trials == 60
+    assert exp.stop_reason == "rules met at 60 trials: mem_half_width 1.000 >= 0.5"
+    # The report and dashboard show the rules and the reason.
+    page = experiment_page(gather(engine, exp, stability=False), None)
+    section = next(s for s in page.sections if s.key == "stopping")
+    assert [n.value for n in section.numbers if n.metric == "stop-reason"] == [exp.stop_reason]
+    assert section.tables[0].rows[0][:4] == ["mem_half_width", "1.000", "0.5", "yes"]
+
+
+def test_a_crash_before_the_next_batch_is_decided_again(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = _ruled(engine, StoppingSpec(max_trials=100, decided=0.99))
+    run_all_trials(engine, exp.id, 40, 30)
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("killed between the estimate and the next batch")
+
+    monkeypatch.setattr(lifecycle, "extend", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        estimator.estimate_experiment(engine, exp.id)
+    assert get_experiment(engine, exp.id).target_trials == 20
+    with engine.connect() as conn:  # the estimate itself committed
+        assert conn.execute(sa.select(sa.func.count()).select_from(memorization)).scalar() == 40
+    monkeypatch.undo()
+    estimator.estimate_experiment(engine, exp.id)  # nothing new, but a look to decide
+    exp = get_experiment(engine, exp.id)
+    assert exp.target_trials == 30 and exp.status == ExperimentStatus.ACTIVE
+
+
+def test_the_spec_checks_its_rules() -> None:
+    base = {"name": "x", "trials": 50}
+    plain = spec_from_dict(base)
+    assert "stopping" not in plain.to_json()  # specs without rules keep their hash
+    ruled = spec_from_dict({**base, "stopping": {"max_trials": 400, "decided": 0.99}})
+    assert ruled.stopping.active and ruled.spec_hash() != plain.spec_hash()
+    bad = [
+        ({"decided": 0.99}, "stopping.max_trials"),
+        ({"max_trials": 400}, "sets no rule"),
+        ({"max_trials": 10, "decided": 0.9}, "between trials (50"),
+        ({"max_trials": 400, "decided": 1.5}, "stopping.decided"),
+        ({"max_trials": 400, "mem_half_width": float("nan")}, "stopping.mem_half_width"),
+        ({"max_trials": 400, "decided": 0.9, "growth": 1.0}, "stopping.growth"),
+        ({"max_trials": 400, "decided": 0.9, "patience": 3}, "stopping.patience"),
+    ]
+    for rules, message in bad:
+        with pytest.raises(SpecError, match=message.replace("(", r"\(")):
+            spec_from_dict({**base, "stopping": rules})
+
+
+def test_rules_without_a_batch_done_only_measure(engine: Engine) -> None:
+    exp = _ruled(engine, StoppingSpec(max_trials=100, decided=0.5), trials=20)
+    run_all_trials(engine, exp.id, 40, 30)
+    # One more pending trial: not a look yet.
+    lifecycle.extend(engine, get_experiment(engine, exp.id), 21)
+    estimator.estimate_experiment(engine, exp.id)
+    exp = get_experiment(engine, exp.id)
+    assert exp.target_trials == 21 and exp.status == ExperimentStatus.ACTIVE
+    assert progress(engine, exp).stopping["trials"] == 20
+    assert np.isfinite(progress(engine, exp).stopping["rules"][0]["value"])

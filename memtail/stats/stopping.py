@@ -16,7 +16,7 @@ interval covers its true value at *every* look at once with probability at least
 Bonferroni bound over pre-planned looks; Jennison & Turnbull, *Group Sequential Methods
 with Applications to Clinical Trials*, 2000, on alpha spending). Spending in proportion to
 each look's trials puts the error rate where stopping is likely, at the larger looks:
-from 100 to 4,000 trials at growth 1.5 there are 11 looks, and the last uses 98.6% where
+from 100 to 4,000 trials at growth 1.5 there are 11 looks, and the last uses 98.7% where
 a single fixed look would use 95% (an interval 1.26 times as wide).
 
 **Rules.** ``mem_half_width`` with ``coverage``: a share of at least ``coverage`` of the
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Below this many examples a share is meaningless; rules say so instead of passing.
+#: With no example estimated yet (every arm empty), a rule is unmet and cannot project.
 MIN_EXAMPLES = 1
 
 

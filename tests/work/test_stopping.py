@@ -125,3 +125,18 @@ def test_rules_without_a_batch_done_only_measure(engine: Engine) -> None:
     assert exp.target_trials == 21 and exp.status == ExperimentStatus.ACTIVE
     assert progress(engine, exp).stopping["trials"] == 20
     assert np.isfinite(progress(engine, exp).stopping["rules"][0]["value"])
+
+
+def test_pairs_stable_is_the_split_half_jaccard(engine: Engine) -> None:
+    from memtail.analyses.comparison import split_half
+
+    exp = _ruled(engine, StoppingSpec(max_trials=400, pairs_stable=0.1), trials=60)
+    store_planted(engine, exp)
+    estimator.estimate_experiment(engine, exp.id)
+    exp = get_experiment(engine, exp.id)
+    (rule,) = progress(engine, exp).stopping["rules"]
+    expected = split_half(engine, exp, seed=0).agreement.pairs_jaccard
+    assert expected > 0.1  # the planted pairs show in both halves
+    assert rule["rule"] == "pairs_stable" and rule["value"] == pytest.approx(expected)
+    assert rule["met"] == (expected >= 0.1)
+    assert exp.status == ExperimentStatus.COMPLETE

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0011"
 down_revision = "0010"
@@ -29,7 +30,12 @@ def upgrade() -> None:
     )
     op.add_column(
         "estimate_runs",
-        sa.Column("rules", sa.JSON(), nullable=True, comment="stopping rules' values"),
+        sa.Column(
+            "rules",
+            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            nullable=True,
+            comment="stopping rules' values",
+        ),
     )
 
 

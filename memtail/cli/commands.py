@@ -252,7 +252,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     app = create_app(
         engine, data_root=settings.data_root, database=where, refresh_seconds=args.refresh
     )
-    print(f"dashboard of {where} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
     # waitress: a production WSGI server in pure Python, threads for concurrent viewers.
-    waitress.serve(app, host=args.host, port=args.port, threads=8, ident="memtail")
+    try:
+        server = waitress.create_server(
+            app, host=args.host, port=args.port, threads=8, ident="memtail"
+        )
+    except OSError as error:
+        raise UsageError(
+            f"--host/--port: cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
+            "choose another with --port (or stop what uses it)"
+        ) from None
+    print(f"dashboard of {where} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    server.run()
     return 0

@@ -4,6 +4,7 @@ one line naming the field and the fix, exit status 2, no row, on SQLite and Post
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,12 @@ def test_settings_and_arguments_that_cannot_work(
     _refused(capsys, main(["--database-url", sqlite_url, "run", "--out", str(afile)]),
              f"--out {afile} is a file")  # fmt: skip
     assert _rows(sqlite_url) == 0
+    with socket.socket() as taken:  # a port something else listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        _refused(capsys, main(["--database-url", sqlite_url, "dashboard", "--port", port]),
+                 f"cannot listen on 127.0.0.1:{port}", "choose another with --port")  # fmt: skip
 
 
 @pytest.mark.postgres

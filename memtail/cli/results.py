@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memtail.cli.arguments import UsageError, database, output_folder, settings_from
@@ -136,6 +137,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
     from memtail.views.report import render_report, write_report
 
+    if Path(args.out).is_dir():
+        raise UsageError(
+            f"--out {args.out} is a folder; give the report's file name, e.g. "
+            f"{Path(args.out) / 'report.html'}"
+        )
     settings = settings_from(args)
     engine = database(settings)
     experiments = [get_experiment(engine, name) for name in dict.fromkeys(args.names)]

@@ -139,4 +139,7 @@ def test_a_report_of_two_experiments_compares_them(
 def test_report_mistakes_are_one_line(runs: tuple[Path, subprocess.CompletedProcess]) -> None:
     folder, _ = runs
     one_line_error(memtail(folder, "report", "ghost"), "no experiment 'ghost'")
+    one_line_error(
+        memtail(folder, "report", "digits-mlp", "--out", "runs"), "--out runs is a folder"
+    )
     assert not (folder / "report.html").exists()

@@ -40,6 +40,13 @@ def _at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _port(text: str) -> int:
+    port = _at_least(1)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 1-65535, got {port}")
+    return port
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -344,7 +351,7 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:
         "a live, read-only web dashboard of every experiment",
     )
     dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    dashboard.add_argument("--port", type=_at_least(1), default=8050, help="port to listen on")
+    dashboard.add_argument("--port", type=_port, default=8050, help="port to listen on")
     dashboard.add_argument(
         "--refresh",
         type=_positive_seconds,

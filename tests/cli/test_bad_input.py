@@ -173,6 +173,9 @@ def test_settings_and_arguments_that_cannot_work(
     _refused(capsys, main(["--database-url", sqlite_url, "run", "--out", str(afile)]),
              f"--out {afile} is a file")  # fmt: skip
     assert _rows(sqlite_url) == 0
+    with pytest.raises(SystemExit) as usage:
+        main(["dashboard", "--port", "70000"])
+    _refused(capsys, usage.value.code, "--port: must be a TCP port, 1-65535")
     with socket.socket() as taken:  # a port something else listens on
         taken.bind(("127.0.0.1", 0))
         taken.listen()

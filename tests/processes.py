@@ -49,6 +49,19 @@ def compose_command(service: str, env: dict[str, str] | None = None) -> list[str
     return command
 
 
+def migrate(env: dict[str, str]) -> None:
+    """The compose `migrate` service, run natively: one shot that must succeed."""
+    result = subprocess.run(
+        compose_command("migrate", env),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -57,6 +57,16 @@ class HeldOutPredictions:
     share: np.ndarray  # of ``trials``, the share that predicted it
     trials: np.ndarray  # held-out trials with stored predictions
 
+    def by_index(self) -> dict[int, tuple[int, float, int]]:
+        """Example index -> (class, share, trials), for the examples some trial spoke of."""
+        return {
+            int(i): (int(c), float(share), int(n))
+            for i, c, share, n in zip(
+                self.indices, self.predicted, self.share, self.trials, strict=True
+            )
+            if c >= 0
+        }
+
 
 def held_out_predictions(
     engine: Engine, experiment: Experiment, indices: np.ndarray

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.spec import ExperimentKind
 from memtail.status import EstimateRunStatus, TrialStatus
-from memtail.store.engine import db_now_plus, transaction
+from memtail.store.engine import as_utc, db_now_plus, transaction
 from memtail.store.experiments import FEATURE_TRIAL, Experiment
 from memtail.store.results import PAIRS_VIEW
 from memtail.store.tables import estimate_runs, memorization, trials
@@ -57,13 +57,6 @@ class Progress:
         if self.trials_per_minute <= 0:
             return None
         return 60.0 * remaining / self.trials_per_minute
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive UTC datetimes; PostgreSQL aware ones.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def _subset_models(experiment: Experiment) -> list[sa.ColumnElement[bool]]:
@@ -142,9 +135,9 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
             .order_by(trials.c.trial_index)
             .limit(5)
         ).all()
-    now = _aware(now) if isinstance(now, datetime) else datetime.now(UTC)
-    first = _aware(first) if isinstance(first, datetime) else None
-    end = now if active or last is None else _aware(last)
+    now = as_utc(now) if isinstance(now, datetime) else datetime.now(UTC)
+    first = as_utc(first) if isinstance(first, datetime) else None
+    end = now if active or last is None else as_utc(last)
     span = (end - first).total_seconds() if first is not None else 0.0
     # Rate over the recent window; a short span (just started) uses what it has.
     rate = 60.0 * recent / max(span, 1.0) if recent >= 2 else 0.0
@@ -152,7 +145,7 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         experiment=experiment,
         counts=counts,
         trials_per_minute=rate,
-        last_estimate_at=_aware(run.finished_at) if run else None,
+        last_estimate_at=as_utc(run.finished_at) if run else None,
         last_estimate_trials=run.trials_used if run else None,
         now=now,
         memorized=int(memorized),

@@ -8,13 +8,13 @@ the broker: the database is the record of who did what.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.status import TrialStatus
-from memtail.store.engine import transaction
+from memtail.store.engine import as_utc, transaction
 from memtail.store.tables import experiments, trials
 
 
@@ -35,13 +35,6 @@ class FailedTrial:
     attempts: int
     finished_at: datetime | None
     error: str
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive UTC datetimes; PostgreSQL aware ones.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def worker_states(engine: Engine, limit: int = 50) -> list[WorkerState]:
@@ -72,10 +65,10 @@ def worker_states(engine: Engine, limit: int = 50) -> list[WorkerState]:
         states.append(
             WorkerState(
                 worker=row.worker,
-                last_seen=_aware(row.seen),
+                last_seen=as_utc(row.seen),
                 succeeded=int(row.stored or 0),
                 current=None if held is None else (held.name, int(held.trial_index)),
-                current_since=None if held is None else _aware(held.started_at),
+                current_since=None if held is None else as_utc(held.started_at),
             )
         )
     return states
@@ -102,7 +95,7 @@ def failed_trials(engine: Engine, experiment_id: int, limit: int = 20) -> list[F
             row.name,
             int(row.trial_index),
             int(row.attempts),
-            _aware(row.finished_at),
+            as_utc(row.finished_at),
             row.error or "",
         )
         for row in rows

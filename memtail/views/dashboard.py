@@ -28,7 +28,7 @@ from memtail.store.experiments import Experiment, find_experiment, list_experime
 from memtail.store.progress import Progress, progress
 from memtail.store.workers import worker_states
 from memtail.views.pages import ExperimentPage, experiment_page
-from memtail.views.records import progress_record
+from memtail.views.records import plain, progress_record
 from memtail.views.report import TEMPLATES, images_of
 from memtail.views.text import duration
 
@@ -137,7 +137,8 @@ def create_app(
         reports = [progress(engine, e) for e in shown]
         now = reports[0].now if reports else None
         return jsonify(
-            experiments=[_plain(live_record(p)) for p in reports], workers=_workers(engine, now)
+            experiments=[{k: plain(v) for k, v in live_record(p).items()} for p in reports],
+            workers=_workers(engine, now),
         )
 
     @app.get("/healthz")
@@ -163,14 +164,3 @@ def _workers(engine: Engine, now: datetime | None) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in record.items():
-        if isinstance(value, datetime):
-            value = value.isoformat()
-        elif isinstance(value, float) and value != value:  # NaN is not JSON
-            value = None
-        out[key] = value
-    return out

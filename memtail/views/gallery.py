@@ -53,17 +53,7 @@ def memorized_grid(
 ) -> Figure:
     """The most memorized examples, then (below a gap) typical examples of their classes."""
     x = _as_numpy(x_train)
-    said = {}
-    if predictions is not None:
-        for i, p, share, n in zip(
-            predictions.indices,
-            predictions.predicted,
-            predictions.share,
-            predictions.trials,
-            strict=True,
-        ):
-            if p >= 0:
-                said[int(i)] = (int(p), float(share), int(n))
+    said = {} if predictions is None else predictions.by_index()
     top_lines = max(1, -(-len(top) // cols))
     typical_lines = -(-len(typical) // cols)
     lines = top_lines + typical_lines

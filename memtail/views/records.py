@@ -21,13 +21,14 @@ from memtail.analyses.removal import ArmReport
 from memtail.store.progress import Progress
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A value as JSON and CSV carry it: NaN and infinities None, datetimes ISO text."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, datetime):
         return value.isoformat()
     if hasattr(value, "item"):  # numpy scalars
-        return _plain(value.item())
+        return plain(value.item())
     return value
 
 
@@ -37,7 +38,7 @@ def dataclass_records(rows: Iterable[object]) -> list[dict[str, Any]]:
 
 def render(records: list[Mapping[str, Any]], fmt: str) -> str:
     """``records`` as ``fmt`` ("json" or "csv") text."""
-    rows = [{key: _plain(value) for key, value in record.items()} for record in records]
+    rows = [{key: plain(value) for key, value in record.items()} for record in records]
     if fmt == "json":
         return json.dumps(rows, indent=2, allow_nan=False)
     if fmt != "csv":

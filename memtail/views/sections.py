@@ -172,14 +172,8 @@ def convergence(found: Findings) -> Section | None:
 
 
 def _held_out(found: Findings) -> dict[int, str]:
-    p = found.predictions
-    if p is None:
-        return {}
-    return {
-        int(i): f"{int(c)} ({share:.0%} of {int(n)})"
-        for i, c, share, n in zip(p.indices, p.predicted, p.share, p.trials, strict=True)
-        if c >= 0
-    }
+    said = {} if found.predictions is None else found.predictions.by_index()
+    return {i: f"{c} ({share:.0%} of {n})" for i, (c, share, n) in said.items()}
 
 
 def examples(found: Findings, data: object | None) -> Section | None:

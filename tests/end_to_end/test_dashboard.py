@@ -7,7 +7,6 @@ complete its numbers equal the same queries in SQL."""
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from tests.browser import browser, check_page, metric, new_page
 from tests.conftest import granted_analyst
-from tests.processes import Procs, base_env, compose_command, free_port, private_redis, wait_for
+from tests.processes import Procs, base_env, free_port, migrate, private_redis, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.integration, pytest.mark.slow]
 
@@ -49,16 +48,7 @@ lr = 0.05
 @pytest.fixture
 def reader(pg_admin: Engine, pg_empty_url: str) -> Iterator[str]:
     """A login role of the database's analyst role (migrated first): the dashboard's URL."""
-    env = base_env(pg_empty_url, "redis://127.0.0.1:1/0")
-    migrate = subprocess.run(
-        compose_command("migrate", env),
-        cwd=Path(__file__).parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+    migrate(base_env(pg_empty_url, "redis://127.0.0.1:1/0"))
     database = make_url(pg_empty_url).database
     role = f"{database}_dash"
     owner = sa.create_engine(pg_empty_url)

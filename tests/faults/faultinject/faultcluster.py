@@ -30,6 +30,7 @@ from tests.processes import (
     Procs,
     base_env,
     compose_command,
+    migrate,
     private_redis,
     wait_for,
 )
@@ -70,18 +71,6 @@ def fault_env(database_url: str, broker_url: str, **settings: str) -> dict[str, 
         p for p in (str(FAULTINJECT), str(ROOT), env.get("PYTHONPATH", "")) if p
     )
     return env
-
-
-def migrate(env: dict[str, str]) -> None:
-    result = subprocess.run(
-        compose_command("migrate", env),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def memtail_cli(

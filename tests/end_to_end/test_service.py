@@ -21,7 +21,7 @@ from memtail.stats.memorization import memorization as memorization_estimate
 from memtail.store.engine import make_engine
 from memtail.store.experiments import get_experiment
 from memtail.store.outcomes import load_outcomes
-from tests.processes import Procs, base_env, compose_command, migrate, private_redis, wait_for
+from tests.processes import Procs, base_env, compose_command, private_redis, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.integration]
 
@@ -66,7 +66,15 @@ def test_celery_end_to_end(pg_empty_url: str, tmp_path: Path) -> None:
             default_spec=str(spec_path),
         )
         # The migrate service: one shot, must succeed before anything else starts.
-        migrate(env)
+        migrate = subprocess.run(
+            compose_command("migrate", env),
+            cwd=Path(__file__).parents[2],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert migrate.returncode == 0, migrate.stderr
         procs = Procs(env, tmp_path)
         try:
             procs.start_service("coordinator")

@@ -50,6 +50,9 @@ def test_overrides_apply_to_dotted_fields() -> None:
         ({"training": {"label_smoothing": 1.0}}, "training.label_smoothing", "[0, 1)"),
         ({"training": {"epohcs": 3}}, "training.epohcs", "unknown field"),
         ({"estimate": {"confidence": 1.5}}, "estimate.confidence", "(0, 1)"),
+        ({"estimate": {"fdr": 1.0}}, "estimate.fdr", "[0, 1)"),
+        ({"estimate": {"fdr": -0.1}}, "estimate.fdr", "0 is off"),
+        ({"estimate": {"fdr_method": "holm"}}, "estimate.fdr_method", "choose one of bh, by"),
         ({"kind": "bogus"}, "kind", "unknown kind"),
         ({"trails": 10}, "trails", "unknown field"),
         ({"dataset": "digits"}, "dataset", "must be a table"),
@@ -109,3 +112,13 @@ def test_probe_specs_carry_their_classifier_and_others_keep_their_hash() -> None
         spec_from_dict({"name": "p", "probe": {"epochs": 3}})
     with pytest.raises(SpecError, match="probe.lr"):
         spec_from_dict({"name": "p", "kind": "probe", "probe": {"lr": -1}})
+
+
+def test_false_discovery_fields_round_trip_and_others_keep_their_hash() -> None:
+    strict = spec_from_dict({"name": "p", "estimate": {"fdr": 0.1, "fdr_method": "by"}})
+    assert (strict.estimate.fdr, strict.estimate.fdr_method) == (0.1, "by")
+    assert spec_from_dict(strict.to_json()) == strict
+    plain = spec_from_dict({"name": "p"})
+    # Specs without a level hash as they did before false-discovery control existed.
+    assert not {"fdr", "fdr_method"} & set(plain.to_json()["estimate"])
+    assert plain.spec_hash() != strict.spec_hash()

@@ -104,6 +104,8 @@ def half_estimate(
         mem_threshold=rule.mem_threshold,
         infl_threshold=rule.infl_threshold,
         confidence=rule.confidence,
+        fdr=rule.fdr,
+        fdr_method=rule.fdr_method,
     )
 
 

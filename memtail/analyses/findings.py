@@ -42,6 +42,8 @@ T = TypeVar("T")
 #: Sizes of the example grids: as many as a page shows well.
 TOP_EXAMPLES = 24
 PAIRS_SHOWN = 8
+#: The false-discovery rate at which the report counts pairs when the spec sets none.
+FDR_SHOWN = 0.1
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ def gather(engine: Engine, experiment: Experiment, *, stability: bool = True) ->
         failures=failed_trials(engine, experiment.id),
         values=values,
         influence=influence_values(engine, experiment.id),
-        pairs=pair_summary(engine, experiment.id) if run else None,
+        pairs=pair_summary(engine, experiment.id, experiment.spec.estimate.fdr or FDR_SHOWN)
+        if run
+        else None,
         convergence=convergence(engine, experiment) if run else None,
         top=top,
         predictions=held_out_predictions(

@@ -92,6 +92,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "stop_half_width": "stopping.mem_half_width",
         "stop_coverage": "stopping.coverage",
         "stop_pairs_stable": "stopping.pairs_stable",
+        "fdr": "estimate.fdr",
     }
     for attr, dotted in flags.items():
         value = getattr(args, attr, None)

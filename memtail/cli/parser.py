@@ -124,6 +124,13 @@ def _spec_flags(parser: argparse.ArgumentParser) -> None:
         help="stop when the split-half Jaccard of the high-influence pairs reaches J",
     )
     parser.add_argument(
+        "--fdr",
+        type=float,
+        metavar="LEVEL",
+        help="report only pairs whose Benjamini-Hochberg q-value is at most LEVEL, e.g. 0.1, "
+        "on top of the paper's rule",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         metavar="FIELD=VALUE",

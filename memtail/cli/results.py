@@ -79,7 +79,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 def cmd_pairs(args: argparse.Namespace) -> int:
     from memtail.store.progress import progress
-    from memtail.store.results import high_influence_pairs
+    from memtail.store.results import high_influence_pairs, latest_run
     from memtail.views.records import dataclass_records, render
     from memtail.views.text import format_pairs, pairs_count, trials_caveat
 
@@ -97,7 +97,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     caveat = trials_caveat(exp, report.last_estimate_trials)
     if caveat:
         print(caveat)
-    print(format_pairs(rows))
+    run = latest_run(engine, exp.id)
+    print(format_pairs(rows, None if run is None else run.q_exact_below))
     return 0
 
 

@@ -66,6 +66,12 @@ class EstimateSpec:
     infl_threshold: float = 0.15
     #: Keep only same-class pairs in the influence table (the paper's rule).
     same_class: bool = True
+    #: Report only pairs whose q-value is at most this, on top of the paper's rule
+    #: (``memtail.stats.fdr``; 0: no level, every pair of the rule).
+    fdr: float = 0.0
+    #: "bh" (Benjamini-Hochberg) or "by" (Benjamini-Yekutieli: any dependence, ~ln N
+    #: times stricter).
+    fdr_method: str = "bh"
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,10 @@ class ExperimentSpec:
         if self.stopping == StoppingSpec():
             # Likewise: specs without stopping rules keep their JSON and hash.
             del values["stopping"]
+        for key, default in (("fdr", 0.0), ("fdr_method", "bh")):
+            # And specs without false-discovery control.
+            if values["estimate"][key] == default:
+                del values["estimate"][key]
         return values
 
     def spec_hash(self) -> str:

@@ -16,6 +16,7 @@ from memtail.spec.fields import (
     SpecError,
     StoppingSpec,
 )
+from memtail.stats.fdr import METHODS as FDR_METHODS
 
 #: Experiment names are data, and also the stems of plot files: no separators or controls.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -84,6 +85,10 @@ def validate(spec: ExperimentSpec) -> None:
         raise SpecError("estimate.confidence", f"must be in (0, 1) (got {e.confidence})")
     for key in ("mem_threshold", "infl_threshold"):
         _check(f"estimate.{key}", getattr(e, key), -1, 1)
+    if not (math.isfinite(e.fdr) and 0 <= e.fdr < 1):
+        raise SpecError("estimate.fdr", f"must be in [0, 1), e.g. 0.1; 0 is off (got {e.fdr})")
+    if e.fdr_method not in FDR_METHODS:
+        raise SpecError("estimate.fdr_method", f"choose one of {', '.join(FDR_METHODS)}")
     if spec.model.width < 0:
         raise SpecError("model.width", f"must be >= 0 (got {spec.model.width})")
     _check("model.width", spec.model.width, 0, 65_536, "; 0 is the model's default")

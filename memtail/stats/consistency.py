@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memtail.stats.fdr import Method
 from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import MemCounts, memorization
 
@@ -139,9 +140,12 @@ def estimate_from_rows(
     mem_threshold: float,
     infl_threshold: float,
     confidence: float,
+    fdr: float = 0.0,
+    fdr_method: Method = "bh",
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Memorization, and the high-influence pairs by the paper's rule (infl >= threshold,
-    same label, mem >= threshold), from some trials' (k, n) bool rows: a half's estimate."""
+    same label, mem >= threshold, and q-value <= ``fdr`` when set), from some trials'
+    (k, n) bool rows: a half's estimate."""
     counts = MemCounts(
         masks.shape[0],
         masks.sum(axis=0, dtype=np.int64),
@@ -157,6 +161,11 @@ def estimate_from_rows(
         test_labels=y_test,
         same_class=True,
         confidence=confidence,
+        fdr=fdr,
+        fdr_method=fdr_method,
+        q_values=bool(fdr),  # a half's pairs need q-values only for a level
     )
     keep = mem[pairs.train_index] >= mem_threshold
+    if fdr:
+        keep &= pairs.q_value <= fdr
     return mem, (pairs.train_index[keep], pairs.test_index[keep])

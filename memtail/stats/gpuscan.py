@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from memtail.stats.bits import TrialBits
+from memtail.stats.scan import Found, Keep, keep_all
 
 # Bytes of one block's output buffer on the device: large enough that a launch fills the
 # GPU many times over, small next to a GPU's memory, and below 2**31 elements so that
@@ -135,8 +136,9 @@ def cuda_scan(
     s_codes: np.ndarray,
     h_min: np.ndarray,
     block_rows: int | None,
+    keep: Keep = keep_all,
     device: str = "cuda",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Found:
     """GPU path: popcounts of packed words against h_min, block by block on ``device``."""
     import torch
 
@@ -166,5 +168,5 @@ def cuda_scan(
         where = torch.nonzero(block >= 0)
         g = block[where[:, 0], where[:, 1]]
         li, jj, g = (x.cpu().numpy() for x in (where[:, 0], where[:, 1], g))
-        found.append((r[li], cols[jj], g.astype(np.int64)))
+        found.append(keep(r[li], cols[jj], g.astype(np.int64)))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))

@@ -13,7 +13,7 @@ value at k = 4000 (it sums the pmf in a per-element loop), so ``upper_tail`` sum
 terms itself, for all values at once: the first term from a table of log-factorials,
 each next one by the pmf's ratio recurrence, always summing the smaller tail (away from
 the mode, where terms shrink geometrically) and stopping when a geometric bound on the
-rest is below 2^-60 of the sum. Per-pair p-values, few, use scipy's ``hypergeom.sf``.
+rest is below 2^-60 of the sum. Per-pair p-values, when few, use scipy's ``hypergeom.sf``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from memtail.stats import kernels
 _REST = 2.0**-60
 # Fewer tails than this are summed with numpy even when numba is installed.
 _COMPILED_MIN = 4096
+# Per-pair p-values come from scipy for up to this many distinct (n_in, S, hits).
+_SCIPY_MAX = 2**16
 # Cells per step of the (n_in, S) tables, bounding their temporaries to a few MB each.
 _CELLS = 2**20
 
@@ -91,12 +93,7 @@ def upper_tail(
     upper = h > mode
     x = np.where(upper, h, h - 1)
     # log P(H = x) = log C(c, x) + log C(k - c, n - x) - log C(k, n), from log t! values.
-    log_fact = gammaln(np.arange(k + 1, dtype=np.float64) + 1.0)
-    term = np.exp(
-        (log_fact[c] - log_fact[x] - log_fact[c - x])
-        + (log_fact[k - c] - log_fact[n - x] - log_fact[k - c - n + x])
-        - (log_fact[k] - log_fact[n] - log_fact[k - n])
-    )
+    term = _pmf(x, n, c, k, gammaln(np.arange(k + 1, dtype=np.float64) + 1.0))
     walk = (
         kernels.compiled() if compiled is None else (kernels.compiled(True) if compiled else None)
     )
@@ -106,6 +103,15 @@ def upper_tail(
         total = _tail_walk(term, x, n, c, upper, lo, hi, k)
     out[inside] = np.clip(np.where(upper, total, 1.0 - total), 0.0, 1.0)
     return out
+
+
+def _pmf(x: np.ndarray, n: np.ndarray, c: np.ndarray, k: int, log_fact: np.ndarray) -> np.ndarray:
+    """P(H = x) for x in the support, from the table log_fact[t] = log t!."""
+    return np.exp(
+        (log_fact[c] - log_fact[x] - log_fact[c - x])
+        + (log_fact[k - c] - log_fact[n - x] - log_fact[k - c - n + x])
+        - (log_fact[k] - log_fact[n] - log_fact[k - n])
+    )
 
 
 def _tail_walk(
@@ -151,6 +157,54 @@ def min_passing_table(u_n: np.ndarray, u_s: np.ndarray, k: int, threshold: float
     return table
 
 
+def tail_cut_table(u_n: np.ndarray, u_s: np.ndarray, k: int, level: float) -> np.ndarray:
+    """int32 table, (u_n.size, u_s.size): the smallest count h with P(H >= h) <= level.
+
+    A pair with hits_in >= the entry has a p-value of at most ``level`` (up to the ~1e-11
+    between ``upper_tail`` and scipy: callers give ``level`` that slack). Each entry starts
+    from the normal approximation's quantile, whose tail ``upper_tail`` sums, and steps
+    one count at a time (the tail changes by one pmf term per step) to the exact entry:
+    a step or two for most cells, all cells at once.
+    """
+    from scipy.special import gammaln, ndtri
+
+    log_fact = gammaln(np.arange(k + 1, dtype=np.float64) + 1.0)
+    z = ndtri(1.0 - level) if 0.0 < level < 1.0 else (np.inf if level <= 0.0 else -np.inf)
+    table = np.empty((u_n.size, u_s.size), dtype=np.int32)
+    step = max(1, _CELLS // max(1, u_s.size))
+    for a in range(0, u_n.size, step):
+        n, s = np.broadcast_arrays(
+            np.asarray(u_n[a : a + step, None], dtype=np.int64),
+            np.asarray(u_s[None, :], dtype=np.int64),
+        )
+        n, s = n.ravel(), s.ravel()
+        lo, hi = np.maximum(0, s - (k - n)), np.minimum(n, s)
+        share = s / k
+        sd = np.sqrt(n * share * (1.0 - share) * (k - n) / max(1, k - 1))
+        with np.errstate(invalid="ignore"):  # z infinite and sd 0 give NaN: the top
+            guess = np.nan_to_num(np.ceil(n * share + z * sd), nan=np.inf)
+        h = np.clip(guess, lo, hi + 1).astype(np.int64)
+        tail = upper_tail(h, n, s, k)
+        # Down while the count below also has a tail within the level ...
+        live = np.flatnonzero((tail <= level) & (h > lo))
+        while live.size:
+            below = tail[live] + _pmf(h[live] - 1, n[live], s[live], k, log_fact)
+            ok = below <= level
+            live = live[ok]
+            h[live] -= 1
+            tail[live] = below[ok]
+            live = live[h[live] > lo[live]]
+        # ... or up until the tail is within it (P(H >= hi + 1) = 0 always is).
+        live = np.flatnonzero(tail > level)
+        while live.size:
+            tail[live] = np.maximum(0.0, tail[live] - _pmf(h[live], n[live], s[live], k, log_fact))
+            h[live] += 1
+            tail[live[h[live] > hi[live]]] = 0.0
+            live = live[tail[live] > level]
+        table[a : a + step] = h.reshape(-1, u_s.size)
+    return table
+
+
 def expected_passes(
     u_n: np.ndarray,
     n_code: np.ndarray,
@@ -190,10 +244,13 @@ def expected_passes(
 
 
 def p_values(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
-    """P(H >= hits) per pair (scipy), computed once per distinct (n_in, s, hits)."""
+    """P(H >= hits) per pair, computed once per distinct (n_in, s, hits): by scipy for up
+    to ``_SCIPY_MAX`` distinct values, by ``upper_tail`` (~1e-11 from scipy, ~100x faster)
+    beyond, as false-discovery control collects every pair with a small p-value."""
     if hits.size == 0 or (k + 1) ** 3 >= 2**63:  # the key below would overflow
         return scipy_tail(hits, n_in, s, k)
     key = (n_in * (k + 1) + s) * (k + 1) + hits
     uniq, inverse = np.unique(key, return_inverse=True)
     u_hits, rest = uniq % (k + 1), uniq // (k + 1)
-    return scipy_tail(u_hits, rest // (k + 1), rest % (k + 1), k)[inverse]
+    tail = scipy_tail if uniq.size <= _SCIPY_MAX else upper_tail
+    return tail(u_hits, rest // (k + 1), rest % (k + 1), k)[inverse]

@@ -42,6 +42,12 @@ distinct (n_in, S) values, writing out only passing pairs. Without numba, and fo
 inputs, a numpy path forms G block by block with a float GEMM and applies the same table
 (both in ``scan``); on a GPU the popcount rule runs as a Triton kernel (``gpuscan``). All
 return the same pairs, counts and statistics.
+
+Each reported pair also gets a false-discovery q-value over every pair examined
+(``memtail.stats.fdr``): the bound table then also holds, per (n_in, S_j), the count at
+which the p-value drops to a cutoff c, the scans collect those pairs too, and a ``Tally``
+folds the ones the rule does not pass into counts by (n_in, S_j, hits_in), their
+p-values' only inputs, so that ranking all N p-values costs memory per distinct count.
 """
 
 from __future__ import annotations
@@ -53,17 +59,25 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
+from memtail.stats import fdr as fdr_control
 from memtail.stats import hypergeom, kernels
 from memtail.stats.bits import TrialBits, trial_words
 from memtail.stats.difference import Estimate, difference, indicator, readonly
 from memtail.stats.intervals import z_for
-from memtail.stats.scan import dense, gemm_scan, kernel_scan
+from memtail.stats.scan import Tally, dense, gemm_scan, kernel_scan
 
 __all__ = ["InfluencePairs", "influence_dense", "influence_pairs"]
 
 # backend="auto" runs the compiled kernel from this many pair-words on (pairs x uint64
 # words per example); below it the numpy path is as fast and needs no compiled code.
 _KERNEL_MIN_WORK = 2**24
+# q-values are exact up to this (``memtail.stats.fdr``), or up to the FDR level asked for
+# if larger, unless the null alone would collect more than _COLLECT_BUDGET pairs.
+Q_EXACT_BELOW = 0.1
+_COLLECT_BUDGET = 2**24
+# The scan's p-value table comes from ``hypergeom.upper_tail``, pairs' p-values from scipy;
+# they differ by ~1e-11 relative, so the table is cut a little above the level.
+_TABLE_SLACK = 1e-6
 Trials = ArrayLike | TrialBits
 
 
@@ -126,12 +140,15 @@ class InfluencePairs:
     acc_in: np.ndarray
     acc_out: np.ndarray
     p_value: np.ndarray  # P(H >= hits_in), H hypergeometric: exact one-sided, no influence
+    q_value: np.ndarray  # BH (or BY) q-value over all pairs examined (``memtail.stats.fdr``)
     n_in: np.ndarray
     n_out: np.ndarray
     n_trials: int
     confidence: float
     pairs_examined: int  # defined pairs tested after the same-class filter
     expected_null_passes: float  # passes expected if nothing influenced anything
+    q_exact_below: float  # q-values up to this are exact, above it upper bounds
+    fdr_method: str  # "bh" or "by"
 
     def __len__(self) -> int:
         return int(self.train_index.size)
@@ -160,6 +177,9 @@ def influence_pairs(
     block_rows: int | None = None,
     backend: Literal["auto", "numba", "numpy", "cuda"] = "auto",
     device: str = "cuda",
+    fdr: float = 0.0,
+    fdr_method: fdr_control.Method = "bh",
+    q_values: bool = True,
 ) -> InfluencePairs:
     """Pairs with infl(i, j) >= threshold (and equal labels if ``same_class``).
 
@@ -172,6 +192,11 @@ def influence_pairs(
     ``memtail.stats.gpuscan``), or "auto" (numba when installed and the input is large); all
     give identical results. Train examples in no trial's subset, or in all
     of them, have no estimate and are not examined.
+
+    Each pair gets a ``fdr_method`` q-value over all pairs examined, exact up to
+    ``q_exact_below``: ``Q_EXACT_BELOW`` or ``fdr`` (the level the caller will report
+    at), whichever is larger (``memtail.stats.fdr``). ``q_values=False`` (only with
+    ``fdr=0``) skips them: q is NaN, and the scan collects no pair the rule does not pass.
     """
     m, t = _trials(masks, test_correct)
     z_for(confidence)
@@ -182,6 +207,13 @@ def influence_pairs(
         if isinstance(block_rows, bool) or int(block_rows) != block_rows or block_rows < 1:
             raise ValueError(f"block_rows must be a positive integer or None; got {block_rows!r}")
         block_rows = int(block_rows)
+    fdr = float(fdr)
+    if not 0.0 <= fdr < 1.0:
+        raise ValueError(f"fdr must be in [0, 1), e.g. 0.1 (0: no level); got {fdr}")
+    if fdr and not q_values:
+        raise ValueError("fdr needs q-values: leave q_values=True or set fdr=0")
+    if fdr_method not in fdr_control.METHODS:
+        raise ValueError(f'fdr_method must be "bh" or "by"; got {fdr_method!r}')
     if backend not in ("auto", "numba", "numpy", "cuda"):
         raise ValueError(f'backend must be "auto", "numba", "numpy" or "cuda"; got {backend!r}')
     k = m.n_trials if isinstance(m, TrialBits) else m.shape[0]
@@ -210,6 +242,13 @@ def influence_pairs(
     n_codes[rows_ok] = n_code
     u_s, s_codes = np.unique(s, return_inverse=True)
     h_min = hypergeom.min_passing_table(u_n, u_s, k, threshold)
+    # The scan also collects every pair with p <= cutoff, for the q-values' ranks.
+    cutoff = max(fdr, min(Q_EXACT_BELOW, _COLLECT_BUDGET / max(1, pairs_examined)))
+    h_scan = (
+        np.minimum(h_min, hypergeom.tail_cut_table(u_n, u_s, k, cutoff * (1 + _TABLE_SLACK)))
+        if q_values
+        else h_min
+    )
 
     if backend == "auto":
         work = pairs_examined * trial_words(k)
@@ -224,7 +263,10 @@ def influence_pairs(
         find = functools.partial(cuda_scan, device=device)
     else:
         find = kernel_scan if backend == "numba" else gemm_scan
-    found = [find(m, t, rows, cols, n_codes, s_codes, h_min, block_rows) for rows, cols in groups]
+    tally = Tally(h_min, n_codes, s_codes, k)
+    found = [
+        find(m, t, rows, cols, n_codes, s_codes, h_scan, block_rows, tally) for rows, cols in groups
+    ]
     tr, te, h_in = (
         (np.concatenate(parts) for parts in zip(*found, strict=True))
         if found
@@ -232,15 +274,36 @@ def influence_pairs(
     )
     order = np.lexsort((te, tr))
     tr, te, h_in = tr[order], te[order], h_in[order].astype(np.int64)
+    # Every examined pair with p <= cutoff: the reported ones and the tallied ones, their
+    # p-values from one call (the same tail function for all; 1 for a constant test).
+    t_n, t_s, t_h, t_count = tally.counts()
+    p_both = hypergeom.p_values(
+        np.concatenate([h_in, t_h]),
+        np.concatenate([n_in[tr], u_n[t_n]]),
+        np.concatenate([s[te], u_s[t_s]]),
+        k,
+    )
+    p_value, p_tally = p_both[: h_in.size], p_both[h_in.size :]
+    small = p_tally <= cutoff
+    p_small = np.concatenate(
+        [p_value[p_value <= cutoff], np.repeat(p_tally[small], t_count[small])]
+    )
+    q_value = (
+        fdr_control.q_values(p_value, p_small, pairs_examined, cutoff, fdr_method)
+        if q_values
+        else np.full(p_value.shape, np.nan)
+    )
     pair_n_in = n_in[tr]
     stats = difference(pair_n_in, h_in, k - pair_n_in, s[te] - h_in, confidence)
-    p_value = hypergeom.p_values(h_in, pair_n_in, s[te], k)  # 1 for a constant test example
     del stats["defined"]  # every reported pair is defined
     stats["infl"] = stats.pop("value")
     return InfluencePairs(
         train_index=readonly(tr),
         test_index=readonly(te),
         p_value=readonly(p_value),
+        q_value=readonly(q_value),
+        q_exact_below=float(cutoff) if q_values else 0.0,
+        fdr_method=fdr_method,
         n_in=readonly(pair_n_in),
         n_out=readonly(k - pair_n_in),
         n_trials=k,

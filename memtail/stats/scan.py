@@ -3,7 +3,9 @@
 ``memtail.stats.influence.influence_pairs`` reduces the rule infl(i, j) >= threshold to an
 integer one, G[i, j] >= h_min[code(n_in(i)), code(S_j)], where G = M^T T counts the
 trials whose subset held train example i and whose model got test example j right.
-Two scans apply it to the pairs rows x cols, each returning the passing (i, j, G):
+Two scans apply it to the pairs rows x cols, each returning the passing (i, j, G), after
+an optional per-block ``keep`` (``Tally``: folds pairs collected only for their p-values
+into counts, so that they cost memory per distinct count, not per pair):
 
 * ``gemm_scan`` (numpy): G block by block as a float GEMM of 0/1 matrices, then the
   comparison; memory is bounded by the block.
@@ -12,6 +14,8 @@ Two scans apply it to the pairs rows x cols, each returning the passing (i, j, G
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,6 +29,53 @@ _BLOCK_BYTES = 64 * 2**20
 _FLOAT32_EXACT = 2**24
 # Threshold that no count reaches: padded rows and columns of a kernel block use it.
 _NEVER = np.iinfo(np.int32).max
+
+Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # train index, test index, G
+Keep = Callable[[np.ndarray, np.ndarray, np.ndarray], Found]
+
+
+def keep_all(i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
+    return i, j, g
+
+
+class Tally:
+    """A scan's per-block ``keep``: pairs that pass the rule table ``h_min`` go on as they
+    are; the others (collected because their p-value is small) are counted by their
+    (code of n_in, code of S, G), the only things their p-values depend on."""
+
+    def __init__(self, h_min: np.ndarray, n_codes: np.ndarray, s_codes: np.ndarray, k: int):
+        self._h_min, self._n_codes, self._s_codes, self._k = h_min, n_codes, s_codes, k
+        self._keys: list[np.ndarray] = []
+        self._counts: list[np.ndarray] = []
+        self._size = self._merged = 0
+
+    def __call__(self, i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
+        nc, sc = self._n_codes[i], self._s_codes[j]
+        passed = g >= self._h_min[nc, sc]
+        rest = ~passed
+        key = (nc[rest].astype(np.int64) * self._h_min.shape[1] + sc[rest]) * (self._k + 1)
+        keys, counts = np.unique(key + g[rest], return_counts=True)
+        self._keys.append(keys)
+        self._counts.append(counts)
+        self._size += keys.size
+        if self._size > 4 * max(self._merged, 2**16):  # merge now and then: memory stays
+            self._merge()  # near the distinct counts, the time near linear
+        return i[passed], j[passed], g[passed]
+
+    def _merge(self) -> None:
+        keys = np.concatenate(self._keys) if self._keys else np.zeros(0, dtype=np.int64)
+        counts = np.concatenate(self._counts) if self._counts else np.zeros(0, dtype=np.int64)
+        uniq, at = np.unique(keys, return_inverse=True)
+        self._keys, self._counts = [uniq], [np.bincount(at, weights=counts).astype(np.int64)]
+        self._size = self._merged = uniq.size
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(code of n_in, code of S, G, number of pairs) of every pair not passed on."""
+        self._merge()
+        keys, counts = self._keys[0], self._counts[0]
+        g, cell = keys % (self._k + 1), keys // (self._k + 1)
+        width = self._h_min.shape[1]
+        return cell // width, cell % width, g, counts
 
 
 def dense(x: np.ndarray | TrialBits, index: np.ndarray | None = None) -> np.ndarray:
@@ -43,7 +94,8 @@ def gemm_scan(
     s_codes: np.ndarray,
     h_min: np.ndarray,
     block_rows: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    keep: Keep = keep_all,
+) -> Found:
     """numpy path: G block by block as a float GEMM, then G >= h_min. Returns (i, j, G)."""
     k = m.n_trials if isinstance(m, TrialBits) else m.shape[0]
     dtype = np.float32 if k < _FLOAT32_EXACT else np.float64
@@ -56,7 +108,7 @@ def gemm_scan(
         # Exact integer counts (see _FLOAT32_EXACT), compared as integers.
         g = (dense(m, r).T.astype(dtype) @ t_cols).astype(np.int64)
         ii, jj = np.nonzero(g >= h_min[n_codes[r][:, None], col_codes])
-        found.append((r[ii], cols[jj], g[ii, jj]))
+        found.append(keep(r[ii], cols[jj], g[ii, jj]))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
 
 
@@ -69,7 +121,8 @@ def kernel_scan(
     s_codes: np.ndarray,
     h_min: np.ndarray,
     block_rows: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    keep: Keep = keep_all,
+) -> Found:
     """Compiled path: popcounts of packed words against h_min, G never formed."""
     compiled = kernels.compiled(required=True)
     n_cols = -(-cols.size // compiled.LANES) * compiled.LANES
@@ -99,5 +152,5 @@ def kernel_scan(
             a_words[:used], a_code, bt, thr, out_j[:used], out_g[:used], counts[:used]
         )
         li, jj, g = compiled.compact(out_j[:used], out_g[:used], counts[:used])
-        found.append((r[li], cols[jj], g))
+        found.append(keep(r[li], cols[jj], g.astype(np.int64)))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))

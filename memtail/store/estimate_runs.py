@@ -211,6 +211,7 @@ def _influence_rows(experiment_id: int, pairs: InfluencePairs) -> list[dict]:
         "ci_low": _nullable(pairs.ci_low),
         "ci_high": _nullable(pairs.ci_high),
         "p_value": _nullable(pairs.p_value),
+        "q_value": _nullable(pairs.q_value),
         "acc_in": _nullable(pairs.acc_in),
         "acc_out": _nullable(pairs.acc_out),
         "n_in": pairs.n_in.tolist(),
@@ -263,6 +264,7 @@ def replace(
                 influence_rows=len(rows),
                 pairs_examined=pairs.pairs_examined,
                 expected_false_pairs=pairs.expected_null_passes,
+                q_exact_below=pairs.q_exact_below,
                 rules=rules,
             )
         )

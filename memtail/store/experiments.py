@@ -179,6 +179,7 @@ def _insert(
             infl_threshold=est.infl_threshold,
             same_class=est.same_class,
             confidence=est.confidence,
+            fdr=est.fdr or None,
         )
         .returning(experiments.c.id)
     ).scalar_one()

@@ -29,9 +29,13 @@ class PairSummary:
     influence_rows: int  # pairs with infl >= the threshold, any class and mem
     expected_false_pairs: float  # of those, how many chance alone would give
     pairs_examined: int  # every (train, test) pair the estimator tested
+    fdr_level: float  # the false-discovery rate asked about below
+    #: Of ``pairs``, those with a q-value at most ``fdr_level``: a set whose expected share
+    #: of chance pairs is at most the level. None for estimates made before q-values.
+    fdr_pairs: int | None
 
 
-def pair_summary(engine: Engine, experiment_id: int) -> PairSummary | None:
+def pair_summary(engine: Engine, experiment_id: int, fdr_level: float = 0.1) -> PairSummary | None:
     """None before the first estimate."""
     run = latest_run(engine, experiment_id)
     if run is None:
@@ -44,11 +48,15 @@ def pair_summary(engine: Engine, experiment_id: int) -> PairSummary | None:
         .subquery()
     )
     with transaction(engine, readonly=True) as conn:
-        pairs, tests, trains = conn.execute(
+        pairs, tests, trains, with_q, below = conn.execute(
             sa.select(
                 sa.func.count(),
                 sa.func.count(sa.distinct(mine.c.test_index)),
                 sa.func.count(sa.distinct(mine.c.train_index)),
+                sa.func.count(mine.c.q_value),
+                sa.func.coalesce(
+                    sa.func.sum(sa.case((mine.c.q_value <= fdr_level, 1), else_=0)), 0
+                ),
             )
         ).one()
         single = conn.execute(
@@ -63,6 +71,8 @@ def pair_summary(engine: Engine, experiment_id: int) -> PairSummary | None:
         influence_rows=int(run.influence_rows or 0),
         expected_false_pairs=float(run.expected_false_pairs or 0.0),
         pairs_examined=int(run.pairs_examined or 0),
+        fdr_level=float(fdr_level),
+        fdr_pairs=int(below) if with_q == pairs else None,
     )
 
 

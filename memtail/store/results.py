@@ -19,7 +19,7 @@ from memtail.store.engine import transaction
 from memtail.store.experiments import Experiment, labels
 from memtail.store.tables import estimate_runs, examples, memorization
 
-#: The ``high_influence_pairs`` view (migration 0001), as a selectable.
+#: The ``high_influence_pairs`` view (migrations 0001 and 0012), as a selectable.
 PAIRS_VIEW = sa.table(
     "high_influence_pairs",
     *(
@@ -35,6 +35,7 @@ PAIRS_VIEW = sa.table(
             "infl_ci_low",
             "infl_ci_high",
             "p_value",
+            "q_value",
         )
     ),
 )
@@ -64,6 +65,8 @@ class InfluencePair:
     infl: float
     infl_ci_low: float
     infl_ci_high: float
+    #: BH q-value over every pair examined; None for estimates made before q-values.
+    q_value: float | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class EstimateRun:
     influence_rows: int
     pairs_examined: int
     expected_false_pairs: float
+    #: q-values up to this are exact (None: estimated before q-values existed).
+    q_exact_below: float | None
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
@@ -171,6 +176,7 @@ def high_influence_pairs(
                 v.infl,
                 v.infl_ci_low,
                 v.infl_ci_high,
+                v.q_value,
             )
             .where(v.experiment_id == experiment_id)
             .order_by(v.infl.desc(), v.train_index, v.test_index)
@@ -198,6 +204,7 @@ def latest_run(engine: Engine, experiment_id: int) -> EstimateRun | None:
                 estimate_runs.c.influence_rows,
                 estimate_runs.c.pairs_examined,
                 estimate_runs.c.expected_false_pairs,
+                estimate_runs.c.q_exact_below,
             )
             .where(
                 estimate_runs.c.experiment_id == experiment_id,
@@ -223,6 +230,11 @@ def memorization_values(engine: Engine, experiment_id: int) -> MemorizationValue
     return MemorizationValues(*columns)
 
 
+def _floats(values: tuple) -> np.ndarray:
+    """A nullable column as float64, NULL as NaN."""
+    return np.array([np.nan if x is None else x for x in values], dtype=np.float64)
+
+
 def estimate_arrays(engine: Engine, experiment: Experiment) -> dict[str, np.ndarray]:
     """The experiment's current estimates in the layout of Feldman & Zhang's released files
     (``memtail.views.export``); undefined estimates are NaN."""
@@ -246,7 +258,14 @@ def estimate_arrays(engine: Engine, experiment: Experiment) -> dict[str, np.ndar
         ).all()
         pairs = conn.execute(
             sa.select(
-                v.train_index, v.test_index, v.infl, v.mem, v.infl_ci_low, v.infl_ci_high, v.p_value
+                v.train_index,
+                v.test_index,
+                v.infl,
+                v.mem,
+                v.infl_ci_low,
+                v.infl_ci_high,
+                v.p_value,
+                v.q_value,
             )
             .where(v.experiment_id == experiment.id)
             .order_by(v.train_index, v.test_index)
@@ -257,7 +276,7 @@ def estimate_arrays(engine: Engine, experiment: Experiment) -> dict[str, np.ndar
         low[i] = np.nan if row.ci_low is None else row.ci_low
         high[i] = np.nan if row.ci_high is None else row.ci_high
         n_in[i], n_out[i] = row.n_in, row.n_out
-    columns = list(zip(*pairs, strict=True)) if pairs else [()] * 7
+    columns = list(zip(*pairs, strict=True)) if pairs else [()] * 8
     return {
         "tr_labels": labels(engine, experiment.id, "train"),
         "tt_labels": labels(engine, experiment.id, "test"),
@@ -272,7 +291,6 @@ def estimate_arrays(engine: Engine, experiment: Experiment) -> dict[str, np.ndar
         "mem": np.array(columns[3], dtype=np.float64),
         "infl_ci_low": np.array(columns[4], dtype=np.float64),
         "infl_ci_high": np.array(columns[5], dtype=np.float64),
-        "infl_p_value": np.array(
-            [np.nan if p is None else p for p in columns[6]], dtype=np.float64
-        ),
+        "infl_p_value": _floats(columns[6]),
+        "infl_q_value": _floats(columns[7]),
     }

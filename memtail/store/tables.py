@@ -63,6 +63,12 @@ experiments = sa.Table(
     sa.Column("infl_threshold", sa.Float, nullable=False, server_default="0.15"),
     sa.Column("same_class", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("confidence", sa.Float, nullable=False, server_default="0.95"),
+    sa.Column(
+        "fdr",
+        sa.Float,
+        nullable=True,
+        comment="high_influence_pairs keeps pairs with q_value <= this; NULL: no level",
+    ),
     sa.Column("stop_reason", sa.Text, nullable=True, comment="why its rules stopped it"),
     sa.CheckConstraint(one_of("status", ExperimentStatus), name="status"),
     sa.CheckConstraint(one_of("kind", ExperimentKind), name="kind"),
@@ -220,6 +226,7 @@ influence = sa.Table(
     sa.Column("ci_low", sa.Float, nullable=True),
     sa.Column("ci_high", sa.Float, nullable=True),
     sa.Column("p_value", sa.Float, nullable=True, comment="one-sided test of infl <= 0"),
+    sa.Column("q_value", sa.Float, nullable=True, comment="BH/BY q-value over pairs examined"),
     sa.Column("n_in", sa.Integer, nullable=False),
     sa.Column("n_out", sa.Integer, nullable=False),
     sa.Column("acc_in", sa.Float, nullable=True),
@@ -255,6 +262,12 @@ estimate_runs = sa.Table(
         comment="pairs expected to pass the threshold if nothing influenced anything",
     ),
     sa.Column("rules", JSON, nullable=True, comment="stopping rules' values"),
+    sa.Column(
+        "q_exact_below",
+        sa.Float,
+        nullable=True,
+        comment="q-values up to this are exact, above it upper bounds",
+    ),
     sa.Column("error", sa.Text, nullable=True),
     sa.CheckConstraint(one_of("status", EstimateRunStatus), name="status"),
     # Freshness lookups: the latest run of one experiment.

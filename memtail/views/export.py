@@ -61,6 +61,7 @@ def export_tables(
             "infl_ci_low": a["infl_ci_low"],
             "infl_ci_high": a["infl_ci_high"],
             "p_value": a["infl_p_value"],
+            "q_value": a["infl_q_value"],
         },
     }
     folder = Path(folder)

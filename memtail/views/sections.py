@@ -81,10 +81,26 @@ def pairs_table(found: Findings) -> Section | None:
         "pairs-table",
         "High-influence pairs",
         f"Pairs with mem >= {rule.mem_threshold:g}, infl >= {rule.infl_threshold:g} and the "
-        "same label (the paper's rule), over how many examples, and what chance explains.",
+        "same label (the paper's rule"
+        + (f", and a q-value <= {rule.fdr:g}" if rule.fdr else "")
+        + "), over how many examples, and what chance explains. A q-value is the "
+        f"Benjamini-{'Yekutieli' if rule.fdr_method == 'by' else 'Hochberg'} false-discovery "
+        "rate over every pair examined: of the pairs with q <= 0.1, at most 10% are expected "
+        "to be chance.",
         q.trials,
         numbers=[
             Number("high-influence pairs", str(q.pairs), "pairs"),
+            *(
+                []
+                if q.fdr_pairs is None or rule.fdr
+                else [
+                    Number(
+                        f"of those, with q-value <= {q.fdr_level:g}",
+                        str(q.fdr_pairs),
+                        "fdr-pairs",
+                    )
+                ]
+            ),
             Number("distinct test examples with such a pair", str(q.test_examples), "pair-tests"),
             Number(
                 "test examples with exactly one influencer",

@@ -104,7 +104,10 @@ def stopping_lines(p: Progress) -> list[str]:
 def pairs_count(p: Progress) -> str:
     """The high-influence pairs with what chance alone explains, e.g. "12 high-influence
     pairs; of the 567 pairs with infl >= 0.15, 496.0 are expected by chance alone"."""
+    fdr = p.experiment.spec.estimate.fdr
     text = f"{p.pairs} high-influence pairs"
+    if fdr:
+        text += f" (the paper's rule, and q-value <= {fdr:g})"
     if p.influence_rows is not None and p.expected_false_pairs is not None:
         text += (
             f"; of the {p.influence_rows} pairs with infl >= "
@@ -157,14 +160,24 @@ def format_top(rows: list[MemorizedExample], confidence: float = 0.95) -> str:
     return "\n".join(out)
 
 
-def format_pairs(rows: list[InfluencePair]) -> str:
+def format_pairs(rows: list[InfluencePair], q_exact_below: float | None = None) -> str:
+    """The pairs as a table; a q-value above ``q_exact_below`` (where stored q-values are
+    upper bounds) shows as "> cutoff"."""
     if not rows:
         return "no high-influence pairs (yet)"
-    out = [f"{'train':>7} {'test':>6} {'label':>5} {'mem':>6} {'infl':>6}  95% interval"]
+    out = [
+        f"{'train':>7} {'test':>6} {'label':>5} {'mem':>6} {'infl':>6}  95% interval     {'q':>8}"
+    ]
     for r in rows:
+        if r.q_value is None:
+            q = "-"
+        elif q_exact_below is not None and r.q_value > q_exact_below:
+            q = f">{q_exact_below:g}"
+        else:
+            q = f"{r.q_value:.2g}"
         out.append(
             f"{r.train_index:>7} {r.test_index:>6} {r.train_label:>5} {r.mem:>6.3f} "
-            f"{r.infl:>6.3f}  [{r.infl_ci_low:6.3f}, {r.infl_ci_high:6.3f}]"
+            f"{r.infl:>6.3f}  [{r.infl_ci_low:6.3f}, {r.infl_ci_high:6.3f}] {q:>8}"
         )
     return "\n".join(out)
 

@@ -121,6 +121,8 @@ def _run(
             confidence=rule.confidence,
             backend=backend,
             device=scan_device,
+            fdr=rule.fdr,
+            fdr_method=rule.fdr_method,
         )
         if experiment.spec.stopping.active:
             decision = stopping.decide(experiment, mem, outcomes, y, final=final)

@@ -80,6 +80,8 @@ def pairs_jaccard(
             mem_threshold=rule.mem_threshold,
             infl_threshold=rule.infl_threshold,
             confidence=rule.confidence,
+            fdr=rule.fdr,
+            fdr_method=rule.fdr_method,
         )
         for h in (first, second)
     ]

@@ -92,6 +92,8 @@ FIELDS = [
     ("subset_fraction", float("nan"), "spec field 'subset_fraction'"),
     ("estimate.confidence", float("nan"), "spec field 'estimate.confidence'"),
     ("estimate.infl_threshold", float("inf"), "spec field 'estimate.infl_threshold'"),
+    ("estimate.fdr", float("nan"), "spec field 'estimate.fdr': must be in [0, 1)"),
+    ("estimate.fdr_method", "holm", "spec field 'estimate.fdr_method': choose one of bh, by"),
 ]
 
 
@@ -182,6 +184,16 @@ def test_settings_and_arguments_that_cannot_work(
         port = str(taken.getsockname()[1])
         _refused(capsys, main(["--database-url", sqlite_url, "dashboard", "--port", port]),
                  f"cannot listen on 127.0.0.1:{port}", "choose another with --port")  # fmt: skip
+    # --fdr is estimate.fdr: checked like the spec field, stored on the experiment.
+    _refused(capsys, main([*create, str(spec), "--fdr", "1.5"]), "spec field 'estimate.fdr'")
+    assert _rows(sqlite_url) == 0
+    assert main([*create, str(spec), "--fdr", "0.2"]) == 0
+    engine = make_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT fdr FROM experiments")).scalar_one() == 0.2
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.postgres

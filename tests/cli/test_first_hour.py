@@ -155,6 +155,17 @@ def test_results_come_as_json_and_csv(ran: tuple[Path, subprocess.CompletedProce
     assert len(pairs) == min(count, 1000)
     if pairs:
         assert float(pairs[0]["infl"]) >= 0.15 and pairs[0]["train_label"] == pairs[0]["test_label"]
+    # Every pair carries its q-value over all pairs examined, as stored.
+    stored_q = dict(
+        ((i, j), q)
+        for i, j, q in db_rows(
+            folder, "SELECT train_index, test_index, q_value FROM high_influence_pairs"
+        )
+    )
+    assert {(int(r["train_index"]), int(r["test_index"])): float(r["q_value"]) for r in pairs} == {
+        key: stored_q[key] for key in ((int(r["train_index"]), int(r["test_index"])) for r in pairs)
+    }
+    assert all(0 < q <= 1 for q in stored_q.values())
     (status,) = json.loads(memtail(folder, "status", "--format", "json").stdout)
     assert (status["experiment"], status["succeeded"], status["status"]) == (
         "digits-mlp",
@@ -188,6 +199,7 @@ def test_export_as_csv_and_parquet(ran: tuple[Path, subprocess.CompletedProcess]
             pair_rows = pq.read_table(out / "pairs.parquet").to_pylist()
         assert np.allclose(mem, arrays["tr_mem"], equal_nan=True)
         assert [int(r["train_index"]) for r in pair_rows] == arrays["tr_idx"].tolist()
+        assert np.allclose([float(r["q_value"]) for r in pair_rows], arrays["infl_q_value"])
 
 
 def test_status_watch_into_a_pipe_writes_no_screen_codes(

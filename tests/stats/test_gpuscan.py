@@ -21,7 +21,17 @@ from memtail.stats.bits import TrialBits
 from memtail.stats.influence import influence_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = ("train_index", "test_index", "infl", "std_err", "ci_low", "ci_high", "p_value", "n_in")
+FIELDS = (
+    "train_index",
+    "test_index",
+    "infl",
+    "std_err",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "q_value",
+    "n_in",
+)
 
 # Shapes that are not multiples of a tile or a word, several blocks, same-class groups,
 # and a planted column that copies a train row (so that some pairs pass).
@@ -43,7 +53,7 @@ _INTERPRETED = textwrap.dedent(
                   same_class=same_class, block_rows=block_rows)
         a = influence_pairs(m, t, backend="numpy", **kw)
         b = influence_pairs(m, t, backend="cuda", device="cpu", **kw)
-        fields = ("train_index", "test_index", "infl", "ci_low", "p_value", "n_in")
+        fields = ("train_index", "test_index", "infl", "ci_low", "p_value", "q_value", "n_in")
         assert len(a) > 0, "the planted pairs must pass"
         for f in fields:
             assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), (k, f)

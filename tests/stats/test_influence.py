@@ -340,7 +340,7 @@ def test_kernel_and_numpy_paths_equal_filtered_dense(
             want = getattr(dense, "value" if name == "infl" else name)[i, j]
             assert np.array_equal(getattr(ref, name), want), name
         for run in runs:
-            for name in (*PAIR_FIELDS, "train_index", "test_index", "p_value"):
+            for name in (*PAIR_FIELDS, "train_index", "test_index", "p_value", "q_value"):
                 assert np.array_equal(getattr(run, name), getattr(ref, name)), name
             assert run.pairs_examined == ref.pairs_examined == int(examined.sum())
             assert run.expected_null_passes == ref.expected_null_passes

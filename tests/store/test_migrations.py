@@ -12,6 +12,7 @@ from alembic.migration import MigrationContext
 from memtail.store import migrate
 from memtail.store.engine import make_engine
 from memtail.store.tables import metadata
+from tests.conftest import analyst_role
 
 TABLES = {
     "experiments",
@@ -135,3 +136,25 @@ def test_check_constraints_admit_exactly_the_status_enums(engine: sa.Engine) -> 
                 assert conn.execute(sa.update(table).where(row).values(status=value)).rowcount
         with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
             conn.execute(sa.update(table).where(row).values(status="bogus"))
+
+
+@pytest.mark.postgres
+def test_the_pairs_view_keeps_its_readers_across_the_q_value_revision(pg_empty_url: str) -> None:
+    # Revision 0012 replaces high_influence_pairs in place (grants kept); its downgrade
+    # drops and recreates it, and gives the database's analysts their SELECT back.
+    def columns_as_analyst() -> list[str]:
+        engine = make_engine(pg_empty_url)
+        try:
+            with engine.connect() as conn:
+                database = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+                conn.execute(sa.text(f'SET ROLE "{analyst_role(database)}"'))
+                return list(conn.execute(sa.text("SELECT * FROM high_influence_pairs")).keys())
+        finally:
+            engine.dispose()
+
+    migrate.upgrade(pg_empty_url)
+    assert columns_as_analyst()[-1] == "q_value"
+    migrate.downgrade(pg_empty_url, "0011")
+    assert "q_value" not in columns_as_analyst()
+    migrate.upgrade(pg_empty_url)
+    assert columns_as_analyst()[-1] == "q_value"

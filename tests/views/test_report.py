@@ -73,6 +73,11 @@ def _check_experiment_numbers(page: object, folder: Path, name: str) -> None:
         "WHERE experiment_id = ? GROUP BY test_index HAVING count(*) = 1)",
         eid,
     )
+    ((below_level,),) = sql(
+        folder,
+        "SELECT count(*) FROM high_influence_pairs WHERE experiment_id = ? AND q_value <= 0.1",
+        eid,
+    )
     ((top,),) = sql(folder, "SELECT max(mem) FROM memorization WHERE experiment_id = ?", eid)
     assert metric(page, name, "card", "target-trials") == str(k)
     assert metric(page, name, "card", "trials-succeeded") == str(succeeded)
@@ -84,6 +89,7 @@ def _check_experiment_numbers(page: object, folder: Path, name: str) -> None:
     assert metric(page, name, "pairs-table", "single-influencer") == str(single)
     assert metric(page, name, "pairs-table", "influence-rows") == str(influence_rows)
     assert metric(page, name, "pairs-table", "expected-false") == f"{expected_false:.1f}"
+    assert metric(page, name, "pairs-table", "fdr-pairs") == str(below_level)
     assert metric(page, name, "examples", "top-mem") == f"{top:.3f}"
     # Every section that counts trials says how many are behind it.
     badges = page.eval_on_selector_all(

@@ -12,10 +12,19 @@ from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import MemCounts
 from memtail.stats.memorization import memorization as memorization_estimate
 from memtail.store import estimate_runs as run_store
+from memtail.store.experiments import create_experiment
 from memtail.store.outcomes import load_outcomes
 from memtail.store.tables import estimate_runs, experiments, influence, memorization
 from memtail.work import estimator
-from tests.helpers import make_experiment, run_all_trials
+from tests.helpers import (
+    N_TEST,
+    N_TRAIN,
+    make_experiment,
+    run_all_trials,
+    store_planted,
+    tiny_examples,
+    tiny_spec,
+)
 
 
 def _table(engine: Engine, table: sa.Table, order: str) -> list[sa.Row]:
@@ -109,6 +118,37 @@ def test_high_influence_pairs_view_applies_the_papers_rule(engine: Engine) -> No
         assert row.train_label == row.test_label and row.experiment == "tiny"
         assert row.mem >= 0.25 and row.infl >= 0.1
         assert row.train_source == f"train-{row.train_index}.png"
+
+
+def test_a_false_discovery_level_keeps_only_pairs_under_it(engine: Engine) -> None:
+    # Two experiments with the same subsets and outcomes (same seed, planted influence of
+    # train example 0), one with estimate.fdr = 0.05: its view is the other's rows with a
+    # q-value at most 0.05, the planted pairs among them, the chance pairs not.
+    names = {"open": 0.0, "strict": 0.05}
+    for name, fdr in names.items():
+        exp = create_experiment(
+            engine,
+            tiny_spec(name, trials_=60, infl_threshold=0.1, fdr=fdr),
+            tiny_examples(N_TRAIN, N_TEST),
+        ).experiment
+        store_planted(engine, exp)
+        estimator.estimate_experiment(engine, exp.id)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT experiment, train_index, test_index, q_value FROM high_influence_pairs "
+                "ORDER BY experiment, train_index, test_index"
+            )
+        ).all()
+        stored = conn.execute(sa.select(influence.c.q_value, influence.c.p_value)).all()
+        runs = conn.execute(sa.select(estimate_runs.c.q_exact_below)).scalars().all()
+        fdr = dict(conn.execute(sa.select(experiments.c.name, experiments.c.fdr)).all())
+    assert fdr == {"open": None, "strict": 0.05} and runs == [0.1, 0.1]
+    assert all(0 < r.p_value <= r.q_value <= 1 for r in stored)
+    view = {name: [r[1:] for r in rows if r.experiment == name] for name in names}
+    assert view["strict"] == [r for r in view["open"] if r[2] <= 0.05]
+    assert {r[0] for r in view["strict"]} == {0}  # only the planted influencer survives
+    assert len(view["strict"]) >= 2 and len(view["open"]) > len(view["strict"])
 
 
 def test_crash_mid_replacement_keeps_previous_estimate(

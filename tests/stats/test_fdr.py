@@ -1,0 +1,154 @@
+"""False-discovery control for influence pairs (memtail.stats.fdr), against scipy's
+procedure applied to every pair's p-value, and in simulations with planted true pairs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import false_discovery_control
+from scipy.stats import hypergeom as scipy_hypergeom
+
+from memtail.stats import influence
+from memtail.stats.fdr import q_values
+from memtail.stats.hypergeom import tail_cut_table
+from memtail.stats.influence import influence_dense, influence_pairs
+
+
+def planted(rng: np.random.Generator, k: int = 120, n: int = 60, n_test: int = 40):
+    """Random 0.7-subsets, test columns of mixed accuracy, four test examples driven by
+    train examples 1, 3, 5, 7 (true pairs)."""
+    masks = np.zeros((k, n), dtype=bool)
+    for t in range(k):
+        masks[t, rng.choice(n, int(0.7 * n), replace=False)] = True
+    test_correct = rng.random((k, n_test)) < rng.uniform(0.1, 0.9, n_test)
+    for i, j in ((1, 2), (3, 4), (5, 6), (7, 8)):
+        test_correct[:, j] = rng.random(k) < np.where(masks[:, i], 0.95, 0.3)
+    return masks, test_correct
+
+
+def every_q(masks: np.ndarray, test_correct: np.ndarray, method: str) -> np.ndarray:
+    """scipy's procedure over the p-values of every train x test pair, as a matrix."""
+    k = masks.shape[0]
+    hits = influence_dense(masks, test_correct).hits_in
+    n_in = np.broadcast_to(masks.sum(axis=0)[:, None], hits.shape)
+    s = np.broadcast_to(test_correct.sum(axis=0)[None, :], hits.shape)
+    p = np.clip(scipy_hypergeom.sf(hits - 1, k, s, n_in), 0.0, 1.0)
+    return false_discovery_control(p.ravel(), method=method).reshape(hits.shape)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("method", ["bh", "by"])
+@pytest.mark.parametrize("fdr", [0.0, 0.4])
+def test_q_values_are_scipys_over_every_pair(backend: str, method: str, fdr: float) -> None:
+    masks, test_correct = planted(np.random.default_rng(1))
+    pairs = influence_pairs(
+        masks, test_correct, threshold=0.05, backend=backend, fdr=fdr, fdr_method=method
+    )
+    want = every_q(masks, test_correct, method)[pairs.train_index, pairs.test_index]
+    assert pairs.q_exact_below == max(fdr, influence.Q_EXACT_BELOW)
+    exact = want <= pairs.q_exact_below
+    assert exact.sum() >= 4  # the planted pairs, at least
+    np.testing.assert_allclose(pairs.q_value[exact], want[exact], rtol=1e-9)
+    # Above the cutoff a q-value is an upper bound: never an understatement.
+    assert np.all(pairs.q_value >= want * (1 - 1e-9))
+    assert np.all((pairs.q_value >= 0) & (pairs.q_value <= 1))
+
+
+def test_a_small_collection_budget_lowers_the_cutoff_not_the_truth(monkeypatch) -> None:
+    masks, test_correct = planted(np.random.default_rng(2))
+    monkeypatch.setattr(influence, "_COLLECT_BUDGET", 30)
+    pairs = influence_pairs(masks, test_correct, threshold=0.05)
+    assert pairs.q_exact_below == pytest.approx(30 / pairs.pairs_examined)
+    want = every_q(masks, test_correct, "bh")[pairs.train_index, pairs.test_index]
+    exact = want <= pairs.q_exact_below
+    assert exact.any() and not exact.all()
+    np.testing.assert_allclose(pairs.q_value[exact], want[exact], rtol=1e-9)
+    assert np.all(pairs.q_value >= want * (1 - 1e-9))
+    # A level asked for is always decided exactly, whatever the budget.
+    at_level = influence_pairs(masks, test_correct, threshold=0.05, fdr=0.3)
+    assert at_level.q_exact_below == 0.3
+    assert np.array_equal(at_level.q_value <= 0.3, want <= 0.3)
+
+
+def test_tail_cut_table_is_the_smallest_count_under_the_level() -> None:
+    k = 50
+    u_n, u_s = np.arange(1, k), np.arange(0, k + 1)
+    for level in (0.0, 1e-6, 0.05, 0.5, 1.0):
+        table = tail_cut_table(u_n, u_s, k, level)
+        for a, n in enumerate(u_n):
+            for b, s in enumerate(u_s):
+                h = table[a, b]
+                lo, hi = max(0, s - (k - n)), min(n, s)
+                assert lo <= h <= hi + 1
+                tail = scipy_hypergeom(k, s, n).sf  # P(H > x)
+                assert h == hi + 1 or tail(h - 1) <= level * (1 + 1e-9)
+                assert h == lo or tail(h - 2) > level * (1 - 1e-9)
+
+
+def test_q_values_refuse_what_they_cannot_rank() -> None:
+    with pytest.raises(ValueError, match="method"):
+        q_values(np.array([0.01]), np.array([0.01]), 10, 0.1, "holm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="among p_collected"):
+        q_values(np.array([0.01]), np.array([0.02]), 10, 0.1)
+    with pytest.raises(ValueError, match="<= cutoff"):
+        q_values(np.array([0.01]), np.array([0.01, 0.2]), 10, 0.1)
+    # Nothing collected: every q is 1; a p-value above the cutoff gets 1 too.
+    assert np.array_equal(q_values(np.array([0.5, 0.2]), np.array([]), 10, 0.1), [1.0, 1.0])
+    assert q_values(np.array([0.5, 0.001]), np.array([0.001]), 10, 0.1).tolist() == [1.0, 0.01]
+
+
+def simulate(rng: np.random.Generator, threshold: float, method: str, level: float = 0.1):
+    """One study: 100 train x 60 test examples, 300 trials, 30 planted pairs of varying
+    strength (15 train examples each driving two test examples), and null test examples
+    whose correctness shares a per-trial factor (models good or bad on many at once)."""
+    k, n, n_test = 300, 100, 60
+    masks = np.zeros((k, n), dtype=bool)
+    for t in range(k):
+        masks[t, rng.choice(n, 70, replace=False)] = True
+    shared = rng.normal(size=(k, 1))
+    test_correct = rng.normal(size=(1, n_test)) + 0.7 * shared + rng.normal(size=(k, n_test)) > 0
+    truth = np.zeros((n, n_test), dtype=bool)
+    drivers = rng.choice(n, 15, replace=False)
+    for q, j in enumerate(rng.choice(n_test, 30, replace=False)):
+        i, effect = drivers[q % 15], rng.uniform(0.1, 0.4)
+        test_correct[:, j] = rng.random(k) < np.where(masks[:, i], 0.55, 0.55 - effect)
+        truth[i, j] = True
+    pairs = influence_pairs(masks, test_correct, threshold=threshold, fdr=level, fdr_method=method)
+    true = truth[pairs.train_index, pairs.test_index]
+
+    def false_share(chosen: np.ndarray) -> float:
+        return float((~true[chosen]).sum() / max(1, chosen.sum()))
+
+    chosen = pairs.q_value <= level
+    return false_share(chosen), false_share(np.ones(len(pairs), bool)), int(chosen.sum())
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 0.15])  # every pair, or the paper's rule
+@pytest.mark.parametrize("method", ["bh", "by"])
+def test_planted_pairs_false_discoveries_stay_below_the_level(
+    threshold: float, method: str
+) -> None:
+    rng = np.random.default_rng(11)
+    studies = np.array([simulate(rng, threshold, method) for _ in range(60)])
+    with_q, rule_alone, found = studies.mean(axis=0)
+    assert found >= (10 if method == "bh" else 5)  # it finds pairs: a real test of the level
+    # The mean false-discovery proportion is the false-discovery rate; 60 studies put a
+    # standard error of about 0.01 on it.
+    spread = studies[:, 0].std() / math.sqrt(len(studies))
+    assert with_q <= 0.1 + 2 * spread
+    if threshold > 0:
+        # What the q-values are for: the paper's rule alone reports mostly chance here.
+        assert rule_alone > 0.3
+
+
+def test_without_q_values_the_pairs_are_the_same() -> None:
+    masks, test_correct = planted(np.random.default_rng(3))
+    full = influence_pairs(masks, test_correct, threshold=0.05)
+    bare = influence_pairs(masks, test_correct, threshold=0.05, q_values=False)
+    for name in ("train_index", "test_index", "infl", "p_value"):
+        assert np.array_equal(getattr(full, name), getattr(bare, name)), name
+    assert np.isnan(bare.q_value).all() and bare.q_exact_below == 0.0
+    with pytest.raises(ValueError, match="fdr needs q-values"):
+        influence_pairs(masks, test_correct, fdr=0.1, q_values=False)

@@ -45,6 +45,13 @@ class Settings:
     heartbeat_seconds: float = 20.0
     #: Attempts before a trial is marked failed for good.
     max_attempts: int = 3
+    #: Preemptions (a worker told to stop hands its trial back) before a trial is marked
+    #: failed: a trial that never gets to finish is reported, not retried forever.
+    max_preemptions: int = 20
+    #: Seconds a worker told to stop (SIGTERM) has to checkpoint its trial and hand it
+    #: back before it exits regardless; within compose's stop_grace_period (and SLURM's
+    #: --signal lead time) so that the platform does not kill it first.
+    stop_grace_seconds: float = 60.0
     #: Seconds between periodic estimator runs (Celery beat).
     estimate_interval: float = 60.0
     #: Trials the coordinator keeps queued in the broker per experiment.
@@ -116,6 +123,10 @@ class Settings:
             )
         if self.max_attempts < 1:
             raise ConfigError("MEMTAIL_MAX_ATTEMPTS must be >= 1")
+        if self.max_preemptions < 1:
+            raise ConfigError("MEMTAIL_MAX_PREEMPTIONS must be >= 1")
+        if self.stop_grace_seconds <= 0:
+            raise ConfigError("MEMTAIL_STOP_GRACE_SECONDS must be > 0")
         if self.dispatch_window < 1:
             raise ConfigError("MEMTAIL_DISPATCH_WINDOW must be >= 1")
         if self.torch_threads < 1:

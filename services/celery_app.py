@@ -7,15 +7,19 @@ connections and CUDA are never shared across processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from celery import Celery, signals
 
 from memtail.config import Settings
 from memtail.store.engine import Engine, make_engine
+from memtail.work import preemption
 from memtail.work.broker import CONTROL_QUEUE, ESTIMATE, REAP, RUN_TRIAL, celery_config
 from memtail.work.runner import TrialRunner
 
@@ -49,6 +53,11 @@ def _child() -> _ChildState:
         engine = make_engine(settings.database_url)
         worker = f"{socket.gethostname()}:{os.getpid()}"
         _state = _ChildState(engine, TrialRunner(engine, settings, worker))
+        # A child told to stop mid-trial (by the platform, or by its parent below) saves
+        # the trial's state and hands it back; idle, it ends at once, as before. Installed
+        # here, in the child's first task: billiard sets its own SIGTERM handler after
+        # worker_process_init, which this one then wraps.
+        preemption.install(settings.stop_grace_seconds)
     return _state
 
 
@@ -91,9 +100,33 @@ def _reset_after_fork(**_: object) -> None:
     _state = None
 
 
+@signals.worker_shutting_down.connect
+def _preempt_children(sig: str, how: str, exitcode: int, **_: object) -> None:
+    """A warm shutdown (SIGTERM to the worker) waits for the tasks in progress, which for
+    a long trial means hours, past any platform's grace period: tell the pool's children
+    to save their trials and hand them back instead (compose's ``stop_grace_period``
+    and MEMTAIL_STOP_GRACE_SECONDS bound how long that may take)."""
+    children = _children()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+            os.kill(pid, signal.SIGTERM)
+    log.info("shutting down (%s): asked %d children to hand trials back", how, len(children))
+
+
+def _children() -> list[int]:
+    """This process's children (Linux: /proc), the prefork pool's trial processes."""
+    pids: list[int] = []
+    for tasks in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        pids += [int(pid) for pid in tasks.read_text().split()]
+    return pids
+
+
 @app.task(name=RUN_TRIAL, ignore_result=True)
 def run_trial(trial_id: int) -> str:
     settings: Settings = app.conf.memtail_settings
+    if preemption.requested():
+        # Told to stop: take no trial (the coordinator sends this one again).
+        return "skipped"
     reports = _child().runner.run_chain(int(trial_id), settings.chain_seconds)
     for report in reports:
         log.info("%s", report)

@@ -50,6 +50,8 @@ def test_overrides_apply_to_dotted_fields() -> None:
         ({"training": {"label_smoothing": 1.0}}, "training.label_smoothing", "[0, 1)"),
         ({"training": {"epohcs": 3}}, "training.epohcs", "unknown field"),
         ({"estimate": {"confidence": 1.5}}, "estimate.confidence", "(0, 1)"),
+        ({"training": {"checkpoint_every": "soon"}}, "training.checkpoint_every", '"20m"'),
+        ({"training": {"checkpoint_every": -2}}, "training.checkpoint_every", "epochs"),
         ({"estimate": {"fdr": 1.0}}, "estimate.fdr", "[0, 1)"),
         ({"estimate": {"fdr": -0.1}}, "estimate.fdr", "0 is off"),
         ({"estimate": {"fdr_method": "holm"}}, "estimate.fdr_method", "choose one of bh, by"),
@@ -122,3 +124,16 @@ def test_false_discovery_fields_round_trip_and_others_keep_their_hash() -> None:
     # Specs without a level hash as they did before false-discovery control existed.
     assert not {"fdr", "fdr_method"} & set(plain.to_json()["estimate"])
     assert plain.spec_hash() != strict.spec_hash()
+
+
+def test_checkpoint_intervals_read_as_epochs_or_minutes() -> None:
+    from memtail.spec import checkpoint_interval
+
+    assert checkpoint_interval("auto") == (0, 600.0)
+    assert checkpoint_interval("off") == checkpoint_interval("0") == (0, 0.0)
+    assert checkpoint_interval("5") == (5, 0.0) and checkpoint_interval("20m") == (0, 1200.0)
+    every = spec_from_dict({"name": "p", "training": {"checkpoint_every": 3}})
+    assert every.training.checkpoint_every == "3"
+    assert spec_from_dict(every.to_json()) == every
+    # The default leaves the stored JSON, and so the hash, as it was.
+    assert "checkpoint_every" not in spec_from_dict({"name": "p"}).to_json()["training"]

@@ -10,6 +10,7 @@ clash.
 """
 
 from memtail.spec.fields import (
+    AUTO_CHECKPOINT_SECONDS,
     OPTIMIZERS,
     SCHEDULES,
     DatasetSpec,
@@ -21,11 +22,13 @@ from memtail.spec.fields import (
     SpecError,
     StoppingSpec,
     TrainingSpec,
+    checkpoint_interval,
 )
 from memtail.spec.reading import bundled_specs, load_spec, spec_from_dict
 from memtail.spec.rules import MAX_SEED, MAX_TRIALS, NAME_PATTERN, validate
 
 __all__ = [
+    "AUTO_CHECKPOINT_SECONDS",
     "MAX_SEED",
     "MAX_TRIALS",
     "NAME_PATTERN",
@@ -41,6 +44,7 @@ __all__ = [
     "StoppingSpec",
     "TrainingSpec",
     "bundled_specs",
+    "checkpoint_interval",
     "load_spec",
     "spec_from_dict",
     "validate",

@@ -56,6 +56,10 @@ class TrainingSpec:
     crop: int = 0
     #: Store per-example margins (float16) with the outcomes.
     margins: bool = False
+    #: Save the training state so that a trial stopped midway resumes instead of starting
+    #: again: "auto" (every 10 minutes of training; shorter trials never save), "off",
+    #: "N" (every N epochs) or "Nm" (every N minutes).
+    checkpoint_every: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,29 @@ class StoppingSpec:
     @property
     def active(self) -> bool:
         return bool(self.mem_half_width or self.decided or self.pairs_stable)
+
+
+#: "auto" checkpoints every this many seconds of training: a trial that trains for less
+#: never pays for a checkpoint, a long one loses at most this much to a preemption.
+AUTO_CHECKPOINT_SECONDS = 600.0
+
+
+def checkpoint_interval(text: str) -> tuple[int, float]:
+    """``training.checkpoint_every`` as (every so many epochs, every so many seconds); 0 is
+    "not by that measure". Raises SpecError naming the field."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return 0, AUTO_CHECKPOINT_SECONDS
+    if value in ("off", "0", "0m"):
+        return 0, 0.0
+    number, minutes = (value[:-1], True) if value.endswith("m") else (value, False)
+    if number.isdigit() and 0 < int(number) <= 100_000:
+        return (0, 60.0 * int(number)) if minutes else (int(number), 0.0)
+    raise SpecError(
+        "training.checkpoint_every",
+        f'must be "auto", "off", a number of epochs such as "5", or minutes such as "20m" '
+        f"(got {text!r})",
+    )
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -180,6 +207,9 @@ class ExperimentSpec:
         if self.stopping == StoppingSpec():
             # Likewise: specs without stopping rules keep their JSON and hash.
             del values["stopping"]
+        if values["training"]["checkpoint_every"] == "auto":
+            # And specs that leave checkpoints to the default.
+            del values["training"]["checkpoint_every"]
         for key, default in (("fdr", 0.0), ("fdr_method", "bh")):
             # And specs without false-discovery control.
             if values["estimate"][key] == default:

@@ -148,6 +148,10 @@ def _section(prefix: str, cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+# Text fields that also take a plain number (`checkpoint_every = 5`: every 5 epochs).
+_NUMBER_AS_TEXT = {"training.checkpoint_every"}
+
+
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     kind = str(annotation)
     if kind == "bool":
@@ -163,6 +167,8 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
             raise SpecError(name, f"must be a number, got {value!r}")
         return float(value)
     if kind == "str":
+        if name in _NUMBER_AS_TEXT and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
         if not isinstance(value, str):
             raise SpecError(name, f"must be a string, got {value!r}")
         return value

@@ -15,6 +15,7 @@ from memtail.spec.fields import (
     ProbeSpec,
     SpecError,
     StoppingSpec,
+    checkpoint_interval,
 )
 from memtail.stats.fdr import METHODS as FDR_METHODS
 
@@ -80,6 +81,7 @@ def validate(spec: ExperimentSpec) -> None:
         raise SpecError("training.optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
     if t.schedule not in SCHEDULES:
         raise SpecError("training.schedule", f"choose one of {', '.join(SCHEDULES)}")
+    checkpoint_interval(t.checkpoint_every)
     e = spec.estimate
     if not (math.isfinite(e.confidence) and 0 < e.confidence < 1):
         raise SpecError("estimate.confidence", f"must be in (0, 1) (got {e.confidence})")

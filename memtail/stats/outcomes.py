@@ -36,8 +36,11 @@ class TrialOutcome:
     #: The class predicted for each misclassified train example, in example order (what
     #: models that never saw an example take it for), or None.
     train_wrong_class: np.ndarray | None = None
-    #: Wall-clock seconds for training and grading.
+    #: Wall-clock seconds for training and grading, over every attempt that contributed.
     seconds: float = 0.0
+    #: Of those, training seconds an earlier attempt spent and a checkpoint carried in:
+    #: what resuming saved.
+    resumed_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -305,6 +305,33 @@ def sweep(engine: Engine, older_than_seconds: float, *, folder: Path | None = No
         )
 
 
+def delete_named(conn: Connection, experiment_id: int, names: Iterable[str]) -> list[str]:
+    """Delete the experiment's artifacts of these names (complete or not) in the caller's
+    transaction; the files under MEMTAIL_ARTIFACTS they leave, for the caller to remove
+    once it commits."""
+    which = sa.and_(artifacts.c.experiment_id == experiment_id, artifacts.c.name.in_(list(names)))
+    files = conn.execute(
+        sa.select(artifacts.c.location).where(which, artifacts.c.location.is_not(None))
+    ).scalars()
+    files = list(files)
+    _delete(conn, which)
+    return files
+
+
+def rename(conn: Connection, experiment_id: int, old: str, new: str) -> None:
+    """The complete artifact ``old`` becomes ``new`` (which must not exist), in the
+    caller's transaction."""
+    conn.execute(
+        sa.update(artifacts)
+        .where(
+            artifacts.c.experiment_id == experiment_id,
+            artifacts.c.name == old,
+            artifacts.c.status == ArtifactStatus.COMPLETE,
+        )
+        .values(name=new)
+    )
+
+
 def delete_experiment_artifacts(conn: Connection, experiment_id: int) -> int:
     """Delete every artifact of an experiment, in the caller's transaction (files under
     MEMTAIL_ARTIFACTS are the caller's to remove: ``experiment_folder``)."""

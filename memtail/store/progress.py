@@ -44,6 +44,12 @@ class Progress:
     expected_false_pairs: float | None = None
     #: The stopping rules' values on the latest estimate (``estimate_runs.rules``).
     stopping: dict[str, Any] | None = None
+    #: Succeeded trials that resumed from a checkpoint, and the training seconds that
+    #: saved (work earlier attempts did that the resumed ones did not repeat).
+    resumed: int = 0
+    resumed_seconds: float = 0.0
+    #: Times workers were told to stop and handed a trial of this experiment back.
+    preemptions: int = 0
 
     @property
     def done(self) -> int:
@@ -129,6 +135,13 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
                 memorization.c.mem >= experiment.spec.estimate.mem_threshold,
             )
         ).scalar_one()
+        resumed, saved, preempted = conn.execute(
+            sa.select(
+                sa.func.count(trials.c.resumed_seconds),
+                sa.func.coalesce(sa.func.sum(trials.c.resumed_seconds), 0.0),
+                sa.func.coalesce(sa.func.sum(trials.c.preemptions), 0),
+            ).where(trials.c.experiment_id == experiment.id)
+        ).one()
         failures = conn.execute(
             sa.select(trials.c.trial_index, trials.c.error)
             .where(trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.FAILED)
@@ -155,6 +168,9 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         influence_rows=run.influence_rows if run else None,
         expected_false_pairs=run.expected_false_pairs if run else None,
         stopping=run.rules if run else None,
+        resumed=int(resumed),
+        resumed_seconds=float(saved),
+        preemptions=int(preempted),
     )
 
 

@@ -106,7 +106,7 @@ HEARTBEAT = (
     )
 )
 
-#: Bound parameters: those of FENCED, train_acc, test_acc, seconds.
+#: Bound parameters: those of FENCED, train_acc, test_acc, seconds, resumed_seconds.
 MARK_SUCCEEDED = (
     sa.update(trials)
     .where(FENCED)
@@ -117,6 +117,7 @@ MARK_SUCCEEDED = (
         train_accuracy=sa.bindparam("train_acc", type_=sa.Float),
         test_accuracy=sa.bindparam("test_acc", type_=sa.Float),
         seconds=sa.bindparam("seconds", type_=sa.Float),
+        resumed_seconds=sa.bindparam("resumed_seconds", type_=sa.Float),
     )
 )
 

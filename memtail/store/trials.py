@@ -129,6 +129,7 @@ def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_t
         "train_acc": float(outcome.train_accuracy),
         "test_acc": float(outcome.test_accuracy),
         "seconds": float(outcome.seconds),
+        "resumed_seconds": float(outcome.resumed_seconds) or None,
     }
     payload = {
         "out_experiment_id": claim.experiment_id,
@@ -166,6 +167,7 @@ def store_features(engine: Engine, claim: Claim, outcome: TrialOutcome, features
         "train_acc": float(outcome.train_accuracy),
         "test_acc": float(outcome.test_accuracy),
         "seconds": float(outcome.seconds),
+        "resumed_seconds": float(outcome.resumed_seconds) or None,
     }
     with transaction(engine) as conn:
         stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
@@ -213,8 +215,8 @@ def _wrong_classes(outcome: TrialOutcome) -> bytes | None:
 
 def _released(max_attempts: int) -> dict[str, object]:
     """Column values of a running trial that lost its attempt: back to pending, or failed
-    for good once it has used ``max_attempts``."""
-    out_of_attempts = trials.c.attempts >= max_attempts
+    for good once it has used ``max_attempts`` (claims a preemption ended do not count)."""
+    out_of_attempts = trials.c.attempts - trials.c.preemptions >= max_attempts
     return {
         "status": sa.case((out_of_attempts, TrialStatus.FAILED), else_=TrialStatus.PENDING),
         "worker": None,
@@ -237,6 +239,35 @@ def fail(engine: Engine, claim: Claim, error: str, max_attempts: int) -> TrialSt
             .values(
                 error=error[:4000],
                 **_released(max_attempts),
+            )
+            .returning(trials.c.status),
+            _fence(claim),
+        ).one_or_none()
+    return None if row is None else TrialStatus(row.status)
+
+
+def hand_back(engine: Engine, claim: Claim, max_preemptions: int) -> TrialStatus | None:
+    """A preempted claim returns its trial: back to pending with ``preemptions`` counted
+    and no failed attempt, or failed once preempted ``max_preemptions`` times (a trial no
+    worker is ever let finish is reported, not retried forever). None if the claim was
+    stale (nothing written)."""
+    exhausted = trials.c.preemptions + 1 >= max_preemptions
+    message = (
+        f"preempted {max_preemptions} times: raise MEMTAIL_MAX_PREEMPTIONS or give its "
+        "workers longer (a SLURM --time, a spot instance's lifetime)"
+    )
+    with one_statement(engine) as conn:
+        row = conn.execute(
+            sa.update(trials)
+            .where(statements.FENCED)
+            .values(
+                status=sa.case((exhausted, TrialStatus.FAILED), else_=TrialStatus.PENDING),
+                preemptions=trials.c.preemptions + 1,
+                worker=None,
+                lease_expires_at=None,
+                dispatched_at=None,
+                finished_at=sa.case((exhausted, db_now_plus(0)), else_=None),
+                error=sa.case((exhausted, sa.literal(message)), else_=trials.c.error),
             )
             .returning(trials.c.status),
             _fence(claim),

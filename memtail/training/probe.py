@@ -25,7 +25,8 @@ from torch import nn
 
 from memtail.spec import ProbeSpec
 from memtail.stats.outcomes import TrialOutcome
-from memtail.training.trainer import TrainingError, margin_of, resolve_device
+from memtail.training.recipe import margin_of
+from memtail.training.trainer import TrainingError, resolve_device
 
 
 class LinearProbe:

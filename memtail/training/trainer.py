@@ -29,16 +29,16 @@ from torch import nn
 from memtail.config import COMPILE_MODES
 from memtail.spec import ModelSpec, TrainingSpec
 from memtail.stats.outcomes import TrialOutcome
+from memtail.training.checkpoint import Checkpointing, Preempted, TrainingState, capture, restore
 from memtail.training.datasets import Dataset
 from memtail.training.networks import build_model
+from memtail.training.recipe import augment, lr_factor, margin_of, optimizer_for
 from memtail.training.split import split
 
-__all__ = ["Trainer", "TrainingError", "margin_of", "resolve_device"]
+__all__ = ["Trainer", "TrainingError", "resolve_device"]
 
 # Examples per forward pass when grading; only memory-bound, so larger on accelerators.
 _EVAL_BATCH = {"cpu": 1024, "cuda": 4096}
-# onecycle: fraction of steps spent warming the learning rate up linearly.
-_WARMUP = 0.2
 
 
 class TrainingError(RuntimeError):
@@ -53,75 +53,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use cpu")
     return device
-
-
-def lr_factor(schedule: str, step: int, total: int) -> float:
-    """Multiplier of the peak learning rate at optimizer step ``step`` of ``total``."""
-    if schedule == "constant":
-        return 1.0
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * step / total))
-    if schedule == "onecycle":
-        warmup = max(1, int(_WARMUP * total))
-        if step < warmup:
-            return (step + 1) / warmup
-        # Linear decay that reaches 0 just after the last step (no wasted zero-lr step).
-        return (total - step) / max(1, total - warmup)
-    if schedule == "step":
-        return 1.0 if step < 0.5 * total else 0.1 if step < 0.75 * total else 0.01
-    raise ValueError(f"unknown schedule {schedule!r}; use constant, cosine, onecycle or step")
-
-
-def _optimizer(model: nn.Module, training: TrainingSpec, fused: bool) -> torch.optim.Optimizer:
-    params = model.parameters()
-    # fused: one kernel for all parameters on CUDA instead of several per group (the
-    # CPU keeps the default, whose results the CPU tests pin down).
-    extra = {"fused": True} if fused else {}
-    if training.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=training.lr,
-            momentum=training.momentum,
-            nesterov=training.momentum > 0,
-            weight_decay=training.weight_decay,
-            **extra,
-        )
-    if training.optimizer == "adam":
-        return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, **extra)
-    if training.optimizer == "adamw":
-        return torch.optim.AdamW(
-            params, lr=training.lr, weight_decay=training.weight_decay, **extra
-        )
-    raise ValueError(f"unknown optimizer {training.optimizer!r}; use sgd, adam or adamw")
-
-
-def margin_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per example: the true-class logit minus the largest other logit."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-    return true - others
-
-
-def augment(x: torch.Tensor, flip: bool, crop: int, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and translations by up to ``crop`` px, per example."""
-    n, c, h, w = x.shape
-    if flip:
-        flips = torch.rand(n, generator=generator, device=x.device) < 0.5
-        x = torch.where(flips[:, None, None, None], x.flip(3), x)
-    if crop > 0:
-        # Reflect padding keeps translated borders looking like image content; it needs
-        # the pad to be smaller than the image, so tiny images fall back to zeros (= mean).
-        mode = "reflect" if crop < min(h, w) else "constant"
-        padded = F.pad(x, (crop, crop, crop, crop), mode=mode)
-        dy = torch.randint(0, 2 * crop + 1, (n,), generator=generator, device=x.device)
-        dx = torch.randint(0, 2 * crop + 1, (n,), generator=generator, device=x.device)
-        # Two gathers (columns, then rows) instead of one 2-D fancy index: gather is a
-        # single fast kernel on CPU and GPU, and the separable shift is the same result.
-        cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-        padded = padded.gather(3, cols.expand(n, c, h + 2 * crop, w))
-        rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-        x = padded.gather(2, rows.expand(n, c, h, w))
-    return x
 
 
 class Trainer:
@@ -177,13 +108,18 @@ class Trainer:
         seed: int,
         *,
         on_epoch: Callable[[int, float], None] | None = None,
+        checkpointing: Checkpointing | None = None,
     ) -> TrialOutcome:
         """Train on ``x_train[subset]`` and grade all train and test examples.
 
         ``on_epoch(epoch, mean_loss)`` is called after each epoch, counting from 1;
         exceptions it raises propagate (a worker uses that to abandon a lost lease).
+        ``checkpointing``: save training states as it says, resume from its ``resume``,
+        and raise ``Preempted`` once its ``stop`` asks (``memtail.training.checkpoint``).
         """
-        return self.fit(model_spec, training, subset, seed, on_epoch=on_epoch)[1]
+        return self.fit(
+            model_spec, training, subset, seed, on_epoch=on_epoch, checkpointing=checkpointing
+        )[1]
 
     def fit(
         self,
@@ -193,6 +129,7 @@ class Trainer:
         seed: int,
         *,
         on_epoch: Callable[[int, float], None] | None = None,
+        checkpointing: Checkpointing | None = None,
     ) -> tuple[nn.Module, TrialOutcome]:
         """``run``, also returning the trained model (for its features)."""
         start = time.perf_counter()
@@ -219,7 +156,15 @@ class Trainer:
             # Compiled once per process and network: a later trial's fresh model of the
             # same shapes reuses the code (parameters are graph inputs, not constants).
             model = torch.compile(model, mode=None if self.compile == "default" else self.compile)
-        self._train(model, training, self.x_train[index], self.y_train[index], generator, on_epoch)
+        resumed = self._train(
+            model,
+            training,
+            self.x_train[index],
+            self.y_train[index],
+            generator,
+            on_epoch,
+            checkpointing,
+        )
 
         train_correct, train_margin, train_predicted = self._grade(
             model, self.x_train, self.y_train, training.margins
@@ -235,17 +180,9 @@ class Trainer:
             train_wrong_class=train_predicted[~train_correct],
             train_accuracy=float(train_correct[subset].mean()),
             test_accuracy=float(test_correct.mean()) if len(test_correct) else float("nan"),
-            seconds=time.perf_counter() - start,
+            seconds=time.perf_counter() - start + resumed,
+            resumed_seconds=resumed,
         )
-
-    def _batches(
-        self, n: int, batch_size: int, generator: torch.Generator
-    ) -> Iterator[torch.Tensor]:
-        order = torch.randperm(n, generator=generator, device=self.device)
-        # Equal-sized batches instead of a short last one: a last batch of one example
-        # would break batch norm and give that example an outsized step.
-        count = -(-n // batch_size)
-        return iter(torch.tensor_split(order, count))
 
     def _train(
         self,
@@ -255,20 +192,52 @@ class Trainer:
         y: torch.Tensor,
         generator: torch.Generator,
         on_epoch: Callable[[int, float], None] | None,
-    ) -> None:
-        optimizer = _optimizer(model, training, fused=self.cuda)
+        checkpointing: Checkpointing | None,
+    ) -> float:
+        """Train ``model`` in place; the training seconds a resumed state carried in."""
+        optimizer = optimizer_for(model, training, fused=self.cuda)
         graphs = self.compile == "reduce-overhead"
         n = len(y)
+        # Equal-sized batches instead of a short last one: a last batch of one example
+        # would break batch norm and give that example an outsized step.
         steps_per_epoch = -(-n // training.batch_size)
         total = training.epochs * steps_per_epoch
         images = x.ndim == 4
         augmenting = images and (training.flip or training.crop > 0)
         model.train()
-        step = 0
-        for epoch in range(1, training.epochs + 1):
-            # Summed on the device: reading the loss every step would synchronize CUDA.
-            loss_sum = torch.zeros((), device=self.device)
-            for batch in self._batches(n, training.batch_size, generator):
+        keep = checkpointing or Checkpointing(save=lambda state: None)
+        resume = keep.resume
+        if resume is not None:
+            restore(resume, model, optimizer, generator, self.device)
+        carried = resume.seconds if resume is not None else 0.0
+        started = last_save = time.perf_counter()
+        step = resume.step if resume is not None else 0
+        first = resume.epoch + 1 if resume is not None else 1
+        for epoch in range(first, training.epochs + 1):
+            if resume is not None and epoch == first and resume.order is not None:
+                order = resume.order.to(self.device)
+                done = resume.batch
+                loss_sum = resume.loss_sum.to(self.device)  # type: ignore[union-attr]
+            else:
+                order = torch.randperm(n, generator=generator, device=self.device)
+                done = 0
+                # Summed on the device: reading the loss every step would synchronize CUDA.
+                loss_sum = torch.zeros((), device=self.device)
+            batches = torch.tensor_split(order, steps_per_epoch)
+            for b in range(done, steps_per_epoch):
+                if keep.stop():
+                    raise Preempted(
+                        self._save(
+                            keep,
+                            capture(
+                                (model, optimizer, generator, self.device),
+                                (epoch - 1, b, step),
+                                (order, loss_sum),
+                                carried + time.perf_counter() - started,
+                            ),
+                        )
+                    )
+                batch = batches[b]
                 if graphs:  # CUDA graphs: this step may overwrite the last step's outputs
                     torch.compiler.cudagraph_mark_step_begin()
                 factor = lr_factor(training.schedule, step, total)
@@ -296,6 +265,27 @@ class Trainer:
                 )
             if on_epoch is not None:
                 on_epoch(epoch, mean_loss)
+            now = time.perf_counter()
+            due = (keep.every_epochs and epoch % keep.every_epochs == 0) or (
+                keep.every_seconds and now - last_save >= keep.every_seconds
+            )
+            if due and epoch < training.epochs:  # after the last epoch: grading, then done
+                self._save(
+                    keep,
+                    capture(
+                        (model, optimizer, generator, self.device),
+                        (epoch, 0, step),
+                        None,
+                        carried + now - started,
+                    ),
+                )
+                last_save = time.perf_counter()
+        return carried
+
+    @staticmethod
+    def _save(keep: Checkpointing, state: TrainingState) -> TrainingState:
+        keep.save(state)
+        return state
 
     def features(self, model: nn.Module) -> Iterator[np.ndarray]:
         """The trained ``model``'s features (the input of its last linear layer) of every

@@ -79,6 +79,9 @@ def progress_record(p: Progress) -> dict[str, Any]:
         "influence_rows": p.influence_rows,
         "expected_false_pairs": p.expected_false_pairs,
         "stop_reason": e.stop_reason,
+        "resumed_trials": p.resumed,
+        "resumed_seconds": p.resumed_seconds,
+        "preemptions": p.preemptions,
     }
 
 

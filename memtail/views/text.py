@@ -49,6 +49,12 @@ def format_progress(p: Progress) -> str:
             f"  models' test accuracy {mean:.1%} (sd {std:.1%}, {low:.1%}-{high:.1%}) over "
             f"{c[TrialStatus.SUCCEEDED]} trials"
         )
+    if p.resumed or p.preemptions:
+        lines.append(
+            f"  checkpoints: {p.resumed} trials resumed from one, {duration(p.resumed_seconds)} "
+            f"of training not repeated; {p.preemptions} preemptions (trials handed back by "
+            "workers told to stop)"
+        )
     if p.experiment.kind == ExperimentKind.PROBE:
         source = p.experiment.name.removesuffix("-probe")
         lines.append(

@@ -24,6 +24,7 @@ from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store import trials
 from memtail.store.engine import Engine, make_engine
 from memtail.store.experiments import get_experiment
+from memtail.work import preemption
 from memtail.work.runner import TrialRunner
 
 # Worker names of local processes: "local:<parent pid>:<n>".
@@ -61,9 +62,11 @@ def _worker_main(settings: Settings, experiment_id: int, name: str, parent: int)
     _die_with_parent(parent)
     # The parent handles Ctrl-C for the whole run: it stops us and returns our trial.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM (the parent's stop, or anyone's): save the trial, hand it back, exit 0.
+    preemption.install(settings.stop_grace_seconds)
     engine = make_engine(settings.database_url)
     runner = TrialRunner(engine, settings, name)
-    while True:
+    while not preemption.requested():
         claim = trials.claim_next(engine, experiment_id, name, settings.lease_seconds)
         if claim is None:
             if not claimable_later(engine, experiment_id):
@@ -141,12 +144,13 @@ class LocalPool:
         return died
 
     def stop(self, *, now: bool) -> None:
-        """End the workers (``now``: at once, mid-trial) and return their trials to pending."""
+        """End the workers (``now``: mid-trial, each saving its trial's state and handing
+        it back within the grace period) and return their trials to pending."""
         for process in self._workers.values():
             if now:
                 process.terminate()
         for process in self._workers.values():
-            process.join(timeout=5)
+            process.join(timeout=self._settings.stop_grace_seconds + 5)
             if process.is_alive():
                 process.kill()
                 process.join()

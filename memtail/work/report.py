@@ -21,6 +21,9 @@ class Handled(StrEnum):
     SKIPPED = "skipped"
     #: The claim went stale (reaped and claimed again elsewhere); nothing was written.
     LOST = "lost"
+    #: The worker was told to stop: the trial's state was saved and the trial handed
+    #: back to pending, no attempt counted.
+    PREEMPTED = "preempted"
 
 
 @dataclass(frozen=True)

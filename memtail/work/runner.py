@@ -15,18 +15,24 @@ import logging
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from memtail.config import Settings
 from memtail.spec import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
-from memtail.store import trials
+from memtail.status import TrialStatus
+from memtail.store import checkpoints, trials
 from memtail.store.artifacts import Staged, discard
 from memtail.store.engine import DatabaseError, Engine, with_retries
 from memtail.store.experiments import FEATURE_TRIAL, Experiment, get_experiment
+from memtail.work import preemption
 from memtail.work.features import load_features, stage_features
 from memtail.work.heartbeat import Heartbeat
 from memtail.work.report import Handled, TrialReport
+
+if TYPE_CHECKING:  # imported lazily at run time: it needs torch
+    from memtail.work.resume import TrialCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ class TrialRunner:
         self._loaded: dict[int, tuple[Experiment, object]] = {}
         self._probe: tuple[int, object] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # The checkpoints of the trial being trained.
+        self._checkpoints: TrialCheckpoints | None = None
 
     def _trainer(self, experiment_id: int) -> tuple[Experiment, object]:
         if experiment_id not in self._loaded:
@@ -89,15 +97,29 @@ class TrialRunner:
         return self._probe[1]
 
     def _fit(self, claim: trials.Claim, beat: Heartbeat) -> tuple[TrialOutcome, Staged | None]:
-        """Train the claimed trial; a probe's feature trial also stages its features."""
+        """Train the claimed trial; a probe's feature trial also stages its features.
+
+        A network's training resumes from the trial's latest checkpoint and saves new
+        ones as the spec says (``memtail.work.resume``); a stop request ends it with
+        ``Preempted`` once its state is saved.
+        """
         experiment, trainer = self._trainer(claim.experiment_id)
         mask = bits.unpack(claim.subset, experiment.n_train, what="subset")
         spec = experiment.spec
         beat.check()
         features = experiment.kind == ExperimentKind.PROBE and claim.trial_index == FEATURE_TRIAL
+        keep = None
+        if experiment.kind != ExperimentKind.PROBE or features:
+            from memtail.work.resume import checkpointing
+
+            self._checkpoints = checkpointing(
+                self._engine, experiment, claim, folder=self._settings.artifact_folder
+            )
+            keep = self._checkpoints.keep
+        network = (spec.model, spec.training, mask, claim.seed)
         if experiment.kind != ExperimentKind.PROBE:
             outcome = trainer.run(  # type: ignore[attr-defined]
-                spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
+                *network, on_epoch=beat.check, checkpointing=keep
             )
         elif not features:
             probe = self._linear_probe(experiment, trainer)
@@ -106,7 +128,7 @@ class TrialRunner:
             )
         else:
             model, outcome = trainer.fit(  # type: ignore[attr-defined]
-                spec.model, spec.training, mask, claim.seed, on_epoch=beat.check
+                *network, on_epoch=beat.check, checkpointing=keep
             )
         beat.check()
         if not features:
@@ -192,19 +214,46 @@ class TrialRunner:
         than a lease, and the trial must not be reaped meanwhile.
         """
         beat = Heartbeat(self._engine, claim, self._settings).start()
+        self._checkpoints = None
         try:
-            outcome, features = self._fit(claim, beat)
+            with preemption.trial():
+                outcome, features = self._fit(claim, beat)
             experiment = self._loaded[claim.experiment_id][0]
         except trials.LeaseLost as lost:
             beat.stop()
             return _done(_report(claim, Handled.LOST, error=str(lost))), False
         except Exception as error:  # noqa: BLE001 - any training failure is this attempt's
+            # Imported here, as the trainer is: by now training has imported torch.
+            from memtail.training.checkpoint import Preempted
+
+            if isinstance(error, Preempted):
+                return _done(self._hand_back(claim, beat, str(error))), False
             _release_device_memory()
             return self._writer().submit(self._record_failure, claim, beat, error), False
         store = self._writer().submit(
-            self._store, claim, beat, outcome, experiment.n_train, experiment.n_test, features
+            self._store,
+            claim,
+            beat,
+            outcome,
+            experiment.n_train,
+            experiment.n_test,
+            features,
+            self._checkpoints is not None and self._checkpoints.exist,
         )
         return store, True
+
+    def _hand_back(self, claim: trials.Claim, beat: Heartbeat, why: str) -> TrialReport:
+        """The worker was told to stop: its trial's state is saved; back to pending."""
+        beat.stop()
+        status = with_retries(
+            lambda: trials.hand_back(self._engine, claim, self._settings.max_preemptions)
+        )
+        log.warning("trial %s attempt %s handed back: %s", claim.trial_id, claim.attempt, why)
+        if status is None:
+            return _report(claim, Handled.LOST, error=why)
+        return _report(
+            claim, Handled.PREEMPTED if status == TrialStatus.PENDING else Handled.FAILED, error=why
+        )
 
     def _store(
         self,
@@ -214,6 +263,7 @@ class TrialRunner:
         n_train: int,
         n_test: int,
         features: Staged | None = None,
+        checkpointed: bool = False,
     ) -> TrialReport:
         try:
             # Retried through a database restart: the trained result is the expensive part.
@@ -231,6 +281,8 @@ class TrialRunner:
             self._discard(features)
             return self._record_failure(claim, beat, error)
         beat.stop()
+        if checkpointed:
+            self._drop_checkpoints(claim)
         return _report(
             claim,
             Handled.SUCCEEDED,
@@ -238,6 +290,19 @@ class TrialRunner:
             train_accuracy=outcome.train_accuracy,
             test_accuracy=outcome.test_accuracy,
         )
+
+    def _drop_checkpoints(self, claim: trials.Claim) -> None:
+        # Best effort: the trial succeeded, so nothing will resume from them; what a
+        # failed delete leaves goes with the experiment.
+        try:
+            checkpoints.delete(
+                self._engine,
+                claim.experiment_id,
+                claim.trial_index,
+                folder=self._settings.artifact_folder,
+            )
+        except DatabaseError as error:
+            log.warning("could not delete the checkpoints of trial %s: %s", claim.trial_id, error)
 
     def _discard(self, features: Staged | None) -> None:
         if features is not None:

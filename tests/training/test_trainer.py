@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,19 +10,12 @@ import torch
 
 from memtail.spec import DatasetSpec, ModelSpec, TrainingSpec
 from memtail.training.datasets import Dataset, load_dataset
-from memtail.training.trainer import Trainer, TrainingError, augment, lr_factor, resolve_device
+from memtail.training.recipe import augment, lr_factor
+from memtail.training.trainer import Trainer, TrainingError, resolve_device
 
 # One intra-op thread, as workers use: robust when other processes share the cores.
 THREADS = 1
 FAST = TrainingSpec(epochs=5, batch_size=64, margins=True)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads() -> Iterator[None]:
-    # Trainer sets torch's process-wide thread count; give other test modules theirs back.
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,9 @@ MEMTAIL_TEST_SLOW_TRAINING=seconds
 MEMTAIL_TEST_TRAINING_MARKS=folder
     While ``Trainer.run`` runs, the file ``folder/<pid>`` holds the trial's seed: the test
     knows which process is inside training, and with which trial.
+MEMTAIL_TEST_EPOCH_PAUSE=seconds
+    ``Trainer.run`` sleeps this long after each epoch (its ``on_epoch``), so that a kill
+    lands between checkpoints, after the first one, without changing what is computed.
 MEMTAIL_TEST_FEATURES_PAUSE=seconds, with MEMTAIL_TEST_FEATURES_MARKS=folder
     A probe's feature trial writes its features artifact in 4 KiB chunk rows, and halfway
     through (some chunks committed) creates ``folder/<pid>`` and sleeps this long, so a
@@ -43,7 +46,18 @@ def _patch_training(module: Any) -> None:
 
     marks = os.environ.get("MEMTAIL_TEST_TRAINING_MARKS")
 
+    pause = float(os.environ.get("MEMTAIL_TEST_EPOCH_PAUSE", "0") or 0)
+
     def run(self: Any, model_spec: Any, training: Any, subset: Any, seed: int, **kw: Any) -> Any:
+        if pause > 0:
+            report = kw.get("on_epoch")
+
+            def on_epoch(epoch: int, loss: float) -> None:
+                if report is not None:
+                    report(epoch, loss)
+                time.sleep(pause)
+
+            kw["on_epoch"] = on_epoch
         if int(seed) in poison:
             raise RuntimeError(f"poison trial (seed {seed}) injected by tests/faults/faultinject")
         mark = Path(marks) / str(os.getpid()) if marks else None
@@ -96,7 +110,7 @@ def _patch_features(module: Any) -> None:
 _PATCHES: dict[str, Callable[[Any], None]] = {}
 if any(
     os.environ.get(f"MEMTAIL_TEST_{what}")
-    for what in ("POISON_SEEDS", "SLOW_TRAINING", "TRAINING_MARKS")
+    for what in ("POISON_SEEDS", "SLOW_TRAINING", "TRAINING_MARKS", "EPOCH_PAUSE")
 ):
     _PATCHES["memtail.training.trainer"] = _patch_training
 if os.environ.get("MEMTAIL_TEST_FEATURES_PAUSE"):

@@ -1,0 +1,154 @@
+"""A trial's training state between two optimizer steps: enough to continue bit for bit.
+
+A preemptible GPU or a SLURM time limit can end a worker in the middle of a trial that
+trains for hours; the retry should continue, not start again from epoch 0. A
+``TrainingState`` holds everything the rest of the training depends on: the model's
+parameters and buffers (batch-norm statistics), the optimizer's state (momentum, Adam's
+moments and step counts), the step (the learning-rate schedule is a function of it),
+every random stream (torch's global generator, used by initialization and dropout; CUDA's;
+numpy's; and the trial's own generator, which draws each epoch's order and the
+augmentation), and, in the middle of an epoch, that epoch's order, the batches done and
+the loss summed so far. Resuming from it on the same device type gives the stored outcome
+that the uninterrupted run would have given, bit for bit on the CPU
+(``tests/training/test_checkpoint.py``).
+
+``encode`` and ``decode`` turn a state into bytes and back with ``torch.save`` and
+``torch.load(weights_only=True)``, which loads tensors and plain containers only, never
+code: checkpoints come from a shared store.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Checkpointing", "Preempted", "TrainingState", "capture", "decode", "encode", "restore"]
+
+#: What a state is taken from and restored into: model, optimizer, the trial's generator,
+#: and the device (whose CUDA generator is saved too).
+Parts = tuple[nn.Module, torch.optim.Optimizer, torch.Generator, torch.device]
+
+
+class Preempted(Exception):  # noqa: N818 - a signal that the trial stopped, not an error
+    """Training stopped because ``Checkpointing.stop`` asked; its state was saved first."""
+
+    def __init__(self, state: TrainingState) -> None:
+        super().__init__(f"preempted at epoch {state.epoch + 1}, step {state.step}")
+        self.state = state
+
+
+@dataclass
+class TrainingState:
+    """Training after ``step`` optimizer steps: ``epoch`` epochs complete and ``batch``
+    batches of the next one done (its ``order`` and ``loss_sum`` then set)."""
+
+    epoch: int
+    batch: int
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    torch_rng: torch.Tensor
+    numpy_rng: dict
+    generator: torch.Tensor
+    cuda_rng: torch.Tensor | None = None
+    order: torch.Tensor | None = None
+    loss_sum: torch.Tensor | None = None
+    #: Training seconds behind this state, over every attempt that contributed.
+    seconds: float = 0.0
+
+
+@dataclass
+class Checkpointing:
+    """How a trial saves and resumes: ``save`` receives each state (the caller stores
+    it); ``every_epochs`` / ``every_seconds`` say when (0: not by that measure); ``stop``
+    is asked before every step and, once true, the state is saved and ``Preempted``
+    raised; ``resume``: the state to continue from."""
+
+    save: Callable[[TrainingState], None]
+    every_epochs: int = 0
+    every_seconds: float = 0.0
+    stop: Callable[[], bool] = field(default=lambda: False)
+    resume: TrainingState | None = None
+
+
+def capture(
+    parts: Parts,
+    position: tuple[int, int, int],
+    epoch_order: tuple[torch.Tensor, torch.Tensor] | None,
+    seconds: float,
+) -> TrainingState:
+    """The training state now: ``position`` = (epochs done, batches of the next one done,
+    steps), ``epoch_order`` = that epoch's (order, loss so far) in the middle of one."""
+    model, optimizer, generator, device = parts
+    epoch, batch, step = position
+    return TrainingState(
+        epoch=epoch,
+        batch=batch,
+        step=step,
+        # A compiled model's parameters are its original module's.
+        model=getattr(model, "_orig_mod", model).state_dict(),
+        optimizer=optimizer.state_dict(),
+        torch_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        numpy_rng=_numpy_state(),
+        generator=generator.get_state(),
+        order=None if epoch_order is None else epoch_order[0],
+        loss_sum=None if epoch_order is None else epoch_order[1],
+        seconds=seconds,
+    )
+
+
+def restore(
+    state: TrainingState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    device: torch.device,
+) -> None:
+    """Put ``state`` into a freshly built model and optimizer and the random streams."""
+    getattr(model, "_orig_mod", model).load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    torch.set_rng_state(state.torch_rng)
+    if device.type == "cuda" and state.cuda_rng is not None:
+        torch.cuda.set_rng_state(state.cuda_rng, device)
+    _set_numpy_state(state.numpy_rng)
+    generator.set_state(state.generator)
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _set_numpy_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"], state["cached"]))
+
+
+def encode(state: TrainingState) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({name: getattr(state, name) for name in state.__dataclass_fields__}, buffer)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> TrainingState:
+    """A state from ``encode``'s bytes, its tensors on the CPU; ValueError if the bytes
+    are not one (the artifact store has checked their checksum already)."""
+    try:
+        values = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unpickling fails in many ways
+        raise ValueError(f"not a training checkpoint: {error}") from error
+    if not isinstance(values, dict) or set(values) != set(TrainingState.__dataclass_fields__):
+        raise ValueError("not a training checkpoint: unexpected fields")
+    return TrainingState(**values)

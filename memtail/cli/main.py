@@ -37,6 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from memtail.views.export import ExportError
     from memtail.views.plots import NothingToPlot
     from memtail.work.broker import BrokerUnavailable
+    from memtail.work.slurm import SlurmError
 
     return (
         ConfigError,
@@ -53,6 +54,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ExportError,
         NothingToPlot,
         BrokerUnavailable,
+        SlurmError,
         FileNotFoundError,
     )
 

@@ -388,6 +388,63 @@ def _run_command(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _cluster_commands(sub: argparse._SubParsersAction) -> None:
+    worker = _command(
+        sub,
+        "worker",
+        "cluster:cmd_worker",
+        "a trial worker that claims trials from the database (no broker), e.g. on a cluster",
+    )
+    worker.add_argument(
+        "experiments", nargs="*", help="experiments to serve (default: every active one)"
+    )
+    worker.add_argument(
+        "--idle-exit",
+        type=_positive_seconds,
+        default=300.0,
+        help="exit after this many seconds without a claimable trial",
+    )
+    worker.add_argument("--name", help="the name it claims under (default: HOST:PID)")
+    slurm = sub.add_parser(
+        "slurm", help="trial workers as a SLURM job array: submit, status"
+    ).add_subparsers(dest="slurm", required=True, metavar="ACTION")
+    submit = _command(
+        slurm,
+        "submit",
+        "cluster:cmd_slurm_submit",
+        "submit a job array of `memtail worker`s, one per GPU of each task",
+    )
+    submit.add_argument("experiment", nargs="?", help="the experiment (default: every active)")
+    submit.add_argument("--workers", type=int, required=True, help="array tasks (N)")
+    submit.add_argument(
+        "--gpus-per-worker", type=int, default=1, help="GPUs per task, one worker each (0: CPU)"
+    )
+    submit.add_argument("--time", default="12:00:00", help="each task's time limit")
+    submit.add_argument("--partition", help="SLURM partition")
+    submit.add_argument("--account", help="SLURM account")
+    submit.add_argument(
+        "--sbatch-arg", action="append", metavar="ARG", help="any sbatch option (repeatable)"
+    )
+    submit.add_argument(
+        "--idle-exit",
+        type=_positive_seconds,
+        default=300.0,
+        help="workers exit after this many seconds without a claimable trial",
+    )
+    submit.add_argument("--logs", default="slurm-logs", help="folder for the script and logs")
+    submit.add_argument(
+        "--env-file",
+        help="a file (mode 600) of VAR=value lines the tasks source, e.g. the database URL",
+    )
+    submit.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
+    _command(
+        slurm,
+        "status",
+        "cluster:cmd_slurm_status",
+        "memtail's array tasks (squeue) beside the workers the database knows",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="memtail", description=DESCRIPTION, formatter_class=_Help)
     parser.add_argument(
@@ -402,4 +459,5 @@ def build_parser() -> argparse.ArgumentParser:
     _result_commands(sub)
     _analysis_commands(sub)
     _process_commands(sub)
+    _cluster_commands(sub)
     return parser

@@ -60,6 +60,9 @@ class TrainingState:
     loss_sum: torch.Tensor | None = None
     #: Training seconds behind this state, over every attempt that contributed.
     seconds: float = 0.0
+    #: The device type it was taken on ("cpu", "cuda"): the random streams of one do not
+    #: fit the other, so a state resumes only on its own type.
+    device: str = "cpu"
 
 
 @dataclass
@@ -100,6 +103,7 @@ def capture(
         order=None if epoch_order is None else epoch_order[0],
         loss_sum=None if epoch_order is None else epoch_order[1],
         seconds=seconds,
+        device=device.type,
     )
 
 

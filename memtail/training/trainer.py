@@ -17,6 +17,7 @@ optimizers, and is only reproducible up to cuDNN's nondeterministic kernels.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ from memtail.training.recipe import augment, lr_factor, margin_of, optimizer_for
 from memtail.training.split import split
 
 __all__ = ["Trainer", "TrainingError", "resolve_device"]
+
+log = logging.getLogger(__name__)
 
 # Examples per forward pass when grading; only memory-bound, so larger on accelerators.
 _EVAL_BATCH = {"cpu": 1024, "cuda": 4096}
@@ -207,6 +210,13 @@ class Trainer:
         model.train()
         keep = checkpointing or Checkpointing(save=lambda state: None)
         resume = keep.resume
+        if resume is not None and resume.device != self.device.type:
+            log.warning(
+                "a checkpoint taken on %s cannot resume on %s: training from epoch 1",
+                resume.device,
+                self.device.type,
+            )
+            resume = None
         if resume is not None:
             restore(resume, model, optimizer, generator, self.device)
         carried = resume.seconds if resume is not None else 0.0

@@ -117,3 +117,24 @@ def test_bytes_that_are_not_a_checkpoint_are_refused() -> None:
 
     with pytest.raises(ValueError, match="not a training checkpoint"):
         decode(pickle.dumps(print, protocol=2))
+
+
+def test_a_state_from_another_device_type_starts_over(images: Dataset) -> None:
+    subset = np.random.default_rng(4).random(images.n_train) < 0.7
+    model = ModelSpec("mlp", width=32)
+    reference = Trainer(images, "cpu", 1).run(model, RECIPE, subset, seed=2)
+    states: list[TrainingState] = []
+    Trainer(images, "cpu", 1).run(
+        model,
+        RECIPE,
+        subset,
+        seed=2,
+        checkpointing=Checkpointing(save=states.append, every_epochs=1),
+    )
+    foreign = states[0]
+    foreign.device = "cuda"  # its generator state would not fit a CPU generator
+    resumed = Trainer(images, "cpu", 1).run(
+        model, RECIPE, subset, seed=2, checkpointing=Checkpointing(save=print, resume=foreign)
+    )
+    _same(resumed, reference)
+    assert resumed.resumed_seconds == 0.0

@@ -113,7 +113,19 @@ def test_a_job_array_trains_every_trial_and_gives_its_allocation_back(
 
 
 @pytest.mark.timeout(420)
-def test_a_cancelled_task_hands_its_trial_to_the_other(pg_empty_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "cancel",
+    [
+        [],  # scancel: SIGTERM to every process of the task
+        # What the script's --signal=B:TERM@... delivers before the time limit: SIGTERM to
+        # the batch shell only, which passes it on to its workers.
+        ["--batch", "--signal=TERM"],
+    ],
+    ids=["scancel", "time-limit-warning"],
+)
+def test_a_cancelled_task_hands_its_trial_to_the_other(
+    pg_empty_url: str, tmp_path: Path, cancel: list[str]
+) -> None:
     with slurm_cluster(tmp_path / "slurm") as slurm:
         # Slow epochs, saved every epoch: a trial is in progress when the task is cancelled.
         env = _env(pg_empty_url, slurm, MEMTAIL_TEST_EPOCH_PAUSE="0.5")
@@ -136,7 +148,7 @@ def test_a_cancelled_task_hands_its_trial_to_the_other(pg_empty_url: str, tmp_pa
             victim = next(w for w in running() if w.startswith(f"slurm-{job}_0-"))
             held = running()[victim]
             time.sleep(1.0)  # past the trial's first checkpoint
-            subprocess.run(["scancel", f"{job}_0"], env=env, check=True)
+            subprocess.run(["scancel", *cancel, f"{job}_0"], env=env, check=True)
             wait_for(
                 lambda: all(t.status == "succeeded" for t in _trials(engine)),
                 240,

@@ -60,7 +60,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _terminate(_signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM ends a command the way Ctrl-C does: cleanly, with one line.
+    # SIGTERM ends a command the way Ctrl-C does: cleanly, with one line. Recorded too:
+    # an exception raised while the interpreter runs a finalizer is swallowed, and a
+    # long loop then notices the record instead (memtail.work.embedded).
+    from memtail.work import preemption
+
+    preemption.request()
     raise Terminated
 
 

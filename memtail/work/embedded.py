@@ -9,6 +9,8 @@ already exists and only unfinished trials run.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from memtail.config import Settings
 from memtail.status import TrialStatus
 from memtail.store import artifacts, trials
 from memtail.store.engine import Engine
+from memtail.work import preemption
 from memtail.work.estimator import estimate_experiment
 from memtail.work.pool import LOCAL_PREFIX, LocalPool, claimable_later
 
@@ -55,6 +58,10 @@ def run_trials(
             total=total, initial=ended, unit="trial", desc="trials", smoothing=0.1, mininterval=1
         ) as bar:
             while True:
+                if preemption.requested():
+                    # SIGTERM whose exception was lost (raised inside a finalizer): send
+                    # it again, now that plain code runs, so the command ends as it should.
+                    os.kill(os.getpid(), signal.SIGTERM)
                 counts = trials.status_counts(engine, experiment_id)
                 bar.update(counts[TrialStatus.SUCCEEDED] + counts[TrialStatus.FAILED] - bar.n)
                 bar.set_postfix(

@@ -33,6 +33,12 @@ def requested() -> bool:
     return _requested.is_set()
 
 
+def request() -> None:
+    """Record that this process was told to stop (a command's own SIGTERM handler does,
+    so that loops can notice it even where the handler's exception was swallowed)."""
+    _requested.set()
+
+
 @contextlib.contextmanager
 def trial() -> Iterator[None]:
     """While inside, SIGTERM is a request to save the trial and hand it back."""

@@ -310,10 +310,11 @@ def delete_named(conn: Connection, experiment_id: int, names: Iterable[str]) -> 
     transaction; the files under MEMTAIL_ARTIFACTS they leave, for the caller to remove
     once it commits."""
     which = sa.and_(artifacts.c.experiment_id == experiment_id, artifacts.c.name.in_(list(names)))
-    files = conn.execute(
-        sa.select(artifacts.c.location).where(which, artifacts.c.location.is_not(None))
-    ).scalars()
-    files = list(files)
+    files = list(
+        conn.execute(
+            sa.select(artifacts.c.location).where(which, artifacts.c.location.is_not(None))
+        ).scalars()
+    )
     _delete(conn, which)
     return files
 

@@ -32,7 +32,7 @@ from tests.faults.faultinject.faultcluster import (
     spec_toml,
     tally,
 )
-from tests.faults.test_embedded import _alive, _children, _env, _rows
+from tests.faults.test_embedded import _alive, _children, _env, _rows, _run
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -77,14 +77,6 @@ def _images(folder: Path) -> None:
         x[np.arange(n), y % 3] += 0.5 + 0.5 * (y // 3)[:, None, None]
         arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
     np.savez(folder / "images.npz", **arrays)
-
-
-def _run(folder: Path, spec: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(VENV_BIN / "memtail"), "run", str(spec), "--workers", "1", "--out", str(folder)],
-        cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
 
 
 def _stored(folder: Path, name: str) -> list[tuple]:
@@ -158,7 +150,7 @@ def test_a_killed_or_stopped_trial_resumes_to_the_same_bits(tmp_path: Path, mode
     _images(tmp_path)
     spec = _spec(tmp_path, "cut", model)
     rng = random.Random(model)
-    run = _run(tmp_path, spec, _env(MEMTAIL_TEST_EPOCH_PAUSE="0.4"))
+    run = _run(tmp_path, spec, _env(MEMTAIL_TEST_EPOCH_PAUSE="0.4"), workers=1)
     try:
         # Trial 0's worker is killed, trial 1's told to stop, each at a random point after
         # the trial's first checkpoint; the run replaces them and the new ones resume.

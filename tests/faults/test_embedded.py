@@ -27,9 +27,10 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(folder: Path, spec: Path, env: dict[str, str]) -> subprocess.Popen:
+def _run(folder: Path, spec: Path, env: dict[str, str], workers: int = 2) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(VENV_BIN / "memtail"), "run", str(spec), "--workers", "2", "--out", str(folder)],
+        [str(VENV_BIN / "memtail"), "run", str(spec), "--workers", str(workers), "--out",
+         str(folder)],
         cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip

@@ -24,6 +24,16 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagrap
 
 # Training devices: torch's names for the CPU, a CUDA GPU (by number) or Apple's GPU.
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+# Where the estimator may scan: the CPU kernels or a CUDA GPU (its kernels are CUDA's).
+ESTIMATOR_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+# The databases memtail's SQL is written and tested for (an optional driver after "+").
+DATABASE_SCHEME = re.compile(r"(sqlite|postgresql)(\+\w+)?://")
+# A name the dashboard may be opened by: a DNS name, an IPv4 or [IPv6] address, and
+# optionally a port (ignored: the name is what DNS rebinding forges).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME = re.compile(
+    rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+)(?::\d{{1,5}})?"
+)
 
 
 class ConfigError(ValueError):
@@ -48,6 +58,10 @@ class Settings:
     #: Preemptions (a worker told to stop hands its trial back) before a trial is marked
     #: failed: a trial that never gets to finish is reported, not retried forever.
     max_preemptions: int = 20
+    #: Claims lost (the worker died, was killed or its lease expired, no error recorded)
+    #: before a trial is marked failed: not the trial's fault, so far more than
+    #: max_attempts, yet bounded so that a trial that kills every worker is reported.
+    max_lost: int = 20
     #: Seconds a worker told to stop (SIGTERM) has to checkpoint its trial and hand it
     #: back before it exits regardless; within compose's stop_grace_period (and SLURM's
     #: --signal lead time) so that the platform does not kill it first.
@@ -79,11 +93,20 @@ class Settings:
     #: A folder every worker mounts (a shared volume) for artifacts (features,
     #: checkpoints), or "" to keep them in the database, which needs no setup.
     artifacts: str = ""
+    #: Further host names the dashboard answers to, separated by commas (it always
+    #: answers to 127.0.0.1, localhost, [::1] and its --host): the names users open it
+    #: by, e.g. the machine's when it listens on 0.0.0.0. Any other Host header is refused.
+    dashboard_hosts: str = ""
 
     @property
     def artifact_folder(self) -> Path | None:
         """MEMTAIL_ARTIFACTS as a folder, or None: artifacts live in the database."""
         return Path(self.artifacts) if self.artifacts else None
+
+    @property
+    def dashboard_host_names(self) -> tuple[str, ...]:
+        """MEMTAIL_DASHBOARD_HOSTS as a tuple of names."""
+        return tuple(n.strip() for n in self.dashboard_hosts.split(",") if n.strip())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +120,9 @@ class Settings:
             raw = env[key]
             kind = type(getattr(cls, field.name))
             try:
+                if kind is not str and not raw.isascii():
+                    # int() also reads other scripts' digits ("٥" is 5): numbers in 0-9 only.
+                    raise ValueError(raw)
                 values[field.name] = kind(raw)
             except ValueError:
                 raise ConfigError(
@@ -125,6 +151,8 @@ class Settings:
             raise ConfigError("MEMTAIL_MAX_ATTEMPTS must be >= 1")
         if self.max_preemptions < 1:
             raise ConfigError("MEMTAIL_MAX_PREEMPTIONS must be >= 1")
+        if self.max_lost < 1:
+            raise ConfigError("MEMTAIL_MAX_LOST must be >= 1")
         if self.stop_grace_seconds <= 0:
             raise ConfigError("MEMTAIL_STOP_GRACE_SECONDS must be > 0")
         if self.dispatch_window < 1:
@@ -143,10 +171,21 @@ class Settings:
                 f"MEMTAIL_DEVICE={self.device!r} is not a device memtail can train on; use auto, "
                 "cpu, cuda, cuda:N or mps"
             )
-        if not (
-            self.estimator_device in ("auto", "cpu") or self.estimator_device.startswith("cuda")
-        ):
+        if not ESTIMATOR_DEVICE.fullmatch(self.estimator_device):
             raise ConfigError(
                 f"MEMTAIL_ESTIMATOR_DEVICE={self.estimator_device!r} is not a device; "
                 "use auto, cpu, cuda or cuda:N"
+            )
+        for name in self.dashboard_host_names:
+            if not HOST_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"MEMTAIL_DASHBOARD_HOSTS: {name[:60]!r} is not a host name; give names "
+                    "separated by commas, e.g. memtail.example.org,10.0.0.5"
+                )
+        if not DATABASE_SCHEME.match(self.database_url):
+            # Only the scheme is shown: the rest of a URL may hold a password.
+            scheme = self.database_url.partition(":")[0][:40] or "(empty)"
+            raise ConfigError(
+                f"MEMTAIL_DATABASE_URL (or --database-url): {scheme!r} databases are not "
+                "supported; use postgresql+psycopg2://USER@HOST/DB or sqlite:///PATH"
             )

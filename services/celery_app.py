@@ -12,15 +12,23 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery, signals
 
-from memtail.config import Settings
+from memtail.config import ConfigError, Settings
 from memtail.store.engine import Engine, make_engine
-from memtail.work import preemption
-from memtail.work.broker import CONTROL_QUEUE, ESTIMATE, REAP, RUN_TRIAL, celery_config
+from memtail.work import preemption, preflight
+from memtail.work.broker import (
+    CONTROL_QUEUE,
+    ESTIMATE,
+    REAP,
+    RUN_TRIAL,
+    TRIALS_QUEUE,
+    celery_config,
+)
 from memtail.work.runner import TrialRunner
 
 log = logging.getLogger("memtail.worker")
@@ -33,7 +41,17 @@ def create_app(settings: Settings) -> Celery:
     return celery
 
 
-app = create_app(Settings.from_env())
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as error:
+        # Celery imports this module before its logging exists: one line and exit status
+        # 2, as the command line gives, not a traceback out of Celery's import.
+        print(f"memtail: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+app = create_app(_settings())
 
 
 @dataclass
@@ -75,6 +93,26 @@ def _pin_device(settings: Settings) -> Settings:
         return settings
     index = getattr(current_process(), "index", 0) or 0
     return dataclasses.replace(settings, device=f"cuda:{index % count}")
+
+
+@signals.celeryd_after_setup.connect
+def _refuse_unrunnable(sender: str, instance: object, **_: object) -> None:
+    """A worker that could run none of its tasks here (no GPU for MEMTAIL_DEVICE=cuda, an
+    artifact folder it cannot write) exits before its pool and consumer start, so that it
+    takes no message and claims no trial; each trial would otherwise fail in turn.
+
+    SystemExit, not an exception: Celery logs and ignores a receiver's exceptions, while
+    a SystemExit raised as it starts stops the worker with that exit status."""
+    queues = instance.app.amqp.queues.consume_from  # type: ignore[attr-defined]
+    try:
+        preflight.check(
+            instance.app.conf.memtail_settings,  # type: ignore[attr-defined]
+            trains=TRIALS_QUEUE in queues,
+            estimates=CONTROL_QUEUE in queues,
+        )
+    except ConfigError as error:
+        log.critical("memtail: error: %s; worker %s does not start", error, sender)
+        raise SystemExit(2) from None
 
 
 @signals.celeryd_after_setup.connect
@@ -159,7 +197,7 @@ def reap() -> int:
     from memtail.store.trials import reap as reap_trials
 
     settings: Settings = app.conf.memtail_settings
-    result = reap_trials(_child().engine, settings.max_attempts, settings.lease_seconds)
+    result = reap_trials(_child().engine, settings.max_lost, settings.lease_seconds)
     if result.requeued or result.failed:
         log.warning("reaped %s expired leases (%s failed)", result.requeued, result.failed)
     return result.requeued + result.failed

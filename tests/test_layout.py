@@ -49,6 +49,15 @@ def test_import_contracts_hold() -> None:
     assert kept and int(kept.group(1)) == len(contracts["contracts"]), result.stdout[-2000:]
 
 
+def test_views_load_without_torch() -> None:
+    # The import contract sees the imports written down; this sees what loading runs.
+    views = sorted(_module_name(p) for p in (LIBRARY / "views").glob("*.py"))
+    code = f"import sys; import {', '.join(views)}; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
+
+
 def test_no_private_name_is_imported_from_another_module() -> None:
     found = []
     for path, tree in _sources(*CODE, ROOT / "benchmarks"):
@@ -139,7 +148,8 @@ def test_every_package_ships_in_the_wheel() -> None:
 
 def test_code_names_no_issue_numbers() -> None:
     # Code says what a thing is and guarantees, not which ticket asked for it.
-    pattern = re.compile(r"\b(issue|target)s? #?\d", re.I)
+    # "target 99%" is a rule's coverage, not a tracker's number.
+    pattern = re.compile(r"\b(issue|target)s? #?\d+(?![\d.%])", re.I)
     found = []
     for folder in (*CODE, ROOT / "tests", ROOT / "benchmarks", ROOT / "migrations"):
         for path in folder.rglob("*"):

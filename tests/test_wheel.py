@@ -54,6 +54,8 @@ def test_the_wheel_migrates_and_runs_from_anywhere(tmp_path: Path) -> None:
         "memtail/stats/numba_kernels.py",
         "memtail/views/templates/report.html",
         "memtail/views/templates/sections.html",
+        "memtail/views/templates/static/live.js",
+        "memtail/views/templates/static/memtail.css",
         "services/celery_app.py",
     ):
         assert name in shipped, f"{name} is not in the wheel"

@@ -10,23 +10,42 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from memtail.cli.arguments import Interrupted, database, output_folder, settings_from
+from memtail.cli.arguments import (
+    Interrupted,
+    UsageError,
+    database,
+    output_folder,
+    settings_from,
+)
+
+if TYPE_CHECKING:
+    from memtail.config import Settings
+    from memtail.store.engine import Engine
+    from memtail.store.experiments import Experiment
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from memtail.analyses.comparison import compare_experiments
     from memtail.store.experiments import get_experiment
     from memtail.store.results import latest_run
-    from memtail.views.plots import file_stem, plot_agreement
     from memtail.views.text import format_agreement
 
+    if args.a == args.b:
+        raise UsageError(
+            f"compare {args.a} {args.b}: both arguments name the same experiment; give two "
+            "experiments over the same examples (`memtail stability` splits one in halves)"
+        )
+    out = output_folder(args.out)
     engine = database(settings_from(args))
     a, b = get_experiment(engine, args.a), get_experiment(engine, args.b)
+    from memtail.views.plots import file_stem, plot_agreement  # matplotlib: once found
+
     result = compare_experiments(engine, a, b, args.mem_threshold)
     print(f"{a.name} ({a.spec.model.name}) vs {b.name} ({b.spec.model.name})")
     print(format_agreement(result.agreement, a.name, b.name))
-    path = output_folder(args.out) / f"{file_stem(a.name)}-vs-{file_stem(b.name)}.png"
+    path = out / f"{file_stem(a.name)}-vs-{file_stem(b.name)}.png"
     names = (a.name, b.name)
     trials = tuple(getattr(latest_run(engine, e.id), "trials_used", 0) for e in (a, b))
     plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path, trials)
@@ -37,18 +56,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_stability(args: argparse.Namespace) -> int:
     from memtail.analyses.comparison import split_half
     from memtail.store.experiments import get_experiment
-    from memtail.views.plots import file_stem, plot_agreement
     from memtail.views.text import format_agreement, trials_caveat
 
+    out = output_folder(args.out)
     engine = database(settings_from(args))
     exp = get_experiment(engine, args.name)
+    from memtail.views.plots import file_stem, plot_agreement  # matplotlib: once found
+
     result = split_half(engine, exp, args.seed)
     print(f"{exp.name}: estimates from two random halves of its {result.trials} trials")
     print(format_agreement(result.agreement, "half 1", "half 2"))
     caveat = trials_caveat(exp, result.trials // 2, per=" per half")
     if caveat:
         print(caveat)
-    path = output_folder(args.out) / f"{file_stem(exp.name)}-split-half.png"
+    path = out / f"{file_stem(exp.name)}-split-half.png"
     names = ("half 1", "half 2")
     halves = (result.trials // 2, result.trials - result.trials // 2)
     plot_agreement(result.mem_a, result.mem_b, result.agreement, names, path, halves)
@@ -60,6 +81,8 @@ def cmd_removal(args: argparse.Namespace) -> int:
     from memtail.analyses.removal import create_removal
     from memtail.store.experiments import get_experiment
 
+    if args.run:  # its plot: refused before any arm is created or trained
+        output_folder(args.out)
     settings = settings_from(args)
     engine = database(settings)
     source = get_experiment(engine, args.source)
@@ -76,35 +99,29 @@ def cmd_removal(args: argparse.Namespace) -> int:
         else:
             print(f"the service's workers train them; then `memtail utility {source.name}`")
         return 0
-    from memtail.work.embedded import run_trials
-    from memtail.work.estimator import estimate_experiment
-
-    workers = args.workers or os.cpu_count() or 1
-    try:
-        for arm in arms:
-            run_trials(engine, settings, arm.id, arm.target_trials, workers)
-            estimate_experiment(engine, arm.id)  # no estimates for removal arms: complete
-    except KeyboardInterrupt as stop:
-        raise Interrupted("trials stored so far are kept; run the same command to go on") from stop
+    if not _train_here(settings, engine, arms, args.workers):
+        return 0
     return cmd_utility(argparse.Namespace(**{**vars(args), "name": source.name, "format": "table"}))
 
 
 def cmd_utility(args: argparse.Namespace) -> int:
     from memtail.analyses.removal import utility_report
     from memtail.store.experiments import get_experiment
-    from memtail.views.plots import file_stem, plot_utility
     from memtail.views.records import arm_record, render
     from memtail.views.text import format_utility
 
+    out = output_folder(args.out)
     engine = database(settings_from(args))
     source = get_experiment(engine, args.name)
+    from memtail.views.plots import file_stem, plot_utility  # matplotlib: once found
+
     reports, n_influenced = utility_report(engine, source)
     if args.format != "table":
         print(render([arm_record(r, n_influenced) for r in reports], args.format))
         return 0
     print(f"{source.name}: retrained without its memorized examples (marginal utility)")
     print(format_utility(reports, n_influenced))
-    path = output_folder(args.out) / f"{file_stem(source.name)}-utility.png"
+    path = out / f"{file_stem(source.name)}-utility.png"
     title = f"{source.name}: retrained without memorized vs random examples"
     print(f"wrote {plot_utility(reports, n_influenced, title, path)}")
     return 0
@@ -112,9 +129,10 @@ def cmd_utility(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from memtail.analyses.depth import create_probe
-    from memtail.cli.commands import check_any_succeeded
     from memtail.store.experiments import get_experiment
 
+    if args.run:  # its figure: refused before the probe is created or trained
+        output_folder(args.out)
     settings = settings_from(args)
     engine = database(settings)
     source = get_experiment(engine, args.source)
@@ -130,30 +148,46 @@ def cmd_probe(args: argparse.Namespace) -> int:
         else:
             print(f"the service's workers train them; then `memtail depth {source.name}`")
         return 0
-    from memtail.work.embedded import run_trials
-    from memtail.work.estimator import estimate_experiment
+    if not _train_here(settings, engine, [probe], args.workers):
+        return 0
+    return cmd_depth(argparse.Namespace(**{**vars(args), "name": source.name}))
 
-    workers = args.workers or os.cpu_count() or 1
+
+def _train_here(
+    settings: Settings, engine: Engine, experiments: list[Experiment], workers: int | None
+) -> bool:
+    """Train the experiments' trials here, one after another with one set of local
+    workers, and estimate each (a removal arm is then complete); whether all ended
+    (False: one was paused, which it says)."""
+    from memtail.work.session import LocalSession
+
     try:
-        counts = run_trials(engine, settings, probe.id, probe.target_trials, workers)
+        with LocalSession(engine, settings, workers or os.cpu_count() or 1) as session:
+            for experiment in experiments:
+                if session.run(experiment).paused:
+                    print(
+                        f"experiment {experiment.name!r} was paused; `memtail experiment "
+                        f"resume {experiment.name}`, then run the same command"
+                    )
+                    return False
     except KeyboardInterrupt as stop:
         raise Interrupted("trials stored so far are kept; run the same command to go on") from stop
-    check_any_succeeded(engine, probe.id, counts)
-    estimate_experiment(engine, probe.id, device=settings.estimator_device)
-    return cmd_depth(argparse.Namespace(**{**vars(args), "name": source.name}))
+    return True
 
 
 def cmd_depth(args: argparse.Namespace) -> int:
     from memtail.analyses.depth import depth_report
     from memtail.store.experiments import get_experiment
-    from memtail.views.plots import file_stem, plot_depth
     from memtail.views.text import format_depth
 
+    out = output_folder(args.out)
     engine = database(settings_from(args))
     source = get_experiment(engine, args.name)
+    from memtail.views.plots import file_stem, plot_depth  # matplotlib: once found
+
     depth = depth_report(engine, source)
     print(f"{source.name}: memorization by the network vs a linear probe on its features")
     print(format_depth(depth))
-    path = output_folder(args.out) / f"{file_stem(source.name)}-depth.png"
+    path = out / f"{file_stem(source.name)}-depth.png"
     print(f"wrote {plot_depth(depth, path)}")
     return 0

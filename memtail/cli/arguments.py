@@ -8,7 +8,11 @@ layer's registries before anything is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,16 +52,55 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so that both take the same way out."""
 
 
-class TrialsFailed(RuntimeError):
-    """Every trial of a run failed; the message says why and what to fix."""
-
-
-def output_folder(path: str) -> Path:
-    """``--out``: a folder, made if missing; a file there is a one-line error."""
+def output_folder(path: str, flag: str = "--out") -> Path:
+    """``--out``: a folder the command can write in, checked before any work starts; the
+    writers make it when they write (a file there is a one-line error)."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--out {path} is a file; give a folder for the outputs")
+        raise UsageError(f"{flag} {path} is a file; give a folder for the outputs")
+    _check_writable(folder, flag, path)
     return folder
+
+
+def output_file(path: str, example: str, flag: str = "--out") -> Path:
+    """``--out``: a file the command can write, checked before any work starts (a folder
+    there is a one-line error naming ``example``, a file name to give inside it)."""
+    file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name, e.g. {file / example}")
+    _check_writable(file.parent, flag, path)
+    return file
+
+
+def _check_writable(folder: Path, flag: str, given: str) -> None:
+    """Make ``folder`` and a file in it for real, then remove what the check made: only
+    trying says whether a path can be written (root ignores permission bits, not a
+    read-only filesystem), and a command refused later must leave no folder behind."""
+    made: list[Path] = []
+    try:
+        missing, existing = [], folder
+        while not existing.exists():
+            missing.append(existing)
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(
+                f"{flag} {given}: {existing} is a file, not a folder; give a path in a folder"
+            )
+        for step in reversed(missing):
+            step.mkdir()
+            made.append(step)
+        fd, probe = tempfile.mkstemp(prefix=".memtail-", suffix=".check", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(
+            f"{flag} {given}: cannot write there ({reason}); give a folder you can write to"
+        ) from None
+    finally:
+        for step in reversed(made):
+            with contextlib.suppress(OSError):
+                step.rmdir()
 
 
 def database(settings: Settings) -> Engine:
@@ -66,6 +109,10 @@ def database(settings: Settings) -> Engine:
     from memtail.store.database import open_database
 
     return open_database(settings.database_url)
+
+
+#: A spec field's dotted name, e.g. ``training.epochs``: ASCII parts, none empty.
+_FIELD = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", re.ASCII)
 
 
 def _parse_value(text: str) -> Any:
@@ -102,7 +149,13 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. training.epochs=5")
-        overrides[key.strip()] = _parse_value(value.strip())
+        key = key.strip()
+        if not _FIELD.fullmatch(key):
+            raise ConfigError(
+                f"--set {item!r}: {key!r} is not a spec field; give its dotted name, "
+                "e.g. training.epochs (letters, digits and _, parts joined by single dots)"
+            )
+        overrides[key] = _parse_value(value.strip())
     return overrides
 
 
@@ -110,8 +163,10 @@ def load_spec_arg(source: str | None, args: argparse.Namespace) -> ExperimentSpe
     """The spec of a file or bundled name (or of flags alone, when ``source`` is None),
     with its dataset and model checked against what this installation can train."""
     from memtail.spec import load_spec, spec_from_dict
-    from memtail.training.registry import check_names
 
     overrides = spec_overrides(args)
     spec = spec_from_dict({}, overrides) if source is None else load_spec(source, overrides)
+    # The registry loads torch: imported once the spec's own fields are good.
+    from memtail.training.registry import check_names
+
     return check_names(spec)

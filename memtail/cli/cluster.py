@@ -8,15 +8,16 @@ import os
 import socket
 from pathlib import Path
 
-from memtail.cli.arguments import UsageError, database, settings_from
+from memtail.cli.arguments import UsageError, database, output_folder, settings_from
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
-    from memtail.work import preemption
+    from memtail.work import preemption, preflight
     from memtail.work.puller import pull
 
     settings = settings_from(args)
+    preflight.check(settings, estimates=False)  # refused before it claims a trial
     engine = database(settings)
     served = [get_experiment(engine, name).id for name in args.experiments] or None
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
@@ -42,6 +43,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_slurm_submit(args: argparse.Namespace) -> int:
     from memtail.work.slurm import ArrayJob, render, submit
 
+    if not args.dry_run:  # the script and the logs: refused before anything is submitted
+        output_folder(args.logs, "--logs")
     settings = settings_from(args)
     if settings.database_url.startswith("sqlite"):
         raise UsageError(

@@ -1,8 +1,9 @@
 """The commands that make and run experiments: db, experiment, estimate, coordinator, run.
 
-The parser lives in ``memtail.cli.main``; user mistakes propagate as typed errors that
-``main`` turns into one line and exit status 2. Heavy modules (torch, sqlalchemy, Celery)
-are imported inside each command, so ``memtail --help`` stays fast.
+The parser lives in ``memtail.cli.parser``; user mistakes propagate as typed errors that
+``memtail.cli.main`` turns into one line and exit status 2. Heavy modules (torch,
+matplotlib, Celery) are imported inside each command, after its arguments are checked,
+so ``memtail --help`` and a mistake's one line stay fast (tests/cli/test_import_late.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from memtail.cli.arguments import (
     Interrupted,
-    TrialsFailed,
     UsageError,
     database,
     load_spec_arg,
@@ -149,18 +149,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from memtail.status import ExperimentStatus
     from memtail.store.database import upgrade
     from memtail.store.engine import describe_database
-    from memtail.store.experiments import get_experiment
+    from memtail.views.summary import dashboard_hint, next_steps, print_summary
+    from memtail.work import preflight
+    from memtail.work.embedded import embedded_settings
+    from memtail.work.session import LocalSession
+
+    out = output_folder(args.out)
+    preflight.check(settings_from(args))  # refused before anything is written or claimed
+    spec = load_spec_arg(args.spec, args)
+    settings = embedded_settings(settings_from(args), out)
+    # torch and matplotlib load only once the arguments and the spec are good.
     from memtail.training.datasets import load_dataset
     from memtail.views.plots import file_stem, plot_experiment
     from memtail.views.report import render_report, write_report
-    from memtail.views.summary import dashboard_hint, next_steps, print_summary
-    from memtail.work.embedded import embedded_settings, run_trials
-    from memtail.work.estimator import estimate_experiment
     from memtail.work.launch import launch
 
-    out = output_folder(args.out)
-    settings = embedded_settings(settings_from(args), out)
-    spec = load_spec_arg(args.spec, args)
     upgrade(settings.database_url)
     engine = database(settings)
     launched = launch(engine, spec, settings.data_root, download=args.download)
@@ -174,38 +177,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{launched.verb} experiment {experiment.name!r}: {experiment.target_trials} trials, "
         f"m={experiment.subset_size} of n_train={experiment.n_train}, n_test={experiment.n_test}"
     )
-    workers = args.workers or os.cpu_count() or 1
-    while True:
-        try:
-            counts = run_trials(engine, settings, experiment.id, experiment.target_trials, workers)
-        except KeyboardInterrupt as stop:
-            stored = _stored(engine, experiment.id, experiment.target_trials)
-            raise Interrupted(f"{stored}; run the same command to resume") from stop
-        if get_experiment(engine, experiment.id).status == ExperimentStatus.PAUSED:
-            print(
-                f"experiment {experiment.name!r} was paused: "
-                f"{_stored(engine, experiment.id, experiment.target_trials)}; "
-                f"`memtail experiment resume {experiment.name}`, then run the same command"
-            )
-            return 0
-        check_any_succeeded(engine, experiment.id, counts)
-        estimate_experiment(engine, experiment.id, device=settings.estimator_device)
-        grown = get_experiment(engine, experiment.id)
-        if grown.target_trials == experiment.target_trials:
-            break
+
+    def grew(was: int, now: int) -> None:
         # Its stopping rules were not met at this look: they added the next batch.
+        print(f"stopping rules not met at {was} trials; training up to {now}")
+
+    try:
+        with LocalSession(engine, settings, args.workers or os.cpu_count() or 1) as session:
+            finished = session.run(experiment, on_grow=grew)
+    except KeyboardInterrupt as stop:
+        stored = _stored(engine, experiment.id)
+        raise Interrupted(f"{stored}; run the same command to resume") from stop
+    final = finished.experiment
+    if finished.paused:
         print(
-            f"stopping rules not met at {experiment.target_trials} trials; "
-            f"training up to {grown.target_trials}"
+            f"experiment {final.name!r} was paused: {_stored(engine, final.id)}; "
+            f"`memtail experiment resume {final.name}`, then run the same command"
         )
-        experiment = grown
-    print_summary(engine, experiment.id, settings.database_url)
+        return 0
+    print_summary(engine, final.id, settings.database_url)
     dataset = launched.dataset or load_dataset(spec.dataset, settings.data_root)
-    final = get_experiment(engine, experiment.id)
     for path in plot_experiment(engine, final, out, dataset):
         print(f"  plot: {path}")
     html = render_report(
-        engine, [final], settings.data_root, describe_database(settings.database_url)[0]
+        engine,
+        [final],
+        describe_database(settings.database_url)[0],
+        images=lambda _experiment: dataset,
     )
     report = write_report(html, out / f"{file_stem(final.name)}-report.html")
     print(f"  report: {report} (one HTML file, figures inline: open it in a browser)")
@@ -214,54 +212,63 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stored(engine: Engine, experiment_id: int, total: int) -> str:
+def _stored(engine: Engine, experiment_id: int) -> str:
+    """E.g. "412/1000 trials stored", of the experiment's target as it is now."""
     from memtail.status import TrialStatus
+    from memtail.store.experiments import get_experiment
     from memtail.store.trials import status_counts
 
+    total = get_experiment(engine, experiment_id).target_trials
     return f"{status_counts(engine, experiment_id)[TrialStatus.SUCCEEDED]}/{total} trials stored"
 
 
-def check_any_succeeded(engine: Engine, experiment_id: int, counts: dict[str, int]) -> None:
-    """Raise TrialsFailed with the first trial's own error when every trial failed."""
-    from memtail.status import TrialStatus
-    from memtail.store.experiments import get_experiment
-    from memtail.store.progress import progress
-
-    if counts[TrialStatus.SUCCEEDED] > 0 or counts[TrialStatus.FAILED] == 0:
-        return
-
-    report = progress(engine, get_experiment(engine, experiment_id))
-    name, failed = report.experiment.name, report.counts[TrialStatus.FAILED]
-    index, error = report.failures[0]
-    first = (error.strip().splitlines() or ["?"])[-1][:300]
-    raise TrialsFailed(
-        f"all {failed} trials of {name!r} failed (trial {index}: {first}); fix the spec, then "
-        f"`memtail experiment delete {name} --yes` and run again"
-    )
-
-
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    import waitress
-
+    from memtail.cli.images import dataset_images
     from memtail.store.engine import describe_database
-    from memtail.views.dashboard import create_app
 
     settings = settings_from(args)
+    _check_listen_host(args.host, args.port)
     engine = database(settings)
+    # Flask, waitress and matplotlib load once the arguments and the database are good.
+    import waitress
+
+    from memtail.views.dashboard import create_app
+
     where = describe_database(settings.database_url)[0]
     app = create_app(
-        engine, data_root=settings.data_root, database=where, refresh_seconds=args.refresh
+        engine,
+        images=dataset_images(settings.data_root),
+        database=where,
+        refresh_seconds=args.refresh,
+        allowed_hosts=(args.host, *settings.dashboard_host_names, *args.allowed_host),
     )
     # waitress: a production WSGI server in pure Python, threads for concurrent viewers.
     try:
         server = waitress.create_server(
             app, host=args.host, port=args.port, threads=8, ident="memtail"
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or error
         raise UsageError(
-            f"--host/--port: cannot listen on {args.host}:{args.port} ({error.strerror or error}); "
+            f"--host/--port: cannot listen on {args.host}:{args.port} ({reason}); "
             "choose another with --port (or stop what uses it)"
         ) from None
-    print(f"dashboard of {where} on http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"dashboard of {where} on http://{shown}:{args.port}/ (Ctrl-C stops it)", flush=True)
     server.run()
     return 0
+
+
+def _check_listen_host(host: str, port: int) -> None:
+    """``--host`` names an address of this machine, checked before anything is opened
+    (waitress would fail later, in a traceback)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UsageError(
+            f"--host: {host!r} is no address this machine can listen on ({reason}); give "
+            "127.0.0.1 (this machine only), 0.0.0.0 (every interface) or one of its names"
+        ) from None

@@ -1,4 +1,4 @@
-"""The commands of an experiment's life: list, extend, pause, resume, delete."""
+"""The commands of an experiment's life: list, extend, pause, resume, retry, delete."""
 
 from __future__ import annotations
 
@@ -74,6 +74,24 @@ def _set_paused(args: argparse.Namespace, *, paused: bool) -> int:
     engine = database(settings_from(args))
     exp = lifecycle.set_paused(engine, get_experiment(engine, args.name), paused)
     print(f"experiment {exp.name!r} is {exp.status}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from memtail.store import lifecycle, trials
+    from memtail.store.experiments import get_experiment
+
+    settings = settings_from(args)
+    engine = database(settings)
+    exp = get_experiment(engine, args.name)
+    requeued = lifecycle.retry_failed(engine, exp)
+    line = f"re-queued {requeued} failed trial{'' if requeued == 1 else 's'} of {exp.name!r}"
+    if not args.failed:
+        freed = trials.reap(engine, settings.max_lost, experiment_id=exp.id)
+        line += f"; freed {freed.requeued} expired lease{'' if freed.requeued == 1 else 's'}"
+        if freed.failed:
+            line += f" ({freed.failed} failed for good, see `memtail status`)"
+    print(f"{line}; {_who_trains(settings.database_url, get_experiment(engine, exp.id))}")
     return 0
 
 

@@ -18,45 +18,47 @@ import traceback
 from collections.abc import Sequence
 from types import FrameType
 
-from memtail.cli.arguments import Interrupted, Terminated, TrialsFailed
+from memtail.cli.arguments import Interrupted, Terminated
 from memtail.cli.parser import build_parser
-from memtail.config import ConfigError
+
+# Where each kind of user mistake is defined. An error can only have been raised by a
+# module that is loaded, so the handler looks only at loaded modules: importing them all
+# to catch a mistake would load torch, matplotlib and Celery (seconds and hundreds of MB)
+# just to print one line.
+_USER_ERRORS = (
+    ("memtail.config", "ConfigError"),
+    ("memtail.spec", "SpecError"),
+    ("memtail.training.datasets", "DatasetError"),
+    ("memtail.training.networks", "ModelError"),
+    ("memtail.store.experiments", "ExperimentNotFound"),
+    ("memtail.analyses.comparison", "ComparisonError"),
+    ("memtail.analyses.depth", "DepthError"),
+    ("memtail.analyses.removal", "RemovalError"),
+    ("memtail.store.database", "DatabaseUnavailable"),
+    ("memtail.store.lifecycle", "ConcurrentChange"),
+    ("memtail.cli.arguments", "UsageError"),
+    ("memtail.views.export", "ExportError"),
+    ("memtail.views.figures", "NothingToPlot"),
+    ("memtail.work.broker", "BrokerUnavailable"),
+    ("memtail.work.slurm", "SlurmError"),
+)
+# Runs that went wrong through no mistake in the command: exit status 1.
+_FAILURES = (
+    ("memtail.work.session", "TrialsFailed"),
+    ("memtail.work.pool", "WorkerDeaths"),
+    ("memtail.store.engine", "DatabaseError"),
+)
+
+
+def _loaded(names: tuple[tuple[str, str], ...]) -> tuple[type[BaseException], ...]:
+    """The named exception classes whose modules are loaded (nothing is imported); a
+    module still being imported may not define its class yet."""
+    found = (getattr(sys.modules.get(m), n, None) for m, n in names)
+    return tuple(c for c in found if c is not None)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from memtail.analyses.comparison import ComparisonError
-    from memtail.analyses.depth import DepthError
-    from memtail.analyses.removal import RemovalError
-    from memtail.cli.arguments import UsageError
-    from memtail.spec import SpecError
-    from memtail.store.database import DatabaseUnavailable
-    from memtail.store.experiments import ExperimentNotFound
-    from memtail.store.lifecycle import ConcurrentChange
-    from memtail.training.datasets import DatasetError
-    from memtail.training.networks import ModelError
-    from memtail.views.export import ExportError
-    from memtail.views.plots import NothingToPlot
-    from memtail.work.broker import BrokerUnavailable
-    from memtail.work.slurm import SlurmError
-
-    return (
-        ConfigError,
-        SpecError,
-        DatasetError,
-        ModelError,
-        ExperimentNotFound,
-        ComparisonError,
-        DepthError,
-        RemovalError,
-        DatabaseUnavailable,
-        ConcurrentChange,
-        UsageError,
-        ExportError,
-        NothingToPlot,
-        BrokerUnavailable,
-        SlurmError,
-        FileNotFoundError,
-    )
+    return (*_loaded(_USER_ERRORS), FileNotFoundError)
 
 
 def _terminate(_signum: int, _frame: FrameType | None) -> None:
@@ -75,11 +77,7 @@ def _signal_status(stop: BaseException | None) -> int:
 
 
 def _failures() -> tuple[type[BaseException], ...]:
-    """Runs that went wrong through no mistake in the command: exit status 1."""
-    from memtail.store.engine import DatabaseError
-    from memtail.work.pool import WorkerDeaths
-
-    return (TrialsFailed, WorkerDeaths, DatabaseError)
+    return _loaded(_FAILURES)
 
 
 def _one_line(error: BaseException) -> str:

@@ -7,6 +7,8 @@ only when their command runs, so ``memtail --help`` needs neither torch nor SQLA
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -27,14 +29,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"memtail: error: {message}; see `{self.prog} --help`\n")
 
 
-def _at_least(low: int) -> Callable[[str], int]:
+#: Numbers in ASCII only: int() and float() also take "٥" or "１", which no one types meaning 5.
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf)", re.ASCII)
+#: The spec's bound on trials (memtail.spec.rules.MAX_TRIALS, not imported: --help stays light).
+MAX_TRIALS = 100_000
+#: Seeds go to numpy's SeedSequence and BIGINT columns.
+MAX_SEED = 2**63 - 1
+#: More local worker processes than this only thrash (each holds a model and a dataset).
+MAX_WORKERS = 1024
+DAY = 86_400.0
+#: Rows a table command shows at most; the files of `memtail export` hold them all.
+LIMIT = 10_000_000
+
+
+def _whole(text: str) -> int:
+    """A whole number in ASCII digits; its range is the spec's to check (naming the field)."""
+    if not _WHOLE.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number (digits 0-9)")
+    return int(text)
+
+
+def _real(text: str) -> float:
+    """A number in ASCII; its range is the spec's to check (naming the field)."""
+    if not _REAL.fullmatch(text.strip().lower()):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number, e.g. 0.25")
+    return float(text)
+
+
+def _at_least(low: int, high: int = MAX_SEED, hint: str = "") -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        value = _whole(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be {low} or more, got {value}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {value:,}{hint}")
         return value
 
     return parse
@@ -47,14 +76,44 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive_seconds(text: str) -> float:
-    try:
+def _seconds(high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        if not _REAL.fullmatch(text.strip().lower()):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds")
         value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+        if not 0 < value <= high:  # NaN fails too
+            raise argparse.ArgumentTypeError(
+                f"must be a positive number of seconds, at most {high:,.0f}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+_positive_seconds = _seconds(DAY)
+_LIMIT = _at_least(1, LIMIT, " (`memtail export` writes them all)")
+_ARM_TRIALS = _at_least(1, MAX_TRIALS, " (the bound of a spec's trials)")
+_WORKERS = _at_least(0, MAX_WORKERS)
+
+
+def _threshold(text: str) -> float:
+    value = _real(text)
+    if not (math.isfinite(value) and -1 <= value <= 1):
+        raise argparse.ArgumentTypeError(
+            f"must be in [-1, 1], as memorization is, got {text}; e.g. 0.25 (the paper's)"
+        )
     return value
+
+
+def _host(text: str) -> str:
+    from memtail.config import HOST_NAME
+
+    if not HOST_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not a host name or address; give one such as 127.0.0.1, "
+            "0.0.0.0, ::1 or dashboard.example.org"
+        )
+    return text
 
 
 class _Help(argparse.HelpFormatter):
@@ -79,10 +138,12 @@ def _command(
 
 def _spec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="experiment name (default: the spec's, or DATASET-MODEL)")
-    parser.add_argument("--trials", type=int, help="k, the number of trials (the spec's if unset)")
-    parser.add_argument("--seed", type=int, help="experiment seed (the spec's if unset)")
     parser.add_argument(
-        "--subset-fraction", type=float, help="m / n_train, the subset size (paper: 0.7)"
+        "--trials", type=_whole, help="k, the number of trials (the spec's if unset)"
+    )
+    parser.add_argument("--seed", type=_whole, help="experiment seed (the spec's if unset)")
+    parser.add_argument(
+        "--subset-fraction", type=_real, help="m / n_train, the subset size (paper: 0.7)"
     )
     parser.add_argument(
         "--dataset",
@@ -94,38 +155,38 @@ def _spec_flags(parser: argparse.ArgumentParser) -> None:
         help="model: mlp, cnn, fastnet, resnet18, resnet50 or a torchvision classifier; "
         "its own defaults replace the spec's model options",
     )
-    parser.add_argument("--epochs", type=int, help="training epochs per trial")
+    parser.add_argument("--epochs", type=_whole, help="training epochs per trial")
     rules = parser.add_argument_group(
         "stopping rules", "add trials in growing batches until the answer is decided"
     )
     rules.add_argument(
-        "--max-trials", type=int, help="the cap on trials; --trials is then the first batch"
+        "--max-trials", type=_whole, help="the cap on trials; --trials is then the first batch"
     )
     rules.add_argument(
         "--stop-decided",
-        type=float,
+        type=_real,
         metavar="SHARE",
         help="stop when this share of examples is decided (interval wholly above or below "
         "the memorization threshold), e.g. 0.99",
     )
     rules.add_argument(
         "--stop-half-width",
-        type=float,
+        type=_real,
         metavar="W",
         help="stop when --stop-coverage of examples have a mem interval within +-W",
     )
     rules.add_argument(
-        "--stop-coverage", type=float, metavar="SHARE", help="with --stop-half-width (0.95)"
+        "--stop-coverage", type=_real, metavar="SHARE", help="with --stop-half-width (0.95)"
     )
     rules.add_argument(
         "--stop-pairs-stable",
-        type=float,
+        type=_real,
         metavar="J",
         help="stop when the split-half Jaccard of the high-influence pairs reaches J",
     )
     parser.add_argument(
         "--fdr",
-        type=float,
+        type=_real,
         metavar="LEVEL",
         help="report only pairs whose Benjamini-Hochberg q-value is at most LEVEL, e.g. 0.1, "
         "on top of the paper's rule",
@@ -149,7 +210,7 @@ def _format(parser: argparse.ArgumentParser) -> None:
 
 def _experiment_commands(sub: argparse._SubParsersAction) -> None:
     exp = sub.add_parser(
-        "experiment", help="create, list, extend, pause, resume or delete experiments"
+        "experiment", help="create, list, extend, pause, resume, retry or delete experiments"
     ).add_subparsers(dest="experiment", required=True, metavar="ACTION")
     create = _command(
         exp,
@@ -172,7 +233,9 @@ def _experiment_commands(sub: argparse._SubParsersAction) -> None:
         "raise an experiment's number of trials k (estimates keep folding in)",
     )
     extend.add_argument("name", help="the experiment")
-    extend.add_argument("--trials", type=int, required=True, help="the new k, above the current")
+    extend.add_argument(
+        "--trials", type=_at_least(1, 2**31 - 1), required=True, help="the new k, above the current"
+    )
     for action, what in (
         ("pause", "stop claiming the experiment's trials (running ones finish)"),
         ("resume", "claim the experiment's trials again"),
@@ -188,6 +251,18 @@ def _experiment_commands(sub: argparse._SubParsersAction) -> None:
     )
     delete.add_argument("name", help="the experiment")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    retry = _command(
+        exp,
+        "retry",
+        "lifecycle:cmd_retry",
+        "put failed trials back to pending, each with its attempts again; without --failed, "
+        "also free running trials whose lease has expired now (counted as lost, not failed), "
+        "rather than at the reaper's next pass",
+    )
+    retry.add_argument("name", help="the experiment")
+    retry.add_argument(
+        "--failed", action="store_true", help="only the failed trials; leave leases to the reaper"
+    )
 
 
 def _result_commands(sub: argparse._SubParsersAction) -> None:
@@ -209,7 +284,7 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     ):
         p = _command(sub, name, f"results:cmd_{name}", what)
         p.add_argument("name", help="the experiment")
-        p.add_argument("-n", "--limit", type=_at_least(1), default=20, help="rows to show")
+        p.add_argument("-n", "--limit", type=_LIMIT, default=20, help="rows to show")
         _format(p)
     export = _command(
         sub,
@@ -257,7 +332,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("a", help="the first experiment")
     compare.add_argument("b", help="the second experiment, over the same examples")
     compare.add_argument(
-        "--mem-threshold", type=float, help="memorized: mem >= this (default: a's spec)"
+        "--mem-threshold", type=_threshold, help="memorized: mem >= this (default: a's spec)"
     )
     compare.add_argument("--out", default=".", help="folder for the scatter plot (PNG)")
     stability = _command(
@@ -276,11 +351,9 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
         "retrain without the memorized examples vs a random set (3 arms)",
     )
     removal.add_argument("source", help="a subsample experiment with estimates")
+    removal.add_argument("--trials-per-arm", type=_ARM_TRIALS, default=5, help="trials of each arm")
     removal.add_argument(
-        "--trials-per-arm", type=_at_least(1), default=5, help="trials of each arm"
-    )
-    removal.add_argument(
-        "--mem-threshold", type=float, help="memorized: mem >= this (default: the source's)"
+        "--mem-threshold", type=_threshold, help="memorized: mem >= this (default: the source's)"
     )
     removal.add_argument(
         "--seed", type=_at_least(0), default=0, help="seed of the random removed set"
@@ -288,9 +361,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     removal.add_argument(
         "--run", action="store_true", help="train the arms here (embedded), then report"
     )
-    removal.add_argument(
-        "--workers", type=_at_least(0), default=0, help="with --run; 0: one per core"
-    )
+    removal.add_argument("--workers", type=_WORKERS, default=0, help="with --run; 0: one per core")
     removal.add_argument("--out", default=".", help="with --run: folder for the plot (PNG)")
     utility = _command(
         sub,
@@ -309,14 +380,15 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     )
     probe.add_argument("source", help="a subsample experiment")
     probe.add_argument(
-        "--trials", type=_at_least(0), default=0, help="probe trials; 0: as many as SOURCE's"
+        "--trials",
+        type=_at_least(0, MAX_TRIALS),
+        default=0,
+        help="probe trials; 0: as many as SOURCE's",
     )
     probe.add_argument(
         "--run", action="store_true", help="train the probe here (embedded), then compare"
     )
-    probe.add_argument(
-        "--workers", type=_at_least(0), default=0, help="with --run; 0: one per core"
-    )
+    probe.add_argument("--workers", type=_WORKERS, default=0, help="with --run; 0: one per core")
     probe.add_argument("--out", default=".", help="with --run: folder for the figure (PNG)")
     depth = _command(
         sub,
@@ -357,7 +429,18 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:
         "commands:cmd_dashboard",
         "a live, read-only web dashboard of every experiment",
     )
-    dashboard.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    dashboard.add_argument(
+        "--host", type=_host, default="127.0.0.1", help="interface to listen on"
+    )
+    dashboard.add_argument(
+        "--allowed-host",
+        type=_host,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a further name the pages are opened by (repeatable; also MEMTAIL_DASHBOARD_HOSTS"
+        "): any other Host header is refused, besides 127.0.0.1, localhost, [::1] and --host",
+    )
     dashboard.add_argument("--port", type=_port, default=8050, help="port to listen on")
     dashboard.add_argument(
         "--refresh",
@@ -379,7 +462,7 @@ def _run_command(sub: argparse._SubParsersAction) -> None:
     )
     _spec_flags(run)
     run.add_argument(
-        "--workers", type=_at_least(0), default=0, help="worker processes; 0: one per core"
+        "--workers", type=_WORKERS, default=0, help="worker processes; 0: one per core"
     )
     run.add_argument(
         "--out",
@@ -400,7 +483,7 @@ def _cluster_commands(sub: argparse._SubParsersAction) -> None:
     )
     worker.add_argument(
         "--idle-exit",
-        type=_positive_seconds,
+        type=_seconds(30 * DAY),
         default=300.0,
         help="exit after this many seconds without a claimable trial",
     )
@@ -415,9 +498,14 @@ def _cluster_commands(sub: argparse._SubParsersAction) -> None:
         "submit a job array of `memtail worker`s, one per GPU of each task",
     )
     submit.add_argument("experiment", nargs="?", help="the experiment (default: every active)")
-    submit.add_argument("--workers", type=int, required=True, help="array tasks (N)")
     submit.add_argument(
-        "--gpus-per-worker", type=int, default=1, help="GPUs per task, one worker each (0: CPU)"
+        "--workers", type=_at_least(1, MAX_TRIALS), required=True, help="array tasks (N)"
+    )
+    submit.add_argument(
+        "--gpus-per-worker",
+        type=_at_least(0, 64),
+        default=1,
+        help="GPUs per task, one worker each (0: CPU)",
     )
     submit.add_argument("--time", default="12:00:00", help="each task's time limit")
     submit.add_argument("--partition", help="SLURM partition")
@@ -427,7 +515,7 @@ def _cluster_commands(sub: argparse._SubParsersAction) -> None:
     )
     submit.add_argument(
         "--idle-exit",
-        type=_positive_seconds,
+        type=_seconds(30 * DAY),
         default=300.0,
         help="workers exit after this many seconds without a claimable trial",
     )

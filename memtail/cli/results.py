@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memtail.cli.arguments import UsageError, database, output_folder, settings_from
+from memtail.cli.arguments import (
+    UsageError,
+    database,
+    output_file,
+    output_folder,
+    settings_from,
+)
 
 if TYPE_CHECKING:
     from memtail.store.engine import Engine
@@ -104,56 +110,59 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
-    from memtail.views.export import export_npz, export_tables
+    from memtail.views.export import export_npz, export_tables, npz_file
 
+    # npz: a file, or a folder to write NAME.npz in; csv, parquet: a folder of tables.
+    into_folder = args.format != "npz" or Path(args.out).is_dir() or args.out.endswith("/")
+    out = output_folder(args.out) if into_folder else output_file(args.out, "NAME.npz")
     engine = database(settings_from(args))
     exp = get_experiment(engine, args.name)
     if args.format == "npz":
-        arrays = export_npz(engine, exp, args.out)
-        print(f"wrote {args.out}: {exp.n_train} memorization values, {arrays['tr_idx'].size} pairs")
+        path = npz_file(out, exp.name, folder=into_folder)
+        arrays = export_npz(engine, exp, path)
+        print(f"wrote {path}: {exp.n_train} memorization values, {arrays['tr_idx'].size} pairs")
         return 0
-    for path in export_tables(engine, exp, output_folder(args.out), args.format):
+    for path in export_tables(engine, exp, out, args.format):
         print(f"wrote {path}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from memtail.views.plots import plot_experiment
-
+    out = output_folder(args.out)
     settings = settings_from(args)
     engine = database(settings)
     exp = _estimated(engine, args.name)
+    from memtail.views.plots import plot_experiment  # matplotlib: once the experiment is found
+
     images = None
     if not args.no_images:
         from memtail.training.datasets import load_dataset
 
         images = load_dataset(exp.spec.dataset, settings.data_root)
-    for path in plot_experiment(engine, exp, output_folder(args.out), images):
+    for path in plot_experiment(engine, exp, out, images):
         print(f"wrote {path}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from memtail.cli.images import dataset_images
     from memtail.store.engine import describe_database
     from memtail.store.experiments import get_experiment
-    from memtail.views.report import render_report, write_report
 
-    if Path(args.out).is_dir():
-        raise UsageError(
-            f"--out {args.out} is a folder; give the report's file name, e.g. "
-            f"{Path(args.out) / 'report.html'}"
-        )
+    out = output_file(args.out, "report.html")
     settings = settings_from(args)
     engine = database(settings)
     experiments = [get_experiment(engine, name) for name in dict.fromkeys(args.names)]
+    from memtail.views.report import render_report, write_report  # matplotlib: once found
+
     html = render_report(
         engine,
         experiments,
-        settings.data_root,
         describe_database(settings.database_url)[0],
+        images=dataset_images(settings.data_root),
         stability=not args.no_stability,
         step=lambda what: print(f"report: {what}", file=sys.stderr, flush=True),
     )
-    path = write_report(html, args.out)
+    path = write_report(html, out)
     print(f"wrote {path} ({len(html) / 1e6:.1f} MB): open it in any browser, offline")
     return 0

@@ -128,12 +128,14 @@ def checkpoint_interval(text: str) -> tuple[int, float]:
     if value in ("off", "0", "0m"):
         return 0, 0.0
     number, minutes = (value[:-1], True) if value.endswith("m") else (value, False)
-    if number.isdigit() and 0 < int(number) <= 100_000:
+    # ASCII only: str.isdigit() also takes "²" (which int() refuses) and "٥" (which it reads
+    # as 5), and a stored spec should say what it means in digits every reader knows.
+    if number.isascii() and number.isdigit() and 0 < int(number) <= 100_000:
         return (0, 60.0 * int(number)) if minutes else (int(number), 0.0)
     raise SpecError(
         "training.checkpoint_every",
         f'must be "auto", "off", a number of epochs such as "5", or minutes such as "20m" '
-        f"(got {text!r})",
+        f"(got {text!r}{'' if value.isascii() else '; use the digits 0-9'})",
     )
 
 

@@ -71,7 +71,7 @@ def validate(spec: ExperimentSpec) -> None:
             raise SpecError(f"training.{key}", f"must be > 0 (got {value})")
     _check("training.epochs", t.epochs, 1, 10_000)
     _check("training.batch_size", t.batch_size, 1, 1_000_000)
-    _check("training.lr", t.lr, 0, 100, "; a typical peak is 0.01-1")
+    _check("training.lr", t.lr, 1e-9, 100, "; a typical peak is 0.01-1")
     _check("training.momentum", t.momentum, 0, 0.999, "; SGD uses 0.9")
     _check("training.weight_decay", t.weight_decay, 0, 1, "; typical: 5e-4")
     _check("training.crop", t.crop, 0, 64)
@@ -83,8 +83,13 @@ def validate(spec: ExperimentSpec) -> None:
         raise SpecError("training.schedule", f"choose one of {', '.join(SCHEDULES)}")
     checkpoint_interval(t.checkpoint_every)
     e = spec.estimate
-    if not (math.isfinite(e.confidence) and 0 < e.confidence < 1):
-        raise SpecError("estimate.confidence", f"must be in (0, 1) (got {e.confidence})")
+    if not (math.isfinite(e.confidence) and 0.5 <= e.confidence < 1):
+        # Below 0.5 an interval is more often wrong than right: most likely an error rate.
+        hint = "; as a confidence, an error rate of 0.05 is 0.95" if 0 < e.confidence < 0.5 else ""
+        raise SpecError(
+            "estimate.confidence",
+            f"must be in (0, 1), at least 0.5, e.g. 0.95 (got {e.confidence}){hint}",
+        )
     for key in ("mem_threshold", "infl_threshold"):
         _check(f"estimate.{key}", getattr(e, key), -1, 1)
     if not (math.isfinite(e.fdr) and 0 <= e.fdr < 1):

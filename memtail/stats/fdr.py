@@ -17,6 +17,12 @@ ones N p_(r') / r' >= p_(r') > c. So a q-value computed from the collected p-val
 is exact whenever it is at most c, and an upper bound (never an understatement) above;
 a pair with p > c gets q = 1. Deciding q <= alpha for alpha <= c is exact.
 
+The collected pairs number up to 2^24 but their p-values are few: a p-value depends on a
+pair only through (n_in, S_j, hits_in), so the scan hands over a histogram, the distinct
+p-values and how many pairs have each (``q_values_of_counts``). Among tied p-values BH's
+minimum over later ranks is reached at the tie's last rank, the cumulative count, so the
+procedure runs on the distinct values alone, one sort of those and no pair ever repeated.
+
 Dependence: pairs that share a test example (or a train example) are not independent. BH
 controls the false-discovery rate under positive regression dependence (Benjamini &
 Yekutieli 2001), which one-sided tests on positively correlated counts satisfy: models that
@@ -33,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["METHODS", "q_values"]
+__all__ = ["METHODS", "q_values", "q_values_of_counts"]
 
 METHODS = ("bh", "by")
 Method = Literal["bh", "by"]
@@ -85,3 +91,32 @@ def q_values(
         raise ValueError("every reported p-value <= cutoff must be among p_collected")
     q[small] = q_sorted[at]
     return q
+
+
+def q_values_of_counts(
+    p: np.ndarray, counts: np.ndarray, n_examined: int, method: Method = "bh"
+) -> np.ndarray:
+    """q-value of each distinct p-value ``p``, ``counts[i]`` pairs having ``p[i]``.
+
+    The same numbers as ``q_values`` over the p-values repeated by their counts (the
+    module docstring): the counts of every collected p-value, the rest of the
+    ``n_examined`` pairs having larger ones.
+    """
+    if method not in METHODS:
+        raise ValueError(f'method must be "bh" or "by"; got {method!r}')
+    p = np.asarray(p, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.int64)
+    if p.size == 0:
+        return np.ones(0)
+    # Ties may come in any order: each gets the minimum reached at the tie's last rank.
+    order = np.argsort(p)
+    rank = np.cumsum(counts[order])  # the last rank of each value's pairs
+    if rank[-1] > n_examined or counts.min() < 1:
+        raise ValueError("counts must be positive and add up to at most n_examined")
+    q = p[order] * (n_examined / rank.astype(np.float64))
+    if method == "by":
+        q *= _harmonic(n_examined)
+    q = np.minimum(1.0, np.minimum.accumulate(q[::-1])[::-1])
+    out = np.empty(p.size)
+    out[order] = q
+    return out

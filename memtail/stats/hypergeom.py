@@ -254,3 +254,34 @@ def p_values(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.nd
     u_hits, rest = uniq % (k + 1), uniq // (k + 1)
     tail = scipy_tail if uniq.size <= _SCIPY_MAX else upper_tail
     return tail(u_hits, rest // (k + 1), rest % (k + 1), k)[inverse]
+
+
+def run_tails(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
+    """``p_values`` of distinct (n_in, s, hits) sorted by (n_in, s), then hits: a tally's.
+
+    A cell (n_in, s) holds a run of counts, and P(H >= h) = P(H >= h + 1) + P(H = h): so
+    only the top count of each cell gets a tail sum, and the counts below add one pmf
+    term per step down, positive terms only (no cancellation). By scipy when few.
+    """
+    hits, n_in, s = (np.asarray(x, dtype=np.int64) for x in (hits, n_in, s))
+    if hits.size <= _SCIPY_MAX:
+        return scipy_tail(hits, n_in, s, k)
+    from scipy.special import gammaln
+
+    log_fact = gammaln(np.arange(k + 1, dtype=np.float64) + 1.0)
+    start = np.flatnonzero(np.r_[True, (n_in[1:] != n_in[:-1]) | (s[1:] != s[:-1])])
+    last = np.r_[start[1:], hits.size] - 1
+    out = np.empty(hits.size)
+    tail = upper_tail(hits[last], n_in[last], s[last], k)
+    out[last] = tail
+    x, below, low = hits[last].copy(), last - 1, hits[start]
+    n, c = n_in[last], s[last]
+    live = np.flatnonzero(x > low)
+    while live.size:
+        x[live] -= 1
+        tail[live] += _pmf(x[live], n[live], c[live], k, log_fact)
+        at = live[hits[below[live]] == x[live]]
+        out[below[at]] = np.minimum(1.0, tail[at])
+        below[at] -= 1
+        live = live[x[live] > low[live]]
+    return out

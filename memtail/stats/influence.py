@@ -263,7 +263,7 @@ def influence_pairs(
         find = functools.partial(cuda_scan, device=device)
     else:
         find = kernel_scan if backend == "numba" else gemm_scan
-    tally = Tally(h_min, n_codes, s_codes, k)
+    tally = Tally(h_min, h_scan, n_codes, s_codes, k)
     found = [
         find(m, t, rows, cols, n_codes, s_codes, h_scan, block_rows, tally) for rows, cols in groups
     ]
@@ -274,25 +274,13 @@ def influence_pairs(
     )
     order = np.lexsort((te, tr))
     tr, te, h_in = tr[order], te[order], h_in[order].astype(np.int64)
-    # Every examined pair with p <= cutoff: the reported ones and the tallied ones, their
-    # p-values from one call (the same tail function for all; 1 for a constant test).
-    t_n, t_s, t_h, t_count = tally.counts()
-    p_both = hypergeom.p_values(
-        np.concatenate([h_in, t_h]),
-        np.concatenate([n_in[tr], u_n[t_n]]),
-        np.concatenate([s[te], u_s[t_s]]),
-        k,
-    )
-    p_value, p_tally = p_both[: h_in.size], p_both[h_in.size :]
-    small = p_tally <= cutoff
-    p_small = np.concatenate(
-        [p_value[p_value <= cutoff], np.repeat(p_tally[small], t_count[small])]
-    )
+    p_value = hypergeom.p_values(h_in, n_in[tr], s[te], k)
     q_value = (
-        fdr_control.q_values(p_value, p_small, pairs_examined, cutoff, fdr_method)
+        _q_values(tally, p_value, h_in, n_in[tr], s[te], u_n, u_s, k, pairs_examined, cutoff,
+                  fdr_method)
         if q_values
         else np.full(p_value.shape, np.nan)
-    )
+    )  # fmt: skip
     pair_n_in = n_in[tr]
     stats = difference(pair_n_in, h_in, k - pair_n_in, s[te] - h_in, confidence)
     del stats["defined"]  # every reported pair is defined
@@ -314,3 +302,39 @@ def influence_pairs(
         ),
         **stats,
     )
+
+
+def _q_values(
+    tally: Tally,
+    p_value: np.ndarray,
+    hits: np.ndarray,
+    n_in: np.ndarray,
+    s: np.ndarray,
+    u_n: np.ndarray,
+    u_s: np.ndarray,
+    k: int,
+    pairs_examined: int,
+    cutoff: float,
+    method: fdr_control.Method,
+) -> np.ndarray:
+    """q-values of the reported pairs (their p-values, counts, n_in and S given) over every
+    examined pair with p <= cutoff: the reported ones and the scan's tally of the rest,
+    as one histogram of distinct p-values (``fdr.q_values_of_counts``)."""
+    t_n, t_s, t_h, t_count = tally.counts()  # sorted by cell, then count
+    p_tally = hypergeom.run_tails(t_h, u_n[t_n], u_s[t_s], k)
+    small = p_tally <= cutoff
+    key = (n_in * (k + 1) + s) * (k + 1) + hits
+    _, first, inverse, count = np.unique(
+        key, return_index=True, return_inverse=True, return_counts=True
+    )
+    p_pairs = p_value[first]
+    mine = p_pairs <= cutoff
+    q_both = fdr_control.q_values_of_counts(
+        np.concatenate([p_tally[small], p_pairs[mine]]),
+        np.concatenate([t_count[small], count[mine]]),
+        pairs_examined,
+        method,
+    )
+    q = np.ones(p_pairs.size)
+    q[mine] = q_both[int(small.sum()) :]
+    return q[inverse]

@@ -40,21 +40,33 @@ def keep_all(i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
 
 class Tally:
     """A scan's per-block ``keep``: pairs that pass the rule table ``h_min`` go on as they
-    are; the others (collected because their p-value is small) are counted by their
-    (code of n_in, code of S, G), the only things their p-values depend on."""
+    are; the others (collected because their count reaches ``h_scan``, a small p-value)
+    are counted by their (code of n_in, code of S, G), the only things their p-values
+    depend on."""
 
-    def __init__(self, h_min: np.ndarray, n_codes: np.ndarray, s_codes: np.ndarray, k: int):
-        self._h_min, self._n_codes, self._s_codes, self._k = h_min, n_codes, s_codes, k
+    def __init__(
+        self,
+        h_min: np.ndarray,
+        h_scan: np.ndarray,
+        n_codes: np.ndarray,
+        s_codes: np.ndarray,
+        k: int,
+    ):
+        self._h_min = h_min
+        self._h_min_flat = h_min.ravel()
+        self._h_scan_flat = h_scan.ravel().astype(np.int64)
+        self._n_codes, self._s_codes, self._k = n_codes, s_codes, k
+        # A tallied count lies in [h_scan, h_min) of its cell: this many values at most.
+        self._width = max(1, int((h_min.astype(np.int64) - h_scan).max(initial=0)))
         self._keys: list[np.ndarray] = []
         self._counts: list[np.ndarray] = []
         self._size = self._merged = 0
 
     def __call__(self, i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
-        nc, sc = self._n_codes[i], self._s_codes[j]
-        passed = g >= self._h_min[nc, sc]
+        cell = self._n_codes[i].astype(np.int64) * self._h_min.shape[1] + self._s_codes[j]
+        passed = g >= self._h_min_flat[cell]
         rest = ~passed
-        key = (nc[rest].astype(np.int64) * self._h_min.shape[1] + sc[rest]) * (self._k + 1)
-        keys, counts = np.unique(key + g[rest], return_counts=True)
+        keys, counts = self._histogram(cell[rest], g[rest])
         self._keys.append(keys)
         self._counts.append(counts)
         self._size += keys.size
@@ -62,15 +74,39 @@ class Tally:
             self._merge()  # near the distinct counts, the time near linear
         return i[passed], j[passed], g[passed]
 
+    def _histogram(self, cell: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct keys (cell, G), ascending, of one block's pairs, and their pairs."""
+        if cell.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        # The kernel's blocks hold rows of a few n_in values (it sorts rows by n_in), so
+        # (cell, G - h_scan) usually spans a small range: count it with a bincount, linear
+        # in the pairs, instead of sorting them.
+        lo = int(cell.min())
+        span = (int(cell.max()) - lo + 1) * self._width
+        if span > max(4 * cell.size, 2**20):
+            return np.unique(cell * (self._k + 1) + g, return_counts=True)
+        counts = np.bincount((cell - lo) * self._width + (g - self._h_scan_flat[cell]),
+                             minlength=span)  # fmt: skip
+        at = np.flatnonzero(counts)
+        cell_at = at // self._width + lo
+        g_at = self._h_scan_flat[cell_at] + at % self._width
+        return cell_at * (self._k + 1) + g_at, counts[at].astype(np.int64)
+
     def _merge(self) -> None:
         keys = np.concatenate(self._keys) if self._keys else np.zeros(0, dtype=np.int64)
         counts = np.concatenate(self._counts) if self._counts else np.zeros(0, dtype=np.int64)
-        uniq, at = np.unique(keys, return_inverse=True)
-        self._keys, self._counts = [uniq], [np.bincount(at, weights=counts).astype(np.int64)]
+        if keys.size and np.all(keys[1:] >= keys[:-1]):  # the kernel's blocks come in order
+            start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            uniq, merged = keys[start], np.add.reduceat(counts, start)
+        else:
+            uniq, at = np.unique(keys, return_inverse=True)
+            merged = np.bincount(at, weights=counts).astype(np.int64)
+        self._keys, self._counts = [uniq], [merged]
         self._size = self._merged = uniq.size
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(code of n_in, code of S, G, number of pairs) of every pair not passed on."""
+        """(code of n_in, code of S, G, number of pairs) of every pair not passed on,
+        sorted by (code of n_in, code of S, G)."""
         self._merge()
         keys, counts = self._keys[0], self._counts[0]
         g, cell = keys % (self._k + 1), keys // (self._k + 1)

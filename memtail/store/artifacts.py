@@ -276,15 +276,30 @@ def _chunks(engine: Engine, artifact: Artifact, folder: Path | None) -> Iterator
         # One chunk per short transaction: memory stays at one chunk, and no read holds a
         # snapshot open for the whole artifact.
         with transaction(engine, readonly=True) as conn:
-            chunk = conn.execute(
-                sa.select(artifact_chunks.c.data).where(
+            row = conn.execute(
+                sa.select(*_chunk_columns(conn)).where(
                     artifact_chunks.c.artifact_id == artifact.id, artifact_chunks.c.seq == seq
                 )
-            ).scalar_one_or_none()
-        if chunk is None:
+            ).one_or_none()
+        if row is None:
             return
-        yield bytes(chunk)
+        if row.kind == "text":
+            raise ArtifactCorrupt(
+                f"artifact {artifact.name!r} of experiment {artifact.experiment_id} is damaged: "
+                f"chunk {seq} is stored as text, not bytes; delete and recompute it"
+            )
+        yield bytes(row.data)
         seq += 1
+
+
+def _chunk_columns(conn: Connection) -> tuple[sa.ColumnElement, sa.ColumnElement]:
+    """(kind, data) of a chunk row. SQLite keeps a value of any type in any column, and a
+    chunk written as text by anything but memtail reads back as str (or fails to decode
+    as UTF-8): its storage class is asked for, its bytes read as a blob."""
+    data = artifact_chunks.c.data
+    if is_postgres(conn):
+        return sa.literal("blob").label("kind"), data.label("data")
+    return sa.func.typeof(data).label("kind"), sa.cast(data, sa.LargeBinary).label("data")
 
 
 def sweep(engine: Engine, older_than_seconds: float, *, folder: Path | None = None) -> int:

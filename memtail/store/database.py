@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.store import migrate
 from memtail.store.engine import describe_database, make_engine
+from memtail.store.urls import display_url, without_secrets
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -23,19 +24,20 @@ class DatabaseUnavailable(RuntimeError):
 
 
 def _parsed(url: str) -> sa.engine.URL:
-    """``url`` parsed, with a dialect this installation has, or a one-line error."""
+    """``url`` parsed, with a dialect and driver this installation has, or a one-line error."""
     try:
         parsed = sa.engine.make_url(url)
-        parsed.get_dialect()
+        # The driver too: a dialect whose DBAPI module is missing (postgresql:// means
+        # psycopg 3 to SQLAlchemy 2.1) would otherwise fail later, in a traceback.
+        parsed.get_dialect().import_dbapi()
     except (sa.exc.NoSuchModuleError, ImportError) as error:
-        shown = parsed.render_as_string(hide_password=True)
         raise DatabaseUnavailable(
-            f"{shown} names a database this memtail cannot use ({error}); use sqlite:///FILE "
-            "or postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE"
+            f"{display_url(url)} names a database this memtail cannot use ({error}); use "
+            "sqlite:///FILE or postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from None
     except sa.exc.ArgumentError:  # after NoSuchModuleError, its subclass
         raise DatabaseUnavailable(
-            f"{url!r} is not a database URL; use sqlite:///FILE or "
+            f"{display_url(url)!r} is not a database URL; use sqlite:///FILE or "
             "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from None
     return parsed
@@ -54,6 +56,8 @@ def upgrade(url: str) -> None:
 def _unusable(url: str, error: sa.exc.DBAPIError) -> DatabaseUnavailable:
     where, _ = describe_database(url)
     first = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+    # A driver may quote the DSN it was given, query parameters and all.
+    first = without_secrets(first, url)
     return DatabaseUnavailable(
         f"cannot use the database at {where} ({first}); check that the server runs and "
         "the URL (--database-url, MEMTAIL_DATABASE_URL) is right"
@@ -101,5 +105,5 @@ def open_database(url: str) -> Engine:
 
 
 def _url_arg(url: str) -> str:
-    """The URL as a user would pass it again, password hidden."""
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    """The URL as a user would pass it again, credentials hidden."""
+    return display_url(url)

@@ -21,6 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
+from memtail.store.urls import display_url
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -120,14 +122,14 @@ def one_statement(engine: Engine) -> Iterator[Connection]:
 
 
 def describe_database(url: str | sa.engine.URL) -> tuple[str, str | None]:
-    """How to name a database to a user (SQLite's file, or the URL without its password),
-    and for SQLite a shell command that queries it."""
+    """How to name a database to a user (SQLite's file, or the URL without any of its
+    credentials), and for SQLite a shell command that queries it."""
     parsed = sa.engine.make_url(url)
     if parsed.drivername.startswith("sqlite"):
         return str(
             parsed.database
         ), f"sqlite3 {parsed.database} 'SELECT * FROM experiment_progress'"
-    return parsed.render_as_string(), None
+    return display_url(parsed), None
 
 
 def is_postgres(bind: Engine | Connection) -> bool:

@@ -4,7 +4,8 @@ Extending adds trials k..K-1 whose subsets and seeds follow from (seed, t) exact
 first k did, so the estimates keep folding in; the stored spec and its digest say K
 afterwards, and a complete experiment becomes active again. Pausing stops every claim
 (workers' and the coordinator's) on the experiment's trials; running ones finish.
-Deleting removes every row of the experiment at once.
+Deleting removes every row of the experiment at once. Retrying puts its failed trials
+back to pending, each with its attempts again (``retry``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.spec import MAX_TRIALS, ExperimentKind, SpecError
-from memtail.status import ExperimentStatus
+from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store.artifacts import delete_experiment_artifacts
 from memtail.store.engine import transaction
 from memtail.store.experiments import (
@@ -119,6 +120,43 @@ def set_paused(engine: Engine, experiment: Experiment, paused: bool) -> Experime
             .values(status=after)
         )
     return get_experiment(engine, experiment.id)
+
+
+def retry_failed(engine: Engine, experiment: Experiment) -> int:
+    """Put the experiment's failed trials back to pending; how many.
+
+    One conditional UPDATE (``status = failed``) is the fence: a failed trial has no
+    current claim, so no claim or store can race it, and ``attempts`` is kept, so a
+    zombie of an old claim still matches no row once the trial is claimed again. The
+    bounds start over instead: ``retried_attempts`` takes the claim count, and
+    ``preemptions`` and ``lost`` (which count since the last retry) go to 0. The last
+    error is kept. A complete experiment becomes active again, so its trials are claimed.
+    """
+    with transaction(engine) as conn:
+        requeued = conn.execute(
+            sa.update(trials)
+            .where(trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.FAILED)
+            .values(
+                status=TrialStatus.PENDING,
+                retried_attempts=trials.c.attempts,
+                preemptions=0,
+                lost=0,
+                worker=None,
+                lease_expires_at=None,
+                dispatched_at=None,
+                finished_at=None,
+            )
+        ).rowcount
+        if requeued:
+            conn.execute(
+                sa.update(experiments)
+                .where(
+                    experiments.c.id == experiment.id,
+                    experiments.c.status == ExperimentStatus.COMPLETE,
+                )
+                .values(status=ExperimentStatus.ACTIVE)
+            )
+    return requeued
 
 
 def delete(engine: Engine, experiment: Experiment) -> int:

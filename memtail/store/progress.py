@@ -20,13 +20,17 @@ from memtail.store.experiments import FEATURE_TRIAL, Experiment
 from memtail.store.results import PAIRS_VIEW
 from memtail.store.tables import estimate_runs, memorization, trials
 
-RATE_WINDOW_SECONDS = 600.0
+#: The live rate's window: long enough to hold several trials of minutes each.
+RATE_WINDOW_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
 class Progress:
     experiment: Experiment
     counts: dict[TrialStatus, int]
+    #: While trials remain: trials per minute over the last RATE_WINDOW_SECONDS (a stall
+    #: shows as a falling rate). Once all have ended: the run's average, from its first
+    #: stored trial's start to its last's end (0: too few to say).
     trials_per_minute: float
     last_estimate_at: datetime | None
     last_estimate_trials: int | None
@@ -50,6 +54,8 @@ class Progress:
     resumed_seconds: float = 0.0
     #: Times workers were told to stop and handed a trial of this experiment back.
     preemptions: int = 0
+    #: ``trials_per_minute`` is the finished run's average, not a live rate.
+    rate_is_average: bool = False
 
     @property
     def done(self) -> int:
@@ -85,21 +91,10 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         succeeded = sa.and_(
             trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.SUCCEEDED
         )
-        last = conn.execute(sa.select(sa.func.max(trials.c.finished_at)).where(succeeded))
-        last = last.scalar_one()
-        # While trials remain, the rate is over the last window before now (a stall shows
-        # as a falling rate); once all have ended, over the last window of the run.
         active = counts[TrialStatus.PENDING] + counts[TrialStatus.RUNNING] > 0
-        if active or last is None:
-            since = db_now_plus(-RATE_WINDOW_SECONDS)
-        else:
-            since = last - timedelta(seconds=RATE_WINDOW_SECONDS)
-        recent, first = conn.execute(
-            sa.select(sa.func.count(), sa.func.min(trials.c.finished_at)).where(
-                succeeded, trials.c.finished_at >= since
-            )
-        ).one()
         now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
+        now = as_utc(now) if isinstance(now, datetime) else datetime.now(UTC)
+        rate = _live_rate(conn, experiment, now) if active else _average_rate(conn, experiment)
         accuracy = conn.execute(
             sa.select(
                 sa.func.count(trials.c.test_accuracy),
@@ -148,16 +143,11 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
             .order_by(trials.c.trial_index)
             .limit(5)
         ).all()
-    now = as_utc(now) if isinstance(now, datetime) else datetime.now(UTC)
-    first = as_utc(first) if isinstance(first, datetime) else None
-    end = now if active or last is None else as_utc(last)
-    span = (end - first).total_seconds() if first is not None else 0.0
-    # Rate over the recent window; a short span (just started) uses what it has.
-    rate = 60.0 * recent / max(span, 1.0) if recent >= 2 else 0.0
     return Progress(
         experiment=experiment,
         counts=counts,
         trials_per_minute=rate,
+        rate_is_average=not active,
         last_estimate_at=as_utc(run.finished_at) if run else None,
         last_estimate_trials=run.trials_used if run else None,
         now=now,
@@ -172,6 +162,45 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         resumed_seconds=float(saved),
         preemptions=int(preempted),
     )
+
+
+def _live_rate(conn: sa.Connection, experiment: Experiment, now: datetime) -> float:
+    """Trials stored per minute over the last RATE_WINDOW_SECONDS, or since the work now
+    going on began (the earliest start of a trial stored in the window or running), if
+    later: a run that resumed a minute ago is not diluted by the idle time before."""
+    since = now - timedelta(seconds=RATE_WINDOW_SECONDS)
+    mine = trials.c.experiment_id == experiment.id
+    recent = sa.and_(
+        mine,
+        trials.c.status == TrialStatus.SUCCEEDED,
+        trials.c.finished_at >= db_now_plus(-RATE_WINDOW_SECONDS),
+    )
+    count = conn.execute(sa.select(sa.func.count()).where(recent)).scalar_one()
+    if not count:
+        return 0.0
+    began = conn.execute(
+        sa.select(sa.func.min(trials.c.started_at)).where(
+            sa.or_(recent, sa.and_(mine, trials.c.status == TrialStatus.RUNNING))
+        )
+    ).scalar_one()
+    if isinstance(began, datetime):
+        since = max(since, as_utc(began))
+    return 60.0 * count / max((now - since).total_seconds(), 1.0)
+
+
+def _average_rate(conn: sa.Connection, experiment: Experiment) -> float:
+    """Trials stored per minute over the whole run: from the first stored trial's start to
+    the last one's end (0 with fewer than two, where a rate says nothing)."""
+    count, began, ended = conn.execute(
+        sa.select(
+            sa.func.count(), sa.func.min(trials.c.started_at), sa.func.max(trials.c.finished_at)
+        ).where(
+            trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.SUCCEEDED
+        )
+    ).one()
+    if count < 2 or not isinstance(began, datetime) or not isinstance(ended, datetime):
+        return 0.0
+    return 60.0 * count / max((as_utc(ended) - as_utc(began)).total_seconds(), 1.0)
 
 
 def _spread(

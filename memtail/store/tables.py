@@ -140,6 +140,20 @@ trials = sa.Table(
         comment="times a worker stopped and handed it back (not failures)",
     ),
     sa.Column(
+        "lost",
+        sa.Integer,
+        nullable=False,
+        server_default="0",
+        comment="claims whose worker died without an error (not failures)",
+    ),
+    sa.Column(
+        "retried_attempts",
+        sa.Integer,
+        nullable=False,
+        server_default="0",
+        comment="attempts at the last `experiment retry`; the bounds count claims since",
+    ),
+    sa.Column(
         "resumed_seconds",
         sa.Float,
         nullable=True,

@@ -6,13 +6,20 @@ store, fail) are each a single statement in autocommit, one round trip apiece.
 
     pending --claim--> running --store--> succeeded
        ^                  |
-       +--fail / reap-----+--(attempts exhausted)--> failed
+       +--fail / reap-----+--(attempts exhausted)--> failed --retry--> pending
 
 A claim increments ``attempts``; every later write of that claim is fenced by
 ``attempts = <claimed attempt>``, so a zombie (a worker whose lease expired and whose trial
 was claimed again) can neither heartbeat nor store. Lease times come from the database's
 clock (``db_now_plus``) because workers on different hosts do not share one. Which
 pending trials have a broker message is ``memtail.store.dispatch``'s part.
+
+Every claim ends one of four ways, each counted apart: stored; failed (an error the
+trial raised, ``attempts - retried_attempts - preemptions - lost`` of them, bounded by
+MEMTAIL_MAX_ATTEMPTS); preempted (handed back, ``preemptions``); or lost (its worker
+died, was killed or stopped heartbeating and recorded no error, ``lost``, bounded by
+the much larger MEMTAIL_MAX_LOST). A kill is not the trial's fault, so it must not use
+up the few attempts that real errors get.
 """
 
 from __future__ import annotations
@@ -213,17 +220,36 @@ def _wrong_classes(outcome: TrialOutcome) -> bytes | None:
     return classes.astype("<u4" if wide else "<u2").tobytes()
 
 
-def _released(max_attempts: int) -> dict[str, object]:
-    """Column values of a running trial that lost its attempt: back to pending, or failed
-    for good once it has used ``max_attempts`` (claims a preemption ended do not count)."""
-    out_of_attempts = trials.c.attempts - trials.c.preemptions >= max_attempts
+#: Claims since the last retry that ended in an error (the current one included).
+FAILURES = trials.c.attempts - trials.c.retried_attempts - trials.c.preemptions - trials.c.lost
+
+
+def _released(exhausted: sa.ColumnElement[bool]) -> dict[str, object]:
+    """Column values of a running trial whose claim ended unstored: back to pending, or
+    failed for good when ``exhausted``."""
     return {
-        "status": sa.case((out_of_attempts, TrialStatus.FAILED), else_=TrialStatus.PENDING),
+        "status": sa.case((exhausted, TrialStatus.FAILED), else_=TrialStatus.PENDING),
         "worker": None,
         "lease_expires_at": None,
         # A retry needs a new message; the coordinator sends one for NULL.
         "dispatched_at": None,
-        "finished_at": sa.case((out_of_attempts, db_now_plus(0)), else_=None),
+        "finished_at": sa.case((exhausted, db_now_plus(0)), else_=None),
+    }
+
+
+def _lost(max_lost: int, why: sa.ColumnElement[str]) -> dict[str, object]:
+    """Column values of a running trial whose worker is gone without recording an error:
+    ``lost`` counted, no failed attempt; failed once lost ``max_lost`` times (a trial
+    that kills every worker it meets is reported, not retried forever)."""
+    exhausted = trials.c.lost + 1 >= max_lost
+    reason = (
+        f"lost {max_lost} times (its worker died or was killed under it each time; raise "
+        "MEMTAIL_MAX_LOST, or find what kills it, then `memtail experiment retry`); last: "
+    )
+    return {
+        **_released(exhausted),
+        "lost": trials.c.lost + 1,
+        "error": sa.case((exhausted, sa.literal(reason) + why), else_=why),
     }
 
 
@@ -238,7 +264,7 @@ def fail(engine: Engine, claim: Claim, error: str, max_attempts: int) -> TrialSt
             .where(statements.FENCED)
             .values(
                 error=error[:4000],
-                **_released(max_attempts),
+                **_released(FAILURES >= max_attempts),
             )
             .returning(trials.c.status),
             _fence(claim),
@@ -261,12 +287,8 @@ def hand_back(engine: Engine, claim: Claim, max_preemptions: int) -> TrialStatus
             sa.update(trials)
             .where(statements.FENCED)
             .values(
-                status=sa.case((exhausted, TrialStatus.FAILED), else_=TrialStatus.PENDING),
+                **_released(exhausted),
                 preemptions=trials.c.preemptions + 1,
-                worker=None,
-                lease_expires_at=None,
-                dispatched_at=None,
-                finished_at=sa.case((exhausted, db_now_plus(0)), else_=None),
                 error=sa.case((exhausted, sa.literal(message)), else_=trials.c.error),
             )
             .returning(trials.c.status),
@@ -281,8 +303,15 @@ class ReapResult:
     failed: int
 
 
-def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) -> ReapResult:
-    """Return expired leases to pending (or failed when out of attempts).
+def reap(
+    engine: Engine,
+    max_lost: int,
+    grace_after_restart: float = 0.0,
+    *,
+    experiment_id: int | None = None,
+) -> ReapResult:
+    """Return expired leases (of every experiment, or of ``experiment_id``) to pending,
+    each counted as lost, not failed; failed once lost ``max_lost`` times.
 
     After a PostgreSQL restart every lease looks expired at once, although the workers
     are alive and were only unable to heartbeat. With ``grace_after_restart`` (a lease
@@ -292,6 +321,8 @@ def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) ->
     expired = sa.and_(
         trials.c.status == TrialStatus.RUNNING, trials.c.lease_expires_at < db_now_plus(0)
     )
+    if experiment_id is not None:
+        expired = sa.and_(expired, trials.c.experiment_id == experiment_id)
     if grace_after_restart > 0 and is_postgres(engine):
         expired = sa.and_(
             expired, sa.func.pg_postmaster_start_time() < db_now_plus(-grace_after_restart)
@@ -301,11 +332,12 @@ def reap(engine: Engine, max_attempts: int, grace_after_restart: float = 0.0) ->
             sa.update(trials)
             .where(expired)
             .values(
-                error=sa.func.coalesce(trials.c.error + "; ", "")
-                + "lease expired (worker "
-                + sa.func.coalesce(trials.c.worker, "?")
-                + " stopped heartbeating)",
-                **_released(max_attempts),
+                **_lost(
+                    max_lost,
+                    "lease expired (worker "
+                    + sa.func.coalesce(trials.c.worker, "?")
+                    + " stopped heartbeating)",
+                )
             )
             .returning(trials.c.status)
         ).all()
@@ -346,26 +378,20 @@ def release_running(
     *,
     exact: bool = False,
     died: str | None = None,
-    max_attempts: int = 0,
+    max_lost: int,
 ) -> int:
     """Return running trials of workers named ``worker_prefix...`` (``exact``: of the one
     worker of that name) to pending; how many.
 
     Only for the embedded runner, whose worker processes it knows are stopped (it started
-    and ended them). Trials of other workers keep their leases. A stopped run's trials are
-    not at fault and keep their attempts as they were; with ``died`` (why a worker died
-    under its trial) the attempt counts as failed, as a reaped lease would: out of
-    ``max_attempts``, the trial is failed for good, so one that keeps killing its worker
-    cannot loop forever.
+    and ended them, or found them gone: a killed ``memtail run`` leaves its trials
+    running). Trials of other workers keep their leases. Each released claim counts as
+    lost, not failed, as a reaped lease does (``died``: why, kept as the trial's error);
+    lost ``max_lost`` times, the trial is failed for good, so one that keeps killing its
+    worker cannot loop forever.
     """
-    values: dict[str, object] = {
-        "status": TrialStatus.PENDING,
-        "worker": None,
-        "lease_expires_at": None,
-        "dispatched_at": None,
-    }
-    if died is not None:
-        values = {**_released(max_attempts), "error": died[:4000]}
+    why = died or f"local worker {worker_prefix}{'' if exact else '*'} stopped under it"
+    values = _lost(max_lost, sa.literal(why[:4000]))
     with transaction(engine) as conn:
         return conn.execute(
             sa.update(trials)

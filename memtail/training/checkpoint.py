@@ -14,24 +14,37 @@ that the uninterrupted run would have given, bit for bit on the CPU
 
 ``encode`` and ``decode`` turn a state into bytes and back with ``torch.save`` and
 ``torch.load(weights_only=True)``, which loads tensors and plain containers only, never
-code: checkpoints come from a shared store.
+code: checkpoints come from a shared store. A state that decodes may still not fit the
+trial (another network's shapes, a foreign optimizer's state, a position past the
+training): ``Checkpointing.restore`` checks it against the freshly built parts before
+touching them, and falls back on the earlier states, then on epoch 0, with a warning;
+retrying such a trial would only fail it again.
 """
 
 from __future__ import annotations
 
+import copy
 import io
-from collections.abc import Callable
+import itertools
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from memtail.training.misfit import misfit
+
 __all__ = ["Checkpointing", "Preempted", "TrainingState", "capture", "decode", "encode", "restore"]
+
+log = logging.getLogger(__name__)
 
 #: What a state is taken from and restored into: model, optimizer, the trial's generator,
 #: and the device (whose CUDA generator is saved too).
 Parts = tuple[nn.Module, torch.optim.Optimizer, torch.Generator, torch.device]
+#: The training a state must belong to: (examples trained on, batches per epoch, epochs).
+Layout = tuple[int, int, int]
 
 
 class Preempted(Exception):  # noqa: N818 - a signal that the trial stopped, not an error
@@ -70,13 +83,41 @@ class Checkpointing:
     """How a trial saves and resumes: ``save`` receives each state (the caller stores
     it); ``every_epochs`` / ``every_seconds`` say when (0: not by that measure); ``stop``
     is asked before every step and, once true, the state is saved and ``Preempted``
-    raised; ``resume``: the state to continue from."""
+    raised; ``resume``: the state to continue from, ``earlier``: those to fall back on,
+    newest first, when it does not fit (iterated lazily: an older state is read only if
+    needed); ``owner``: who warnings name ("trial 7")."""
 
     save: Callable[[TrainingState], None]
     every_epochs: int = 0
     every_seconds: float = 0.0
     stop: Callable[[], bool] = field(default=lambda: False)
     resume: TrainingState | None = None
+    earlier: Iterable[TrainingState] = ()
+    owner: str = "the trial"
+
+    def restore(self, parts: Parts, layout: Layout) -> TrainingState | None:
+        """Restore into ``parts`` the newest state that fits them and ``layout``, and
+        return it; None (nothing restored): train from epoch 1."""
+        newest = [] if self.resume is None else [self.resume]
+        for state in itertools.chain(newest, self.earlier):
+            why = misfit(state, parts, layout)
+            if why is None:
+                try:
+                    _restore_or_undo(state, parts)
+                except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as error:
+                    why = f"restoring it failed: {error}"
+            if why is None:
+                log.info(
+                    "%s: resuming at epoch %d, step %d (%.1f s of training saved)",
+                    self.owner, state.epoch + 1, state.step, state.seconds,
+                )  # fmt: skip
+                return state
+            log.warning(
+                "%s: checkpoint of epoch %d, step %d ignored: %s; trying the one before it, "
+                "else training from epoch 1",
+                self.owner, state.epoch + 1, state.step, why,
+            )  # fmt: skip
+        return None
 
 
 def capture(
@@ -124,6 +165,31 @@ def restore(
     generator.set_state(state.generator)
 
 
+def _restore_or_undo(state: TrainingState, parts: Parts) -> None:
+    """``restore``, or, if it fails part way, the parts as they were."""
+    model, optimizer, generator, device = parts
+    module = getattr(model, "_orig_mod", model)
+    before = (
+        {name: tensor.clone() for name, tensor in module.state_dict().items()},
+        copy.deepcopy(optimizer.state_dict()),
+        torch.get_rng_state(),
+        np.random.get_state(),
+        generator.get_state(),
+        torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    )
+    try:
+        restore(state, model, optimizer, generator, device)
+    except BaseException:
+        module.load_state_dict(before[0])
+        optimizer.load_state_dict(before[1])
+        torch.set_rng_state(before[2])
+        np.random.set_state(before[3])
+        generator.set_state(before[4])
+        if before[5] is not None:
+            torch.cuda.set_rng_state(before[5], device)
+        raise
+
+
 def _numpy_state() -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
@@ -155,4 +221,32 @@ def decode(data: bytes) -> TrainingState:
         raise ValueError(f"not a training checkpoint: {error}") from error
     if not isinstance(values, dict) or set(values) != set(TrainingState.__dataclass_fields__):
         raise ValueError("not a training checkpoint: unexpected fields")
+    for name, kinds in _KINDS.items():
+        if not isinstance(values[name], kinds) or isinstance(values[name], bool):
+            raise ValueError(
+                f"not a training checkpoint: {name} is a {type(values[name]).__name__}"
+            )
+    if (values["order"] is None) != (values["loss_sum"] is None):
+        raise ValueError("not a training checkpoint: an epoch's order without its loss")
+    if not all(isinstance(v, torch.Tensor) for v in values["model"].values()):
+        raise ValueError("not a training checkpoint: the model's state holds non-tensors")
     return TrainingState(**values)
+
+
+# What each field of a decoded state must be: the fields of the right names can still
+# hold anything torch.load(weights_only=True) produces.
+_KINDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "batch": int,
+    "step": int,
+    "model": dict,
+    "optimizer": dict,
+    "torch_rng": torch.Tensor,
+    "numpy_rng": dict,
+    "generator": torch.Tensor,
+    "cuda_rng": (torch.Tensor, type(None)),
+    "order": (torch.Tensor, type(None)),
+    "loss_sum": (torch.Tensor, type(None)),
+    "seconds": (float, int),
+    "device": str,
+}

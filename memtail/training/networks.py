@@ -20,6 +20,7 @@ Inputs with other than 3 channels get a first convolution with the right ``in_ch
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch import nn
 
 from memtail.spec import ModelSpec
 
-__all__ = ["ModelError", "build_model", "is_known_model"]
+__all__ = ["ModelError", "build_model", "count_parameters", "is_known_model"]
 
 OWN_MODELS = ("mlp", "cnn", "fastnet", "resnet18", "resnet50")
 
@@ -86,10 +87,24 @@ def _image_channels(spec: ModelSpec, input_shape: tuple[int, ...], min_size: int
     return input_shape[0]
 
 
-def _mlp(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+#: The deepest mlp: plain ReLU stacks much deeper than this do not train without residual
+#: connections, and each layer is a module a trial builds and calls on every batch.
+MAX_DEPTH = 1_000
+
+
+def _mlp_depth(spec: ModelSpec) -> int:
     depth = _options(spec, {"depth": 2})["depth"]
-    if depth < 0:
-        raise ModelError("model.depth", f"must be >= 0, got {depth}")
+    if not 0 <= depth <= MAX_DEPTH:
+        raise ModelError(
+            "model.depth",
+            f"must be in [0, {MAX_DEPTH:,}] (got {depth}); plain ReLU stacks much deeper "
+            "do not train",
+        )
+    return depth
+
+
+def _mlp(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    depth = _mlp_depth(spec)
     width = spec.width or 256
     features = 1
     for size in input_shape:
@@ -212,6 +227,49 @@ def _torchvision(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int
         raise ModelError("model.name", f"cannot build {spec.name}: {error}") from None
     _replace_first_conv(model, channels)
     return model
+
+
+# torchvision's ResNets without their first convolution and their classifier, which
+# depend on the input's channels and the classes: (parameters, classifier inputs).
+_RESNET_BODY = {"resnet18": (11_167_104, 512), "resnet50": (23_498_624, 2048)}
+
+
+def count_parameters(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> int | None:
+    """The parameters ``build_model`` gives the network, from its layers' shapes alone, so
+    that one too large to train is refused without being built (an mlp of depth 10^6 takes
+    minutes to build, even on the meta device). It checks the options as building does.
+    None for torchvision's other models, whose fixed sizes are quick to build and count."""
+    input_shape = tuple(int(s) for s in input_shape)
+    width, classes = spec.width, num_classes
+    if spec.name == "mlp":
+        depth, width = _mlp_depth(spec), width or 256
+        features = math.prod(input_shape)
+        if not depth:
+            return (features + 1) * classes
+        hidden = (features + 1) * width + (depth - 1) * (width + 1) * width
+        return hidden + (width + 1) * classes
+    if spec.name == "cnn":
+        _options(spec, {})
+        channels, width = _image_channels(spec, input_shape), width or 32
+        convs = channels * width + width * 2 * width + 2 * width * 4 * width
+        return 9 * convs + 2 * 7 * width + (4 * width + 1) * classes
+    if spec.name == "fastnet":
+        _options(spec, {"scale": 1 / 9})
+        channels, base = _image_channels(spec, input_shape, min_size=8), width or 64
+        stem = max(base // 2, 8)
+        total = 9 * channels * stem + 2 * stem
+        for cin, cout in ((stem, base), (base, 4 * base), (4 * base, 4 * base)):
+            total += 9 * (cin * cout + cout * cout) + 4 * cout
+        return total + 4 * base * classes
+    if spec.name in _RESNET_BODY:
+        _options(spec, {})
+        if width:
+            raise ModelError("model.width", f"{spec.name} has fixed widths; set width = 0")
+        channels = _image_channels(spec, input_shape)
+        body, features = _RESNET_BODY[spec.name]
+        kernel = 3 if max(input_shape[1:]) <= 64 else 7
+        return body + channels * 64 * kernel**2 + (features + 1) * classes
+    return None
 
 
 _BUILDERS: dict[str, Callable[[ModelSpec, tuple[int, ...], int], nn.Module]] = {

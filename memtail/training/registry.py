@@ -12,7 +12,7 @@ import torch
 
 from memtail.spec import ExperimentSpec, SpecError
 from memtail.training.datasets import DATASETS, Dataset
-from memtail.training.networks import build_model, is_known_model
+from memtail.training.networks import build_model, count_parameters, is_known_model
 
 
 def check_names(spec: ExperimentSpec) -> ExperimentSpec:
@@ -37,16 +37,37 @@ MAX_PARAMETERS = 1_000_000_000
 
 
 def check_model(spec: ExperimentSpec, dataset: Dataset) -> int:
-    """Build the spec's network for ``dataset`` the way every trial will, on the meta device
-    (shapes, no memory): an unknown or malformed model option fails here, at create, with
-    the trials' own error, and so does a network too large to train. Its parameter count."""
-    with torch.device("meta"):
-        model = build_model(spec.model, dataset.input_shape, dataset.num_classes)
-    parameters = sum(p.numel() for p in model.parameters())
-    if parameters > MAX_PARAMETERS:
+    """Count the spec's network for ``dataset`` from its shapes, then build it the way every
+    trial will, on the meta device (shapes, no memory): an unknown or malformed model
+    option fails here, at create, with the trials' own error, and so does a network too
+    large to train, before it is built, or augmentation of inputs that are not images.
+    Its parameter count."""
+    training = spec.training
+    if not dataset.is_image and (training.flip or training.crop):
+        # Augmentation is for images only: on vectors it would be silently skipped.
         raise SpecError(
-            "model.width",
-            f"gives {spec.model.name} {parameters:,} parameters for this dataset; at most "
-            f"{MAX_PARAMETERS:,} fit a trial: lower it",
+            "training.flip" if training.flip else "training.crop",
+            f"augments images, but {dataset.name} has vectors of shape {dataset.input_shape}; "
+            "remove it",
         )
+    model = spec.model
+    parameters = count_parameters(model, dataset.input_shape, dataset.num_classes)
+    if parameters is not None:
+        _check_size(spec, parameters)
+    with torch.device("meta"):
+        built = build_model(model, dataset.input_shape, dataset.num_classes)
+    if parameters is None:
+        parameters = sum(p.numel() for p in built.parameters())
+        _check_size(spec, parameters)
     return parameters
+
+
+def _check_size(spec: ExperimentSpec, parameters: int) -> None:
+    if parameters <= MAX_PARAMETERS:
+        return
+    deep = spec.model.name == "mlp" and spec.model.options.get("depth", 2) > 2
+    raise SpecError(
+        "model.depth" if deep else "model.width",
+        f"gives {spec.model.name} {parameters:,} parameters for this dataset; at most "
+        f"{MAX_PARAMETERS:,} fit a trial: lower it",
+    )

@@ -30,7 +30,7 @@ from torch import nn
 from memtail.config import COMPILE_MODES
 from memtail.spec import ModelSpec, TrainingSpec
 from memtail.stats.outcomes import TrialOutcome
-from memtail.training.checkpoint import Checkpointing, Preempted, TrainingState, capture, restore
+from memtail.training.checkpoint import Checkpointing, Preempted, TrainingState, capture
 from memtail.training.datasets import Dataset
 from memtail.training.networks import build_model
 from memtail.training.recipe import augment, lr_factor, margin_of, optimizer_for
@@ -209,16 +209,8 @@ class Trainer:
         augmenting = images and (training.flip or training.crop > 0)
         model.train()
         keep = checkpointing or Checkpointing(save=lambda state: None)
-        resume = keep.resume
-        if resume is not None and resume.device != self.device.type:
-            log.warning(
-                "a checkpoint taken on %s cannot resume on %s: training from epoch 1",
-                resume.device,
-                self.device.type,
-            )
-            resume = None
-        if resume is not None:
-            restore(resume, model, optimizer, generator, self.device)
+        parts = (model, optimizer, generator, self.device)
+        resume = keep.restore(parts, (n, steps_per_epoch, training.epochs))
         carried = resume.seconds if resume is not None else 0.0
         started = last_save = time.perf_counter()
         step = resume.step if resume is not None else 0

@@ -7,6 +7,11 @@ themselves from ``/api/live`` every ``refresh`` seconds, and an experiment's pag
 when a newer estimate lands. Every read is a read-only transaction, so the dashboard runs
 as a database's analyst role (``<database>_analyst``), which may read and nothing else.
 
+It answers only to the host names it serves (``Host`` checked on every request: a page
+elsewhere that points its own name at 127.0.0.1, DNS rebinding, is refused), and every
+response carries a strict Content-Security-Policy: styles and scripts are files it serves
+(``templates/static``), figures are data: URIs, nothing runs inline.
+
 Drawing an experiment's figures takes seconds; a page is drawn once per estimate and
 trial count and kept (``_Pages``), so refreshes and many viewers cost queries, not plots.
 """
@@ -14,11 +19,11 @@ trial count and kept (``_Pages``), so refreshes and many viewers cost queries, n
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, jsonify, render_template, request
+from flask import Flask, Response, abort, jsonify, render_template, request, url_for
 
 import memtail
 from memtail.analyses.findings import gather
@@ -29,8 +34,35 @@ from memtail.store.progress import Progress, progress
 from memtail.store.workers import worker_states
 from memtail.views.pages import ExperimentPage, experiment_page
 from memtail.views.records import plain, progress_record
-from memtail.views.report import TEMPLATES, images_of
+from memtail.views.report import TEMPLATES, ImageLoader, no_images
 from memtail.views.text import duration
+
+#: Names every dashboard answers to: this machine's, as a browser on it spells them.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+#: Sent with every response. The pages need no inline script or style (live.js and
+#: memtail.css are files), and figures are inline PNGs (data: URIs).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def host_name(host: str) -> str:
+    """A host as the Host header spells it, compared case-blind, without its port:
+    ``LOCALHOST:8050`` -> ``localhost``, ``[::1]:8050`` and ``::1`` -> ``[::1]``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    if host.count(":") > 1:  # a bare IPv6 address, as --host takes it
+        return f"[{host}]"
+    return host.partition(":")[0].rstrip(".")
 
 
 def live_record(p: Progress) -> dict[str, Any]:
@@ -59,8 +91,8 @@ def _age(now: datetime, then: datetime | None) -> str:
 class _Pages:
     """Drawn experiment pages, kept until the experiment's estimate or trials change."""
 
-    def __init__(self, engine: Engine, data_root: str | Path) -> None:
-        self.engine, self.data_root = engine, data_root
+    def __init__(self, engine: Engine, images: ImageLoader) -> None:
+        self.engine, self.load_images = engine, images
         self.lock = threading.Lock()
         self.pages: dict[int, tuple[tuple[Any, ...], ExperimentPage]] = {}
         self.images: dict[str, object | None] = {}
@@ -79,7 +111,7 @@ class _Pages:
                 return kept[1]
             data = self.images.get(repr(experiment.spec.dataset), False)
             if data is False:
-                data = images_of(experiment, self.data_root)
+                data = self.load_images(experiment)
                 self.images[repr(experiment.spec.dataset)] = data
             page = experiment_page(gather(self.engine, experiment), data)
             self.pages[experiment.id] = (key, page)
@@ -87,16 +119,49 @@ class _Pages:
 
 
 def create_app(
-    engine: Engine, *, data_root: str | Path, database: str, refresh_seconds: float = 5.0
+    engine: Engine,
+    *,
+    database: str,
+    images: ImageLoader = no_images,
+    refresh_seconds: float = 5.0,
+    allowed_hosts: Iterable[str] = (),
 ) -> Flask:
-    """The dashboard's WSGI application over ``engine`` (read-only use only)."""
-    app = Flask("memtail.views.dashboard", template_folder=str(TEMPLATES))
-    pages = _Pages(engine, data_root)
+    """The dashboard's WSGI application over ``engine`` (read-only use only), answering
+    to this machine's names and ``allowed_hosts`` (with any port); ``images`` loads a
+    dataset's images for the pages' grids (``memtail.views.report.ImageLoader``)."""
+    app = Flask(
+        "memtail.views.dashboard",
+        template_folder=str(TEMPLATES),
+        static_folder=str(TEMPLATES / "static"),
+    )
+    pages = _Pages(engine, images)
+    served = {host_name(h) for h in (*LOCAL_HOSTS, *allowed_hosts)}
     common = {
         "version": memtail.__version__,
         "database": database,
         "refresh_ms": int(refresh_seconds * 1000),
     }
+
+    @app.before_request
+    def known_host() -> Response | None:
+        host = request.environ.get("HTTP_HOST", "")
+        if host_name(host) in served:
+            return None
+        return Response(
+            f"This dashboard does not answer to host {host[:100]!r}: open it by a name it "
+            "serves, or start it with --allowed-host NAME.\n",
+            status=400,
+            mimetype="text/plain",
+        )
+
+    @app.after_request
+    def secure(response: Response) -> Response:
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.context_processor
+    def assets() -> dict[str, str]:
+        return {"stylesheet": url_for("static", filename="memtail.css")}
 
     @app.get("/")
     def index() -> str:

@@ -28,10 +28,25 @@ class ExportError(ValueError):
     """The export cannot be written as asked; the message says what to do."""
 
 
+def npz_file(out: str | Path, name: str, *, folder: bool) -> Path:
+    """The file ``export --out OUT`` writes: ``NAME.npz`` inside OUT when it is a folder,
+    else OUT, with the ``.npz`` numpy would add anyway, so that what is said is what is
+    written."""
+    out = Path(out)
+    if folder:
+        from memtail.views.plots import file_stem  # an older database's name may hold a "/"
+
+        return out / f"{file_stem(name)}.npz"
+    return out if out.suffix == ".npz" else out.with_name(f"{out.name}.npz")
+
+
 def export_npz(engine: Engine, experiment: Experiment, out: str | Path) -> dict[str, np.ndarray]:
-    """Write the experiment's estimates to ``out`` (.npz) and return the arrays."""
+    """Write the experiment's estimates to ``out`` (.npz, its folder made as for the
+    tables) and return the arrays."""
     arrays = estimate_arrays(engine, experiment)
-    np.savez_compressed(Path(out), **arrays)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
     return arrays
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter
 
 from memtail.analyses.convergence import Convergence
 from memtail.analyses.depth import Depth
@@ -21,16 +22,42 @@ from memtail.stats.consistency import Agreement
 from memtail.store.results import MemorizationValues
 
 BLUE, RED, ORANGE, GREY = "#3b6ea5", "#c0392b", "#e67e22", "#95a5a6"
+#: The resolution of every PNG, in the pages and from ``memtail plot`` alike.
+DPI = 110
+#: The widest figure, in inches, that a report or dashboard page shows at its natural
+#: size: a section's content is 1074 px wide (memtail.css; measured in Chromium by
+#: tests/views/test_report.py), 9.76 inches at ``DPI``.
+PAGE_WIDTH = 9.6
 
 
 class NothingToPlot(ValueError):
     """There is no data for the figure; the message says why and what to run."""
 
 
-def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def _plain(value: float, _position: object = None) -> str:
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
+
+
+def count_axis(ax: Axes, counts: np.ndarray, what: str) -> None:
+    """A histogram's count axis. Logarithmic where the bars span two decades or more, so
+    that a long tail's few examples stay visible, with plain labels (1, 10, 100); linear
+    where they do not: a log axis over less than a decade has no major tick to label and
+    labels its minor ticks instead, as 2x10^0 ... 6x10^0."""
+    shown = counts[counts > 0]
+    if shown.size and shown.max() >= 100 * shown.min():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylabel(f"{what} (log scale)")
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(what)
 
 
 def memorization_figure(
@@ -43,11 +70,10 @@ def memorization_figure(
         raise NothingToPlot("no memorization estimates yet")
     fig = Figure(figsize=(11, 4))
     left, right = fig.subplots(1, 2)
-    left.hist(mem, bins=50, color=BLUE)
-    left.set_yscale("log")
+    counts, _, _ = left.hist(mem, bins=50, color=BLUE)
+    count_axis(left, counts, "train examples")
     left.axvline(threshold, color=RED, linestyle="--", label=f"mem = {threshold:g}")
     left.set_xlabel("memorization estimate mem(i)")
-    left.set_ylabel("train examples (log scale)")
     left.legend(frameon=False)
     left.set_title(
         f"{int((mem >= threshold).sum())} of {mem.size} examples with mem >= {threshold:g}"
@@ -84,11 +110,10 @@ def influence_figure(
         raise NothingToPlot("no pair reaches the influence threshold")
     fig = Figure(figsize=(7, 3.8))
     ax = fig.subplots()
-    ax.hist(infl, bins=40, color=BLUE)
-    ax.set_yscale("log")
+    counts, _, _ = ax.hist(infl, bins=40, color=BLUE)
+    count_axis(ax, counts, "(train, test) pairs")
     ax.axvline(threshold, color=RED, linestyle="--", linewidth=1, label=f"infl = {threshold:g}")
     ax.set_xlabel("influence estimate infl(i, j)")
-    ax.set_ylabel("(train, test) pairs (log scale)")
     chance = "" if expected_false is None else f"; {expected_false:.1f} expected by chance"
     ax.set_title(
         f"{title}: {infl.size} pairs with infl >= {threshold:g} from {trials} trials{chance}",
@@ -214,21 +239,22 @@ def depth_figure(depth: Depth) -> Figure:
     bins = np.linspace(min(low, 0.0), 1.0, 41)
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
+    counts = []
     for (side, _, color), v in zip(sides, values, strict=True):
-        ax.hist(
+        drawn, _, _ = ax.hist(
             v,
             bins=bins,
             histtype="stepfilled",
             alpha=0.35,
             color=color,
-            log=True,
             label=f"{side.experiment}: {side.memorized} with mem >= {threshold:g} "
             f"({side.trials} trials)",
         )
-        ax.hist(v, bins=bins, histtype="step", color=color, log=True)
+        ax.hist(v, bins=bins, histtype="step", color=color)
+        counts.append(drawn)
+    count_axis(ax, np.concatenate(counts), "training examples")
     ax.axvline(threshold, color=RED, linestyle="--", linewidth=1)
     ax.set_xlabel("memorization estimate mem(i)")
-    ax.set_ylabel("training examples (log scale)")
     ax.set_title("network vs linear probe on its features: where memorization happens")
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     fig.tight_layout()

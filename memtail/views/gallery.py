@@ -4,6 +4,10 @@ memorized examples beside typical ones of their classes, and high-influence pair
 Each tile names the example, its label and its estimate with the interval; a memorized
 tile also says what models that never saw it took it for (the class they predicted most
 often, and how often), which is usually why it had to be memorized.
+
+Grids are at most ``figures.PAGE_WIDTH`` wide, so that a page shows them at their natural
+size: a wider grid is scaled down to the page, and its captions with it (a 16-inch grid
+had 6 px captions). More tiles wrap onto more lines instead.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from matplotlib.figure import Figure
 
 from memtail.store.outcomes import HeldOutPredictions
 from memtail.store.results import InfluencePair, MemorizedExample
+from memtail.views.figures import PAGE_WIDTH
 
 RED, GREY = "#c0392b", "#555555"
+#: Captions in points: 12 px at the figures' 110 dpi, shown at natural size.
+CAPTION = 8.0
 
 
 def is_image_data(x: object) -> bool:
@@ -49,7 +56,7 @@ def memorized_grid(
     typical: list[MemorizedExample],
     title: str,
     classes: list[str] | None = None,
-    cols: int = 8,
+    cols: int = 6,
 ) -> Figure:
     """The most memorized examples, then (below a gap) typical examples of their classes."""
     x = _as_numpy(x_train)
@@ -57,7 +64,8 @@ def memorized_grid(
     top_lines = max(1, -(-len(top) // cols))
     typical_lines = -(-len(typical) // cols)
     lines = top_lines + typical_lines
-    fig = Figure(figsize=(cols * 1.9, lines * 2.5 + 0.6))
+    # Three caption lines of about 24 characters fit a tile 1.6 inches wide.
+    fig = Figure(figsize=(min(cols * 1.6, PAGE_WIDTH), lines * 2.4 + 0.6))
     axes = fig.subplots(lines, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -70,14 +78,16 @@ def memorized_grid(
         )
         if row.example_index in said:
             p, share, n = said[row.example_index]
-            text += f"\nheld out: {_name(p, classes)} ({share:.0%} of {n})"
-        ax.set_title(text, fontsize=8, color=RED if row.mem >= 0 else GREY)
+            # A class's name would widen the line past the tile: its share goes below.
+            wrap = "\n" if classes else " "
+            text += f"\nheld out: {_name(p, classes)}{wrap}({share:.0%} of {n})"
+        ax.set_title(text, fontsize=CAPTION, color=RED if row.mem >= 0 else GREY)
     for ax, row in zip(axes[top_lines:].flat, typical, strict=False):
         ax.axis("on")
         _show(ax, x[row.example_index])
         ax.set_title(
             f"#{row.example_index} y={_name(row.label, classes)}\ntypical: mem {row.mem:.2f}",
-            fontsize=8,
+            fontsize=CAPTION,
             color=GREY,
         )
     fig.suptitle(title, fontsize=10)
@@ -91,28 +101,33 @@ def pairs_grid(
     pairs: list[InfluencePair],
     title: str,
     classes: list[str] | None = None,
+    cols: int = 4,
 ) -> Figure:
-    """High-influence pairs: each train image above the test image it influences."""
+    """High-influence pairs: each train image above the test image it influences, ``cols``
+    pairs to a line."""
     a, b = _as_numpy(x_train), _as_numpy(x_test)
-    fig = Figure(figsize=(max(len(pairs), 2) * 2.0, 5.4))
-    axes = fig.subplots(2, max(len(pairs), 1), squeeze=False)
+    cols = max(1, min(cols, len(pairs)))
+    lines = max(1, -(-len(pairs) // cols))
+    fig = Figure(figsize=(min(max(cols, 2) * 2.2, PAGE_WIDTH), lines * 5.0 + 0.5))
+    axes = fig.subplots(2 * lines, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for col, row in enumerate(pairs):
-        top, bottom = axes[0][col], axes[1][col]
+    for n, row in enumerate(pairs):
+        line, col = divmod(n, cols)
+        top, bottom = axes[2 * line][col], axes[2 * line + 1][col]
         top.axis("on")
         bottom.axis("on")
         _show(top, a[row.train_index])
         top.set_title(
             f"train #{row.train_index}\ny={_name(row.train_label, classes)} mem {row.mem:.2f}",
-            fontsize=8,
+            fontsize=CAPTION,
         )
         _show(bottom, b[row.test_index])
         bottom.set_title(
             f"test #{row.test_index} y={_name(row.test_label, classes)}\ninfl "
             f"{row.infl:.2f} [{row.infl_ci_low:.2f}, {row.infl_ci_high:.2f}]",
-            fontsize=8,
+            fontsize=CAPTION,
         )
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(h_pad=2.0)
+    fig.tight_layout(h_pad=1.5)
     return fig

@@ -52,7 +52,7 @@ def file_stem(name: str) -> str:
 
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=figures.DPI)
     return path
 
 

@@ -4,6 +4,10 @@ Every figure is an inline PNG and the styles are inline, so the file opens offli
 can be mailed or attached to a paper's supplement. It is built from the stored tables
 only (plus the dataset's images, when they are on this machine) and written atomically:
 a reader never sees half a report.
+
+The images come through an ``ImageLoader`` that the caller passes in: loading a dataset
+needs torch, and drawing stored results must not (an import contract keeps torch out of
+``memtail.views``), so the command line, which may load anything, provides the loader.
 """
 
 from __future__ import annotations
@@ -20,11 +24,20 @@ import memtail
 from memtail.analyses.findings import gather_all
 from memtail.store.engine import Engine
 from memtail.store.experiments import Experiment
-from memtail.training.datasets import DatasetError, load_dataset
 from memtail.views import studies
 from memtail.views.pages import experiment_page
 
 TEMPLATES = Path(__file__).with_name("templates")
+
+#: An experiment's dataset for its image grids (anything with ``x_train`` and ``x_test``
+#: of shape (n, channels, height, width)), or None where its files are not on this machine:
+#: the pages then show tables only, and datasets are never downloaded for a page.
+ImageLoader = Callable[[Experiment], object | None]
+
+
+def no_images(_experiment: Experiment) -> None:
+    """The loader of a page drawn without images."""
+    return None
 
 
 def environment() -> jinja2.Environment:
@@ -35,25 +48,17 @@ def environment() -> jinja2.Environment:
     )
 
 
-def images_of(experiment: Experiment, data_root: str | Path) -> object | None:
-    """The experiment's dataset for image grids, or None where its files are not here
-    (the report then shows tables only; datasets are never downloaded for a report)."""
-    try:
-        return load_dataset(experiment.spec.dataset, data_root)
-    except (DatasetError, OSError):
-        return None
-
-
 def render_report(
     engine: Engine,
     experiments: list[Experiment],
-    data_root: str | Path,
     database: str,
     *,
+    images: ImageLoader = no_images,
     stability: bool = True,
     step: Callable[[str], None] | None = None,
 ) -> str:
-    """The report's HTML; ``step`` is told what is being done, for progress."""
+    """The report's HTML; ``images`` loads each dataset once, ``step`` is told what is
+    being done, for progress."""
     say = step or (lambda _: None)
     say("reading the estimates")
     gathered = gather_all(engine, experiments, stability=stability)
@@ -63,7 +68,7 @@ def render_report(
         say(f"drawing {found.experiment.name}")
         key = repr(found.experiment.spec.dataset)
         if key not in loaded:
-            loaded[key] = images_of(found.experiment, data_root)
+            loaded[key] = images(found.experiment)
         pages.append(experiment_page(found, loaded[key]))
     confidence = experiments[0].spec.estimate.confidence if experiments else 0.95
     return (

@@ -40,7 +40,7 @@ def format_progress(p: Progress) -> str:
         f"{e.name} [{e.status}]  {e.spec.dataset.name} / {e.spec.model.name}  "
         f"n_train={e.n_train} n_test={e.n_test} m={e.subset_size}",
         f"  {bar(p.done / e.target_trials)} {p.done}/{e.target_trials} trials  "
-        f"{p.trials_per_minute:.1f}/min  ETA {duration(p.eta_seconds)}",
+        f"{rate_text(p)}  ETA {duration(p.eta_seconds)}",
         "  " + "  ".join(f"{status} {count}" for status, count in c.items()),
     ]
     if p.test_accuracy is not None:
@@ -79,6 +79,13 @@ def format_progress(p: Progress) -> str:
     for index, error in p.failures:
         lines.append(f"  failed trial {index}: {error[:200]}")
     return "\n".join(lines)
+
+
+def rate_text(p: Progress) -> str:
+    """The live rate ("62.0/min"), or a finished run's average ("62.0/min on average")."""
+    if not p.rate_is_average:
+        return f"{p.trials_per_minute:.1f}/min"
+    return f"{p.trials_per_minute:.1f}/min on average" if p.trials_per_minute else "rate -"
 
 
 def stopping_lines(p: Progress) -> list[str]:

@@ -19,6 +19,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from memtail.config import Settings
+from memtail.store.urls import display_url, without_secrets
 
 TRIALS_QUEUE = "memtail.trials"
 CONTROL_QUEUE = "memtail.control"
@@ -89,6 +90,16 @@ class Broker:
         self._app = Celery("memtail-coordinator")
         self._app.conf.update(celery_config(settings))
         self._url = settings.service_broker_url
+        try:
+            # kombu parses the URL on first use, where a malformed one (a ?password= as
+            # well as the user:pass@ it always reads) is a TypeError deep inside Celery.
+            kombu.utils.url.parse_url(self._url)
+        except (TypeError, ValueError) as error:
+            raise BrokerUnavailable(
+                f"MEMTAIL_BROKER_URL (--broker-url) {display_url(self._url)} is not a URL the "
+                f"broker client can use ({without_secrets(str(error), self._url)}); give its "
+                "password as redis://:PASSWORD@HOST:PORT/0"
+            ) from None
 
     def send(self, trial_id: int) -> None:
         with self._reachable():
@@ -110,8 +121,10 @@ class Broker:
         try:
             yield
         except (KombuOperationalError, OSError) as error:
-            where = kombu.utils.url.maybe_sanitize_url(self._url)
+            # kombu's sanitizer masks user:pass@ only, not ?password= and the like.
+            where = display_url(self._url)
             raise BrokerUnavailable(
-                f"cannot reach the broker at {where} ({error}); check that it runs and "
+                f"cannot reach the broker at {where} ({without_secrets(str(error), self._url)}); "
+                "check that it runs and "
                 "MEMTAIL_BROKER_URL (--broker-url)"
             ) from None

@@ -69,7 +69,7 @@ def coordinate_once(
     broker_depth: Callable[[], int] | None = None,
 ) -> PassReport:
     """One pass: reap expired leases, re-send lost messages, top up every window."""
-    reaped = trials.reap(engine, settings.max_attempts, settings.lease_seconds)
+    reaped = trials.reap(engine, settings.max_lost, settings.lease_seconds)
     artifacts.sweep(engine, artifacts.ABANDONED_SECONDS, folder=settings.artifact_folder)
     lost = 0
     if broker_depth is not None:

@@ -1,15 +1,23 @@
-"""The embedded run's worker processes: started fresh, replaced when they die, never orphaned.
+"""The embedded run's worker processes: started once per command, given one experiment after
+another, replaced when they die, never orphaned.
 
 Each worker is a spawned process (it imports torch itself; no forked thread pools) that
-claims and trains trials of one experiment until none is left to claim. Workers die with
-their parent: on Linux the kernel sends them SIGKILL when it exits, however it exits
-(``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread watches the parent's pid. A worker that
-dies under a trial (killed, out of memory) is replaced at once, and its trial goes back
-to pending with the attempt counted, as a reaped lease would.
+claims and trains trials of the experiment the pool serves, and waits for the next one
+when none is left: starting a process (interpreter, torch, the dataset) takes seconds,
+so a command that trains several batches or experiments starts its workers once.
+Workers die with their parent: on Linux the kernel sends them SIGKILL when it exits,
+however it exits (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread watches the parent's
+pid. A worker that dies under a trial (killed, out of memory) is replaced at once, and
+its trial goes back to pending, counted as lost, as a reaped lease would be.
+
+Workers run in their own process group, so a terminal's Ctrl-C reaches the parent only;
+the parent stops them by passing on the signal it got (SIGINT or SIGTERM), and each
+saves its trial and hands it back, saying which signal arrived.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -17,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 
 from memtail.config import Settings
@@ -58,23 +67,57 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker_main(settings: Settings, experiment_id: int, name: str, parent: int) -> None:
+#: Seconds an idle worker waits for new work before it looks at the database anyway.
+IDLE_CHECK_SECONDS = 2.0
+
+
+def _worker_main(
+    settings: Settings, served: ctypes.c_int64, generation: ctypes.c_int64, name: str, parent: int
+) -> None:
     _die_with_parent(parent)
-    # The parent handles Ctrl-C for the whole run: it stops us and returns our trial.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM (the parent's stop, or anyone's): save the trial, hand it back, exit 0.
-    preemption.install(settings.stop_grace_seconds)
+    if hasattr(os, "setpgid"):
+        # Out of the terminal's process group: its Ctrl-C is the parent's to pass on.
+        os.setpgid(0, 0)
+    # The parent's stop (SIGINT after a Ctrl-C, SIGTERM) or anyone's SIGTERM: save the
+    # trial, hand it back, exit 0.
+    preemption.install(settings.stop_grace_seconds, signals=(signal.SIGTERM, signal.SIGINT))
     engine = make_engine(settings.database_url)
     runner = TrialRunner(engine, settings, name)
     while not preemption.requested():
-        claim = trials.claim_next(engine, experiment_id, name, settings.lease_seconds)
-        if claim is None:
-            if not claimable_later(engine, experiment_id):
-                return
-            # A sibling's trial may still fail and come back: wait for it.
+        experiment_id = served.value
+        claim = None
+        if experiment_id:
+            claim = trials.claim_next(engine, experiment_id, name, settings.lease_seconds)
+        if claim is not None:
+            runner.run_claimed(claim)
+        elif experiment_id and claimable_later(engine, experiment_id):
+            # A sibling's trial may still fail and come back (or, in a probe, the
+            # feature trial's features make the others claimable): look again soon.
             time.sleep(0.5)
-            continue
-        runner.run_claimed(claim)
+        else:
+            # Nothing to do until the parent serves more work (or a while has passed).
+            _wait_for_change(generation, IDLE_CHECK_SECONDS)
+
+
+def _wait_for_change(generation: ctypes.c_int64, seconds: float) -> None:
+    seen, deadline = generation.value, time.monotonic() + seconds
+    while generation.value == seen and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """A process started meanwhile inherits an ignored SIGINT (across exec, and Python
+    keeps it so), until it has left the terminal's process group and installed its own
+    handler: a Ctrl-C in between is then no KeyboardInterrupt traceback in it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 class WorkerDeaths(RuntimeError):
@@ -82,14 +125,20 @@ class WorkerDeaths(RuntimeError):
 
 
 class LocalPool:
-    """``size`` local worker processes on one experiment, kept at that size while there is
-    work; ``stop`` ends them and returns their trials to pending."""
+    """``size`` local worker processes, kept at that size, that train the trials of the
+    experiment given to ``serve`` and then wait for the next; ``stop`` ends them and
+    returns their trials to pending."""
 
-    def __init__(self, engine: Engine, settings: Settings, experiment_id: int, size: int) -> None:
+    def __init__(self, engine: Engine, settings: Settings, size: int) -> None:
         self._engine = engine
         self._settings = settings
-        self._experiment_id = experiment_id
         self._context = mp.get_context("spawn")
+        # The experiment the workers claim from (0: none yet), and a count of the times
+        # it was served. Lock-free shared words, polled: a worker killed while it waits
+        # on a lock or a condition would leave it held, or its notify waiting, forever.
+        self._served = self._context.RawValue(ctypes.c_int64, 0)
+        self._generation = self._context.RawValue(ctypes.c_int64, 0)
+        self._experiments: set[int] = set()
         self._prefix = f"{LOCAL_PREFIX}{os.getpid()}:"
         self._started = 0
         self._deaths = 0
@@ -97,26 +146,36 @@ class LocalPool:
         for _ in range(size):
             self._start()
 
+    @property
+    def started(self) -> int:
+        """Worker processes started so far, replacements included."""
+        return self._started
+
+    def serve(self, experiment_id: int) -> None:
+        """Have the workers claim the pending trials of ``experiment_id`` from now on
+        (again after it grew): idle ones start at once."""
+        self._experiments.add(experiment_id)
+        self._served.value = experiment_id
+        self._generation.value += 1
+
     def _start(self) -> None:
         name = f"{self._prefix}{self._started}"
         self._started += 1
         process = self._context.Process(
             target=_worker_main,
-            args=(self._settings, self._experiment_id, name, os.getpid()),
+            args=(self._settings, self._served, self._generation, name, os.getpid()),
             daemon=True,
         )
-        process.start()
+        with _sigint_ignored():
+            process.start()
         self._workers[name] = process
 
-    def alive(self) -> bool:
-        return any(process.is_alive() for process in self._workers.values())
-
     def replace_dead(self, stored: int) -> list[str]:
-        """Replace every worker that ended while there is still work to claim, returning
-        the trial of one that died under it at once; the names of those that died.
+        """Replace every worker that ended, returning the trial of one that died under it
+        at once; the names of those that died.
 
         ``stored``: trials stored so far, to tell workers that die under trials (each
-        death then costs that trial an attempt) from workers that cannot start at all.
+        death then counts as one of its lost claims) from workers that cannot start at all.
         """
         died = []
         for name, process in list(self._workers.items()):
@@ -126,32 +185,41 @@ class LocalPool:
             if process.exitcode != 0:
                 died.append(name)
                 self._deaths += 1
-                trials.release_running(
-                    self._engine,
-                    self._experiment_id,
-                    name,
-                    exact=True,
-                    died=f"local worker {name} died (exit code {process.exitcode}) under it",
-                    max_attempts=self._settings.max_attempts,
-                )
-            if claimable_later(self._engine, self._experiment_id):
+                served = self._served.value
+                if served:
+                    trials.release_running(
+                        self._engine,
+                        served,
+                        name,
+                        exact=True,
+                        died=f"local worker {name} died (exit code {process.exitcode}) under it",
+                        max_lost=self._settings.max_lost,
+                    )
                 if self._deaths > 2 * stored + 3 * max(1, len(self._workers)) + 3:
                     raise WorkerDeaths(
                         f"local workers keep dying ({self._deaths} so far, the last with exit "
                         f"code {process.exitcode}); see the messages above"
                     )
-                self._start()
+            # Exit 0: someone told it to stop (SIGTERM) and it handed its trial back.
+            self._start()
         return died
 
-    def stop(self, *, now: bool) -> None:
-        """End the workers (``now``: mid-trial, each saving its trial's state and handing
-        it back within the grace period) and return their trials to pending."""
+    def stop(self, *, now: bool, signum: int = signal.SIGTERM) -> None:
+        """End the workers and return their trials to pending. ``now``: mid-trial, by
+        ``signum`` (the signal that stopped the command), each saving its trial's state
+        and handing it back within the grace period; else once idle."""
         for process in self._workers.values():
-            if now:
-                process.terminate()
+            if process.pid is not None and process.is_alive():
+                try:
+                    os.kill(process.pid, signum if now else signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         for process in self._workers.values():
             process.join(timeout=self._settings.stop_grace_seconds + 5)
             if process.is_alive():
                 process.kill()
                 process.join()
-        trials.release_running(self._engine, self._experiment_id, self._prefix)
+        for experiment_id in sorted(self._experiments):
+            trials.release_running(
+                self._engine, experiment_id, self._prefix, max_lost=self._settings.max_lost
+            )

@@ -1,7 +1,8 @@
 """A worker told to stop hands its trial back instead of losing it.
 
 SLURM (at its time limit, or ``--signal``), Kubernetes and spot-instance notices send
-SIGTERM and then, a grace period later, SIGKILL. ``install`` makes SIGTERM a request while
+SIGTERM and then, a grace period later, SIGKILL. ``install`` makes SIGTERM (and a local
+worker's SIGINT, the Ctrl-C its parent passes on) a request while
 the process trains a trial (inside ``trial()``): the trial saves its training state at its
 next step and goes back to pending without counting a failed attempt
 (``memtail.work.runner``), and the worker then takes no further trial. Should that take
@@ -49,29 +50,40 @@ def trial() -> Iterator[None]:
         _training.clear()
 
 
-def install(grace_seconds: float) -> None:
-    """Make SIGTERM a stop request in this process (its main thread must run the trials)."""
+def install(grace_seconds: float, signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
+    """Make each of ``signals`` (SIGTERM; a local worker also takes the SIGINT its parent
+    passes on after a Ctrl-C) a stop request in this process (its main thread must run
+    the trials). The warning names the signal that arrived."""
+    for signum in signals:
+        _install_one(signum, grace_seconds)
 
-    before = signal.getsignal(signal.SIGTERM)
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+def _install_one(signum: int, grace_seconds: float) -> None:
+    before = signal.getsignal(signum)
+    if before is signal.default_int_handler:
+        # Its KeyboardInterrupt would be a traceback in a worker: end as the signal would.
+        before = signal.SIG_DFL
+    name = signal.Signals(signum).name
+
+    def on_signal(received: int, frame: FrameType | None) -> None:
         if not _training.is_set():
             _requested.set()
             if callable(before):  # e.g. a process pool's own exit handler
-                before(signum, frame)
+                before(received, frame)
                 return
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(received, signal.SIG_DFL)
+            os.kill(os.getpid(), received)
             return
         if _requested.is_set():
             return
         _requested.set()
         log.warning(
-            "SIGTERM: saving the trial in progress and handing it back (at most %.0f s)",
+            "%s: saving the trial in progress and handing it back (at most %.0f s)",
+            name,
             grace_seconds,
         )
-        deadline = threading.Timer(grace_seconds, os._exit, args=(128 + signal.SIGTERM,))
+        deadline = threading.Timer(grace_seconds, os._exit, args=(128 + received,))
         deadline.daemon = True
         deadline.start()
 
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signum, on_signal)

@@ -127,18 +127,39 @@ def decide(
     following = [size for size in sizes if size > max(k, experiment.target_trials)]
     stop, reason, next_target = False, None, None
     if final and met:
-        stop, reason = True, f"rules met at {k} trials: " + _describe(values)
+        stop, reason = True, f"rules met at {k} trials: " + _describe(values, experiment)
     elif final and not following:
         stop = True
+        unmet = [v for v in values if not v.met]
         reason = f"max_trials ({rules.max_trials}) reached with rules unmet: " + _describe(
-            [v for v in values if not v.met]
+            unmet, experiment
         )
     elif final:
         next_target = following[0]
     return Decision(values, k, look, len(sizes), confidence, stop, reason, next_target)
 
 
-def _describe(values: list[stopping.RuleValue]) -> str:
-    return "; ".join(
-        f"{v.rule} {v.value:.3f} {'>=' if v.met else '<'} {v.target:g}" for v in values
-    )
+def _describe(values: list[stopping.RuleValue], experiment: Experiment) -> str:
+    """Each rule in its own terms: a share rule says the share reached, of what, and its
+    target share, so that the share is never read as the rule's width or threshold."""
+    rules, estimate = experiment.spec.stopping, experiment.spec.estimate
+    said = []
+    for v in values:
+        if v.rule == "mem_half_width":
+            said.append(
+                f"{_share(v.value)} of examples within +-{rules.mem_half_width:g} "
+                f"(target {_share(v.target)})"
+            )
+        elif v.rule == "decided":
+            said.append(
+                f"decided {_share(v.value)} of examples, interval wholly above or below "
+                f"mem {estimate.mem_threshold:g} (target {_share(v.target)})"
+            )
+        else:
+            said.append(f"{v.rule}: split-half Jaccard {v.value:.3f} (target {v.target:g})")
+    return "; ".join(said)
+
+
+def _share(x: float) -> str:
+    """A share as a percentage: "100%", "95.5%"."""
+    return f"{x:.1%}".replace(".0%", "%")

@@ -244,6 +244,185 @@ def test_the_coordinator_without_its_broker_says_so(
     monkeypatch.setenv("MEMTAIL_BROKER_URL", f"redis://:secret@127.0.0.1:{free_port()}/0")
     err = _refused(
         capsys, main(["--database-url", sqlite_url, "coordinator", "--once"]),
-        "cannot reach the broker at redis://:**@127.0.0.1:", "MEMTAIL_BROKER_URL",
+        "cannot reach the broker at redis://:***@127.0.0.1:", "MEMTAIL_BROKER_URL",
     )  # fmt: skip
     assert "secret" not in err
+
+
+def _planted_db(sqlite_url: str, *names: str) -> None:
+    """A migrated SQLite database with estimated experiments of these names."""
+    from tests.helpers import planted
+
+    assert main(["--database-url", sqlite_url, "db", "upgrade"]) == 0
+    engine = make_engine(sqlite_url)
+    try:
+        for name in names:
+            planted(engine, name)
+    finally:
+        engine.dispose()
+
+
+UNWRITABLE = ["/dev/null/x", "/sys/x", "/proc/x"]  # under a file; read-only filesystems
+OUT_COMMANDS = [
+    ["export", "a", "--out", "{}/a.npz"],
+    ["export", "a", "--out", "{}", "--format", "csv"],
+    ["report", "a", "--out", "{}/r.html"],
+    ["plot", "a", "--out", "{}", "--no-images"],
+    ["stability", "a", "--out", "{}"],
+    ["compare", "a", "b", "--out", "{}"],
+    ["removal", "a", "--run", "--out", "{}"],
+    ["utility", "a", "--out", "{}"],
+    ["probe", "a", "--run", "--out", "{}"],
+    ["depth", "a", "--out", "{}"],
+    ["slurm", "submit", "--workers", "1", "--logs", "{}"],
+]
+
+
+@pytest.mark.parametrize("where", UNWRITABLE)
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    _planted_db(sqlite_url, "a", "b")
+    rows = _rows(sqlite_url)
+    capsys.readouterr()
+    for argv in OUT_COMMANDS:
+        argv = [part.format(where) for part in argv]
+        flag = argv[argv.index(where if where in argv else argv[-1]) - 1]
+        _refused(capsys, main(["--database-url", sqlite_url, *argv]), f"{flag} {where}")
+        assert _rows(sqlite_url) == rows, argv  # no removal arm, no probe
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_spec_text(BASE))
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    _refused(capsys, main(["--database-url", fresh, "run", str(spec), "--out", where]), where)
+    assert not (tmp_path / "fresh.db").exists()
+
+
+def test_the_out_check_leaves_no_folder_behind(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The check makes the folders to try them; a command refused afterwards keeps none.
+    _planted_db(sqlite_url, "a")
+    capsys.readouterr()
+    deep = tmp_path / "new" / "deeper"
+    _refused(capsys, main(["--database-url", sqlite_url, "stability", "nope", "--out", str(deep)]),
+             "no experiment 'nope'")  # fmt: skip
+    assert not (tmp_path / "new").exists()
+    assert main(["--database-url", sqlite_url, "stability", "a", "--out", str(deep)]) == 0
+    assert [p.name for p in deep.iterdir()] == ["a-split-half.png"]
+
+
+def test_export_writes_where_it_says(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _planted_db(sqlite_url, "a")
+    export = ["--database-url", sqlite_url, "export", "a", "--out"]
+    capsys.readouterr()
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    for out, written in (
+        (folder, folder / "a.npz"),  # a folder: inside it, not beside it
+        (tmp_path / "missing" / "x.npz", tmp_path / "missing" / "x.npz"),  # made, as CSV's is
+        (tmp_path / "plain", tmp_path / "plain.npz"),  # numpy adds .npz: so does what is said
+    ):
+        assert main([*export, str(out)]) == 0
+        assert capsys.readouterr().out.startswith(f"wrote {written}: 40 memorization values")
+        assert np.load(written)["tr_mem"].shape == (40,)
+    assert not (tmp_path / "existing.npz").exists()
+    assert main([*export, str(tmp_path / "tables" / "csv"), "--format", "csv"]) == 0
+    assert (tmp_path / "tables" / "csv" / "memorization.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "item", [".trials=5", "trials.=5", "training..epochs=1", "train ing.epochs=1",
+             "training.épochs=1", "=5", "training/epochs=1"],
+)  # fmt: skip
+def test_set_refuses_malformed_field_names(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], item: str
+) -> None:
+    assert main(["--database-url", sqlite_url, "db", "upgrade"]) == 0
+    capsys.readouterr()
+    create = ["--database-url", sqlite_url, "experiment", "create", "--name", "x", "--set", item]
+    key = item.partition("=")[0].strip()
+    _refused(capsys, main(create), f"--set {item!r}: {key!r} is not a spec field")
+    assert _rows(sqlite_url) == 0
+
+
+def test_an_experiment_is_not_compared_with_itself(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from memtail.analyses.comparison import ComparisonError, compare_experiments
+
+    _planted_db(sqlite_url, "a")
+    capsys.readouterr()
+    code = main(["--database-url", sqlite_url, "compare", "a", "a", "--out", str(tmp_path / "o")])
+    _refused(capsys, code, "compare a a: both arguments name the same experiment")
+    assert not (tmp_path / "o").exists()
+    engine = make_engine(sqlite_url)
+    try:
+        from memtail.store.experiments import get_experiment
+
+        a = get_experiment(engine, "a")
+        with pytest.raises(ComparisonError, match="are the same experiment"):
+            compare_experiments(engine, a, get_experiment(engine, a.id))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["removal", "a", "--trials-per-arm", str(10**9)], "--trials-per-arm: must be at most"),
+        (["probe", "a", "--trials", "100001"], "--trials: must be at most 100,000"),
+        (["top", "a", "-n", "99999999999"], "--limit: must be at most 10,000,000"),
+        (["pairs", "a", "-n", "0"], "--limit: must be 1 or more"),
+        (["stability", "a", "--seed", str(2**63)], "--seed: must be at most 9,223,"),
+        (["removal", "a", "--seed", "-1"], "--seed: must be 0 or more"),
+        (["run", "--workers", "5000"], "--workers: must be at most 1,024"),
+        (["removal", "a", "--run", "--workers", "5000"], "--workers: must be at most 1,024"),
+        (["slurm", "submit", "--workers", "1000000"], "--workers: must be at most 100,000"),
+        (["slurm", "submit", "--workers", "2", "--gpus-per-worker", "65"], "must be at most 64"),
+        (["experiment", "extend", "a", "--trials", str(2**31)], "--trials: must be at most"),
+        (["experiment", "extend", "a", "--trials", "1" * 40], "is not a whole number"),
+        (["status", "--interval", "1e300"], "--interval: must be a positive number of seconds"),
+        (["status", "--interval", "nan"], "--interval: must be a positive number of seconds"),
+        (["dashboard", "--refresh", "0"], "--refresh: must be a positive number of seconds"),
+        (["worker", "--idle-exit", "1e12"], "--idle-exit: must be a positive number of seconds"),
+        (["worker", "--idle-exit=-inf"], "--idle-exit: must be a positive number of seconds"),
+        (["run", "--trials", "\u0665"], "--trials: '\u0665' is not a whole number"),  # Arabic 5
+        (["run", "--epochs", "\u00b2"], "--epochs: '\u00b2' is not a whole number"),
+        (["run", "--subset-fraction", "\u0660.\u0665"], "--subset-fraction: '"),
+        (["run", "--seed", "1_000"], "--seed: '1_000' is not a whole number"),
+        (["compare", "a", "b", "--mem-threshold", "nan"], "--mem-threshold: must be in [-1, 1]"),
+        (["removal", "a", "--mem-threshold", "2"], "--mem-threshold: must be in [-1, 1]"),
+    ],
+)  # fmt: skip
+def test_count_and_number_arguments_are_bounded(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as usage:
+        main(argv)
+    _refused(capsys, usage.value.code, message)
+
+
+def test_a_worker_for_an_unknown_experiment_exits(sqlite_url: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    assert main(["--database-url", sqlite_url, "db", "upgrade"]) == 0
+    command = [sys.executable, "-m", "memtail.cli", "--database-url", sqlite_url, "worker", "nope",
+               "--idle-exit", "1"]  # fmt: skip
+    # A timeout: a worker that never exits fails the test instead of hanging it.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("memtail: error: no experiment 'nope'"), done.stderr
+    assert done.stderr.count("\n") == 1 and done.stdout == ""
+
+
+def test_delete_without_a_terminal_names_yes(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _planted_db(sqlite_url, "a")
+    rows = _rows(sqlite_url)
+    capsys.readouterr()  # pytest's standard input is no terminal, as a pipe is not
+    _refused(capsys, main(["--database-url", sqlite_url, "experiment", "delete", "a"]), "--yes")
+    assert _rows(sqlite_url) == rows

@@ -107,6 +107,17 @@ def test_the_commands_the_summary_suggests_work(
     out = result.stdout
     assert "created experiment 'digits-mlp': 24 trials" in out
     assert re.search(r"models' test accuracy \d+\.\d% \(sd \d+\.\d%, .*\) over 24 trials", out)
+    # The run ends with its average rate, and the finished experiment shows that too.
+    assert re.search(r"^digits-mlp: 24 trials in \dm\d\ds, \d+\.\d/min on average$", out, re.M)
+    assert re.search(r"24/24 trials  \d+\.\d/min on average  ETA", out)
+    # The pairs section lists the view's strongest pairs, as `memtail pairs` does.
+    (pairs,) = db_rows(folder, "SELECT count(*) FROM high_influence_pairs")[0]
+    section = out[out.index("High-influence pairs:") : out.index("Results database:")]
+    if pairs:
+        assert re.search(r"^ +train +test +label +mem +infl", section, re.M)
+        assert f"the {min(pairs, 10)} strongest of {pairs}" in section
+    else:
+        assert "none passes the rule" in section
     (suggested,) = re.findall(r"^Next: (.*)$", out, re.M)
     commands = [c.strip().split() for c in suggested.split("|")]
     assert [c[1] for c in commands] == ["status", "top", "pairs"]
@@ -219,9 +230,9 @@ def test_the_sqlite_cookbook_runs_and_trials_have_durations(
     folder, _ = ran
     with sqlite3.connect(folder / "runs" / "memtail.db") as conn:
         for query in cookbook_queries():
-            if "get_bit" in query or "FILTER" in query:  # PostgreSQL's own (README says so)
+            if "get_bit" in query:  # PostgreSQL's own (README says so)
                 continue
-            conn.execute(query.replace("'digits-cnn'", "'digits-mlp'"))
+            conn.execute(query.replace("'digits-cnn'", "'digits-mlp'")).fetchall()
         took = [
             row
             for row in conn.execute(
@@ -346,6 +357,9 @@ def test_interrupting_a_run_says_what_was_kept(tmp_path: Path, sig: signal.Signa
         line == f"memtail: interrupted: {stored}/400 trials stored; run the same command to resume"
     )
     assert db_rows(tmp_path, "SELECT count(*) FROM trials WHERE status = 'running'") == [(0,)]
+    # A worker caught mid-trial says which signal stopped the run (Ctrl-C is SIGINT).
+    saving = [line for line in err.splitlines() if "saving the trial in progress" in line]
+    assert all(f"{sig.name}: saving" in line for line in saving), saving
 
 
 def test_degenerate_cases_say_what_is_true(tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 """The dashboard against a live service: PostgreSQL, Redis, the compose commands run
 natively (coordinator, a Celery worker, the estimator, beat) and the compose `dashboard`
 command, logged in as a member of the database's analyst role. Opened in a real
-Chromium while trials still arrive: pages load with no console error, every image
-renders, progress advances on the page without a reload; once the experiment is
-complete its numbers equal the same queries in SQL."""
+Chromium while trials still arrive: pages load with no console error (and so no
+violation of their Content-Security-Policy), every image renders, progress advances on
+the page without a reload; once the experiment is complete its numbers equal the same
+queries in SQL. A request for another host is refused."""
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +107,15 @@ def test_the_live_dashboard(pg_empty_url: str, reader: str, tmp_path: Path) -> N
             wait_for(estimated, 300, "a first estimate", procs)
             with urllib.request.urlopen(f"{base}/healthz", timeout=10) as response:
                 assert response.status == 200
+                assert response.headers["X-Frame-Options"] == "DENY"
+                assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+            # A page elsewhere whose name resolves to this machine (DNS rebinding): refused.
+            rebound = urllib.request.Request(
+                f"{base}/api/live", headers={"Host": "rebound.example"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(rebound, timeout=10)
+            assert refused.value.code == 400
             # It reads as the analyst's member, never as the services' role.
             role = make_url(reader).username
             assert _scalar(
@@ -119,7 +130,7 @@ def test_the_live_dashboard(pg_empty_url: str, reader: str, tmp_path: Path) -> N
                 assert first < TRIALS, "the experiment ended before the dashboard was read"
                 # The page polls /api/live: the count grows without a reload.
                 page.wait_for_function(
-                    f"document.querySelector('{done}').textContent > {first}", timeout=60_000
+                    f"() => document.querySelector('{done}').textContent > {first}", timeout=60_000
                 )
                 assert page.text_content("#workers-body").strip()
                 assert errors == []

@@ -2,7 +2,8 @@
 first checkpoint, then resumed by another worker process, stores the outcomes of the same
 trial run without interruption, bit for bit: for each network of memtail's own, trained
 with augmentation on images. Real `memtail run` processes on SQLite, with the fault
-injector slowing epochs down so that the signal lands between checkpoints."""
+injector slowing epochs down so that the signal lands between checkpoints. A checkpoint
+that reads back whole but does not fit the trial is passed over for the one before it."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ import pytest
 import sqlalchemy as sa
 import torch
 
+from memtail.cli.main import main
 from memtail.spec import load_spec
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
+from memtail.store.artifacts import write_artifact
+from memtail.store.engine import make_engine
+from memtail.training.checkpoint import Checkpointing, TrainingState, decode, encode
 from memtail.training.datasets import load_dataset
 from memtail.training.trainer import Trainer
 from tests.faults.faultinject.faultcluster import (
@@ -245,3 +250,68 @@ def _checkpoints_stored(c: Cluster) -> int:
         return conn.execute(
             sa.text("SELECT count(*) FROM artifacts WHERE status = 'complete'")
         ).scalar_one()
+
+
+def _trained_states(spec_path: Path, trial_index: int) -> list[TrainingState]:
+    """The trial's state after each epoch, trained here as a worker trains it."""
+    spec = load_spec(spec_path)
+    data = load_dataset(spec.dataset, spec_path.parent)
+    m = spec.resolve_subset_size(data.n_train)
+    states: list[TrainingState] = []
+    threads = torch.get_num_threads()
+    try:
+        Trainer(data, "cpu", 1).run(
+            spec.model,
+            spec.training,
+            subset_mask(spec.seed, trial_index, data.n_train, m),
+            training_seed(spec.seed, trial_index),
+            # Through bytes at once, as a worker stores it: the live model trains on.
+            checkpointing=Checkpointing(
+                save=lambda state: states.append(decode(encode(state))), every_epochs=1
+            ),
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return states
+
+
+@pytest.mark.timeout(300)
+def test_a_checkpoint_that_does_not_fit_is_passed_over_by_memtail_run(tmp_path: Path) -> None:
+    _images(tmp_path)
+    spec = _spec(tmp_path, "unfit", "mlp")
+    url = f"sqlite:///{tmp_path / 'memtail.db'}"
+    assert main(["--database-url", url, "db", "upgrade"]) == 0
+    assert main(["--database-url", url, "experiment", "create", str(spec), "--no-dispatch"]) == 0
+    # Trial 0: a latest checkpoint of another width over a real one of epoch 2; trial 1:
+    # only one without a parameter. Planted as any writer would, with no claim.
+    states = _trained_states(spec, 0)
+    fallback, wider = states[1], states[3]
+    name = next(iter(wider.model))
+    wider.model[name] = torch.zeros(wider.model[name].shape[0] + 1, *wider.model[name].shape[1:])
+    missing = _trained_states(spec, 1)[2]
+    del missing.model[next(iter(missing.model))]
+    engine = make_engine(url)
+    try:
+        (experiment_id,) = _rows(tmp_path, "SELECT id FROM experiments")[0]
+        for artifact, state in (("checkpoint-0-previous", fallback), ("checkpoint-0", wider),
+                                ("checkpoint-1", missing)):  # fmt: skip
+            write_artifact(engine, experiment_id, artifact, [encode(state)])
+    finally:
+        engine.dispose()
+    run = _run(tmp_path, spec, _env(), workers=1)
+    try:
+        out, err = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 0, err[-3000:]
+    rows = _stored(tmp_path, "unfit")
+    # Both succeeded in their first attempt, to the bits of an uninterrupted run: trial 0
+    # from the checkpoint before (its seconds carried in), trial 1 from epoch 1.
+    assert [(row[7], row[4]) for row in rows] == [("succeeded", 1)] * 2
+    for index, row in enumerate(rows):
+        got = _bits(row, 200, 50)
+        for a, b in zip(got, _uninterrupted(spec, index), strict=True):
+            assert np.array_equal(a, b), f"trial {index} differs"
+    assert rows[0][6] == pytest.approx(fallback.seconds) and not rows[1][6]
+    assert _rows(tmp_path, "SELECT count(*) FROM artifacts") == [(0,)]

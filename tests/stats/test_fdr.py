@@ -10,10 +10,11 @@ import pytest
 from scipy.stats import false_discovery_control
 from scipy.stats import hypergeom as scipy_hypergeom
 
-from memtail.stats import influence
-from memtail.stats.fdr import q_values
-from memtail.stats.hypergeom import tail_cut_table
+from memtail.stats import hypergeom, influence
+from memtail.stats.fdr import q_values, q_values_of_counts
+from memtail.stats.hypergeom import run_tails, scipy_tail, tail_cut_table
 from memtail.stats.influence import influence_dense, influence_pairs
+from memtail.stats.scan import Tally
 
 
 def planted(rng: np.random.Generator, k: int = 120, n: int = 60, n_test: int = 40):
@@ -97,6 +98,60 @@ def test_q_values_refuse_what_they_cannot_rank() -> None:
     # Nothing collected: every q is 1; a p-value above the cutoff gets 1 too.
     assert np.array_equal(q_values(np.array([0.5, 0.2]), np.array([]), 10, 0.1), [1.0, 1.0])
     assert q_values(np.array([0.5, 0.001]), np.array([0.001]), 10, 0.1).tolist() == [1.0, 0.01]
+
+
+@pytest.mark.parametrize("method", ["bh", "by"])
+def test_q_values_of_counts_are_scipys_over_the_repeated_values(method: str) -> None:
+    rng = np.random.default_rng(4)
+    p = np.unique(rng.choice(rng.uniform(0, 0.1, 300) ** 2, 300))  # distinct, some tiny
+    p = np.concatenate([p, p[:40]])  # and the same value under two keys (other cells)
+    counts = rng.integers(1, 6, p.size)
+    n = int(counts.sum()) + 5_000
+    every = np.concatenate([np.repeat(p, counts), np.ones(n - counts.sum())])
+    want = false_discovery_control(every, method=method)[: counts.sum()]
+    got = np.repeat(q_values_of_counts(p, counts, n, method), counts)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="add up to at most"):
+        q_values_of_counts(p, counts, int(counts.sum()) - 1)
+
+
+def test_run_tails_sum_down_each_cells_counts_as_scipy_does(monkeypatch) -> None:
+    monkeypatch.setattr(hypergeom, "_SCIPY_MAX", 0)  # the summing path, not scipy's
+    k, rng = 4000, np.random.default_rng(5)
+    n = np.repeat(rng.integers(2000, 3000, 40), 25)
+    s = np.repeat(rng.integers(1000, 3900, 40), 25)
+    mean = n * s / k
+    hits = np.round(mean + rng.uniform(0, 150, n.size)).astype(np.int64)  # gaps, repeats
+    key = np.unique((n * (k + 1) + s) * (k + 1) + hits)
+    hits, cell = key % (k + 1), key // (k + 1)
+    n, s = cell // (k + 1), cell % (k + 1)
+    got = run_tails(hits, n, s, k)
+    want = scipy_tail(hits, n, s, k)
+    assert want.min() < 1e-20  # deep in the tail, where a difference would cancel
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_tally_counts_alike_by_bincount_and_by_sorting() -> None:
+    rng, k = np.random.default_rng(6), 50
+    h_scan = rng.integers(10, 20, (4, 6)).astype(np.int32)
+    h_min = h_scan + rng.integers(1, 8, (4, 6)).astype(np.int32)
+    n_codes, s_codes = rng.integers(0, 4, 30), rng.integers(0, 6, 20)
+    i, j = rng.integers(0, 30, 5_000), rng.integers(0, 20, 5_000)
+    g = h_scan[n_codes[i], s_codes[j]] + rng.integers(0, 12, i.size)
+    tallies = []
+    for rows in (np.argsort(n_codes[i], kind="stable"), np.arange(i.size)):
+        tally = Tally(h_min, h_scan, n_codes, s_codes, k)
+        kept = [tally(i[b], j[b], g[b]) for b in np.array_split(rows, 7)]
+        tallies.append(tally.counts())
+        passed = np.concatenate([x[2] for x in kept])
+        assert passed.size == (g >= h_min[n_codes[i], s_codes[j]]).sum()
+    for a, b in zip(*tallies, strict=True):
+        assert np.array_equal(a, b)
+    t_n, t_s, t_g, t_count = tallies[0]
+    rest = g < h_min[n_codes[i], s_codes[j]]
+    assert t_count.sum() == rest.sum() and np.all(t_g < h_min[t_n, t_s])
+    key = (n_codes[i] * 6 + s_codes[j]) * (k + 1) + g
+    assert np.array_equal(np.unique(key[rest]), (t_n * 6 + t_s) * (k + 1) + t_g)
 
 
 def simulate(rng: np.random.Generator, threshold: float, method: str, level: float = 0.1):

@@ -158,3 +158,53 @@ def test_the_pairs_view_keeps_its_readers_across_the_q_value_revision(pg_empty_u
     assert "q_value" not in columns_as_analyst()
     migrate.upgrade(pg_empty_url)
     assert columns_as_analyst()[-1] == "q_value"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_lost_claims_revision_keeps_every_trial(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0014 adds trials.lost and trials.retried_attempts; down and up, the rows survive
+    and the counters come back as 0."""
+    from memtail.store import trials
+    from tests.helpers import make_experiment, run_all_trials
+
+    url = (
+        request.getfixturevalue("pg_empty_url")
+        if backend == "postgresql"
+        else (f"sqlite:///{tmp_path / 'm.db'}")
+    )
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        exp = make_experiment(engine, n_train=20, n_test=10, trials_=4).experiment
+        assert trials.claim_next(engine, exp.id, "local:1:0", 60) is not None
+        assert trials.release_running(engine, exp.id, "local:", max_lost=20) == 1
+        run_all_trials(engine, exp.id, 20, 10)
+
+        def rows() -> list[tuple]:
+            with engine.connect() as conn:
+                return [
+                    tuple(r)
+                    for r in conn.execute(
+                        sa.text("SELECT id, status, attempts FROM trials ORDER BY id")
+                    )
+                ]
+
+        before = rows()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT sum(lost) FROM trials")).scalar_one() == 1
+        engine.dispose()
+        migrate.downgrade(url, "0013")
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("trials")}
+        assert "lost" not in columns and "retried_attempts" not in columns
+        assert rows() == before
+        engine.dispose()
+        migrate.upgrade(url)
+        assert rows() == before
+        with engine.connect() as conn:
+            assert conn.execute(
+                sa.text("SELECT max(lost), max(retried_attempts) FROM trials")
+            ).one() == (0, 0)
+    finally:
+        engine.dispose()

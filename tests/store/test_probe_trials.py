@@ -111,7 +111,7 @@ def test_a_stale_feature_trial_stores_nothing(engine: Engine) -> None:
     assert first is not None
     staged = stage_artifact(engine, exp.id, "features", [b"old"])
     time.sleep(0.1)
-    assert trials.reap(engine, max_attempts=3).requeued == 1  # its lease expired
+    assert trials.reap(engine, max_lost=3).requeued == 1  # its lease expired
     outcome = random_outcome(np.random.default_rng(2), N_TRAIN, N_TEST)
     with pytest.raises(trials.LeaseLost):
         trials.store_features(engine, first, outcome, staged)
@@ -149,7 +149,7 @@ def test_a_failed_feature_trial_fails_its_probe_trials(engine: Engine) -> None:
         assert claim is not None and claim.trial_index == FEATURE_TRIAL
         status = trials.fail(engine, claim, f"CUDA out of memory ({attempt})", max_attempts=2)
     assert status == "failed"
-    result = trials.reap(engine, max_attempts=2)
+    result = trials.reap(engine, max_lost=2)
     assert result.failed == PROBES
     rows = _rows(engine, exp.id)
     assert {r.status for r in rows} == {"failed"}

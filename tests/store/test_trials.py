@@ -89,7 +89,7 @@ def test_claim_is_exclusive_and_store_is_fenced(engine: Engine) -> None:
 
     # w1 stops heartbeating: its lease runs out, the reaper frees the trial, w2 claims it.
     _expire(engine, trial_id)
-    assert trials.reap(engine, max_attempts=3) == trials.ReapResult(requeued=1, failed=0)
+    assert trials.reap(engine, max_lost=3) == trials.ReapResult(requeued=1, failed=0)
     second = trials.claim(engine, trial_id, "w2", lease_seconds=60)
     assert second is not None and second.attempt == 2
 
@@ -180,9 +180,9 @@ def test_reaper_fails_trials_out_of_attempts(engine: Engine) -> None:
     trial_id = _first_trial_id(engine, exp.id)
     claim = trials.claim(engine, trial_id, "w1", 60)
     assert claim is not None
-    assert trials.reap(engine, max_attempts=1) == trials.ReapResult(0, 0)  # lease still valid
+    assert trials.reap(engine, max_lost=1) == trials.ReapResult(0, 0)  # lease still valid
     _expire(engine, trial_id)
-    assert trials.reap(engine, max_attempts=1) == trials.ReapResult(requeued=0, failed=1)
+    assert trials.reap(engine, max_lost=1) == trials.ReapResult(requeued=0, failed=1)
     row = _trial(engine, trial_id)
     assert row.status == "failed" and "lease expired (worker w1" in row.error
 
@@ -250,6 +250,6 @@ def test_release_running_only_touches_the_named_workers(engine: Engine) -> None:
     local = trials.claim_next(engine, exp.id, "local:123:0", 60)
     celery = trials.claim_next(engine, exp.id, "gpu-host:77", 60)
     assert local is not None and celery is not None
-    assert trials.release_running(engine, exp.id, worker_prefix="local:") == 1
+    assert trials.release_running(engine, exp.id, worker_prefix="local:", max_lost=20) == 1
     assert _trial(engine, local.trial_id).status == "pending"
     assert _trial(engine, celery.trial_id).status == "running"

@@ -124,9 +124,9 @@ def test_npz_nhwc_images_round_trip(tmp_path: Path) -> None:
 def test_npz_vectors_and_grayscale(tmp_path: Path) -> None:
     vectors = {
         "x_train": np.ones((30, 7)),
-        "y_train": np.zeros(30, dtype=np.int64),
+        "y_train": np.arange(30) % 2,
         "x_test": np.ones((5, 7)),
-        "y_test": np.ones(5, dtype=np.int64),
+        "y_test": np.arange(5) % 2,
     }
     np.savez(tmp_path / "v.npz", **vectors)
     ds = load_dataset(DatasetSpec("npz", {"path": "v.npz", "num_classes": 3}), tmp_path)

@@ -113,6 +113,13 @@ def test_the_run_report_renders_and_equals_sql(
                     "pair-examples", "stability"):  # fmt: skip
             assert f"e1-{key}" in sections, sections
         _check_experiment_numbers(page, folder, "digits-mlp")
+        # Image grids are no wider than the page: shown at their natural size, their
+        # captions keep the pixels tests/views/test_figures.py measures.
+        scales = page.eval_on_selector_all(
+            'img[alt="most memorized examples"], img[alt="high-influence pairs"]',
+            "els => els.map(e => e.clientWidth / e.naturalWidth)",
+        )
+        assert len(scales) == 2 and all(s > 0.99 for s in scales), scales
         # The memorized examples' table names what held-out models predict for them.
         cells = page.eval_on_selector_all(
             '[data-section="examples"] tbody tr td:nth-child(6)',
@@ -129,6 +136,10 @@ def test_a_report_of_two_experiments_compares_them(
     done = memtail(folder, "report", "digits-mlp", "mlp-b", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert f"wrote {out}" in done.stdout
+    # The command line hands the views its dataset loader: each page has its image grids.
+    html = out.read_text()
+    assert html.count('alt="most memorized examples"') == 2
+    assert html.count('alt="high-influence pairs"') >= 1
     with browser() as chromium:
         page, errors = new_page(chromium)
         page.goto(out.as_uri())

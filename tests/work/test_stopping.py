@@ -45,7 +45,10 @@ def test_unmet_rules_add_the_next_batch_until_the_cap(engine: Engine) -> None:
             break
     assert targets == [30, 45, 50, 50]
     assert exp.spec_hash == spec_hash and exp.spec.trials == 20  # the spec as written
-    assert exp.stop_reason.startswith("max_trials (50) reached with rules unmet: decided")
+    assert exp.stop_reason.startswith("max_trials (50) reached with rules unmet: decided ")
+    assert exp.stop_reason.endswith(
+        "of examples, interval wholly above or below mem 0.25 (target 99%)"
+    )
     state = progress(engine, exp)
     assert state.stopping["look"] == 4 and state.stopping["looks"] == 4
     text = format_progress(state)
@@ -66,7 +69,8 @@ def test_met_rules_complete_the_experiment_with_the_reason(engine: Engine) -> No
     assert summary is not None and summary.complete
     exp = get_experiment(engine, exp.id)
     assert exp.status == ExperimentStatus.COMPLETE and exp.target_trials == 60
-    assert exp.stop_reason == "rules met at 60 trials: mem_half_width 1.000 >= 0.5"
+    # The share covered, of what, against the target share: not "1.000 >= 0.5".
+    assert exp.stop_reason == "rules met at 60 trials: 100% of examples within +-0.9 (target 50%)"
     # The report and dashboard show the rules and the reason.
     page = experiment_page(gather(engine, exp, stability=False), None)
     section = next(s for s in page.sections if s.key == "stopping")

@@ -15,6 +15,7 @@ integers in [0, num_classes); num_classes is ``max label + 1`` unless given.
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch
 from memtail.spec import DatasetSpec
 from memtail.training.datasets.base import (
     MAX_CLASSES,
+    MAX_VALUES,
     Dataset,
     DatasetError,
     labels,
@@ -69,6 +71,85 @@ def _labels(y: np.ndarray, key: str, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's (shape, dtype) from its ``.npy`` header, read from the zip member
+    without reading the data: a header may claim more than memory holds, and numpy would
+    allocate it before reading a byte. Deflated members stream through zipfile alike."""
+    found = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            key = member.removesuffix(".npy")
+            if key not in _KEYS:
+                continue
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+                else:  # 3.0 only marks field names beyond latin-1: a record dtype
+                    raise ValueError(f"{key} has .npy format {version}; store plain arrays")
+            found[key] = (tuple(shape), dtype)
+    return found
+
+
+def _check_headers(headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """Shapes, dtypes and sizes that can never train, refused before any array is read."""
+    for key in ("x_train", "x_test"):
+        shape, dtype = headers[key]
+        if dtype.kind == "b":
+            raise DatasetError(
+                "dataset.path",
+                f"{key} holds booleans; store the pixel or feature values as numbers "
+                "(e.g. x.astype('uint8'))",
+            )
+        if dtype.kind not in "iuf":
+            raise DatasetError("dataset.path", f"{key} has dtype {dtype}; store numbers")
+        if len(shape) < 2 or 0 in shape[1:]:
+            raise DatasetError(
+                "dataset.path",
+                f"{key} has shape {shape}; store (N, D) vectors or (N, H, W) / (N, C, H, W) "
+                "/ (N, H, W, C) images with no empty axis",
+            )
+        values = math.prod(shape)
+        if values > MAX_VALUES:
+            raise DatasetError(
+                "dataset.path",
+                f"{key} has shape {shape}, {values:,} values; at most {MAX_VALUES:,} fit, "
+                "since each split is held in memory as float32: store fewer or smaller examples",
+            )
+    for key in ("y_train", "y_test"):
+        shape, _ = headers[key]
+        n = headers["x" + key[1:]][0][0]
+        if shape != (n,):
+            raise DatasetError(
+                "dataset.path",
+                f"{key} has shape {shape}; store one integer label per example ({n})",
+            )
+    if headers["x_test"][0][0] == 0:
+        raise DatasetError(
+            "dataset.path",
+            "x_test has no examples; influence and accuracy are measured on test examples",
+        )
+
+
+def _check_classes(y_train: np.ndarray, y_test: np.ndarray) -> None:
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise DatasetError(
+            "dataset.path",
+            f"y_train has a single class ({present[0]}); a classifier needs two or more",
+        )
+    unseen = np.setdiff1d(np.unique(y_test), present)
+    if len(unseen):
+        shown = ", ".join(str(c) for c in unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        raise DatasetError(
+            "dataset.path",
+            f"y_test has labels that never occur in y_train ({shown}); a model cannot learn "
+            "them: drop those test examples or add train examples of them",
+        )
+
+
 def load_npz(spec: DatasetSpec, data_root: Path, download: bool) -> Dataset:
     opts = parse_options(spec, {"path": None, "normalize": True, "num_classes": 0})
     if not opts["path"]:
@@ -77,23 +158,30 @@ def load_npz(spec: DatasetSpec, data_root: Path, download: bool) -> Dataset:
     if not path.is_absolute():
         path = Path(data_root) / path
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy array
-            raise ValueError("it holds one array, not named arrays (use numpy.savez)")
-        with archive:
-            raw = {key: archive[key] for key in _KEYS if key in archive.files}
+        headers = _headers(path)
+        missing = [key for key in _KEYS if key not in headers]
+        if missing:
+            raise DatasetError(
+                "dataset.path",
+                f"{path} lacks {', '.join(missing)}; store x_train, y_train, x_test, y_test",
+            )
+        _check_headers(headers)
+        with np.load(path, allow_pickle=False) as archive:
+            raw = {key: archive[key] for key in _KEYS}
     except FileNotFoundError:
         raise DatasetError(
             "dataset.path", f"{path} does not exist; relative paths resolve against the data root"
         ) from None
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DatasetError("dataset.path", f"cannot read {path} as .npz ({error})") from None
-    missing = [key for key in _KEYS if key not in raw]
-    if missing:
+    except IsADirectoryError:
+        raise DatasetError("dataset.path", f"{path} is a folder; give the .npz file") from None
+    except DatasetError:
+        raise
+    except zipfile.BadZipFile:  # e.g. a bare .npy array
         raise DatasetError(
-            "dataset.path",
-            f"{path} lacks {', '.join(missing)}; store x_train, y_train, x_test, y_test",
-        )
+            "dataset.path", f"{path} is not an .npz archive; write it with numpy.savez"
+        ) from None
+    except (OSError, ValueError, EOFError) as error:
+        raise DatasetError("dataset.path", f"cannot read {path} as .npz ({error})") from None
 
     x_train, x_test = _inputs(raw["x_train"], "x_train"), _inputs(raw["x_test"], "x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -105,6 +193,7 @@ def load_npz(spec: DatasetSpec, data_root: Path, download: bool) -> Dataset:
     y_test = _labels(raw["y_test"], "y_test", len(x_test))
     if len(y_train) < 2:
         raise DatasetError("dataset.path", f"{path} has {len(y_train)} train examples; need 2+")
+    _check_classes(y_train, y_test)
     top = int(max(y_train.max(), y_test.max(initial=0))) + 1
     if top > MAX_CLASSES:
         raise DatasetError(

@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from memtail.spec import DatasetSpec
+from memtail.spec import MAX_SEED, DatasetSpec
 
 #: Class labels are indexes 0..C-1 with C at most this: a trial's output layer has C units.
 MAX_CLASSES = 100_000
+#: Input values (examples x values per example) a split may hold: the whole split lives in
+#: memory as float32, on the CPU and again on the device, so 10^9 of them are 4 GB twice.
+MAX_VALUES = 1_000_000_000
 
 
 class DatasetError(ValueError):
@@ -111,6 +114,19 @@ def parse_options(spec: DatasetSpec, defaults: Mapping[str, Any]) -> dict[str, A
             raise DatasetError(field_name, f"must be a finite number, got {value!r}")
         values[key] = value
     return values
+
+
+def check_bound(field_name: str, value: float, low: float, high: float, why: str) -> None:
+    """``low <= value <= high``, or DatasetError with the bound and ``why`` it is there:
+    sizes are checked before anything is allocated from them."""
+    if not low <= value <= high:
+        raise DatasetError(field_name, f"must be in [{low:,}, {high:,}] (got {value!r}); {why}")
+
+
+def check_seed(opts: Mapping[str, Any]) -> int:
+    """The ``seed`` option, as numpy's SeedSequence takes it: the experiment seed's range."""
+    check_bound("dataset.seed", opts["seed"], 0, MAX_SEED, "seeds are non-negative integers")
+    return int(opts["seed"])
 
 
 def standardize(

@@ -13,7 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from memtail.spec import DatasetSpec
-from memtail.training.datasets.base import Dataset, DatasetError, labels, parse_options, standardize
+from memtail.training.datasets.base import (
+    MAX_VALUES,
+    Dataset,
+    DatasetError,
+    check_bound,
+    check_seed,
+    labels,
+    parse_options,
+    standardize,
+)
+
+#: imagefolder's largest ``image_size``: 1,000 images of 1024 px are already 12 GB.
+MAX_IMAGE_SIZE = 1024
 
 # Published per-channel statistics of the training sets, in [0, 1] pixel units.
 _TORCHVISION = {
@@ -51,11 +63,19 @@ def load_digits(spec: DatasetSpec, data_root: Path, download: bool) -> Dataset:
     bunch = sklearn_digits()
     images = bunch.images.astype(np.float32)[:, None] / 16.0  # pixel values are 0..16
     y = bunch.target.astype(np.int64)
-    rng = np.random.default_rng(opts["seed"])
+    rng = np.random.default_rng(check_seed(opts))
     test = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
-        test[members[: int(round(fraction * len(members)))]] = True
+        cut = int(round(fraction * len(members)))
+        if not 0 < cut < len(members):
+            # Every class needs train examples to learn it and test examples to measure it.
+            raise DatasetError(
+                "dataset.test_fraction",
+                f"{fraction} leaves digit {c} with {cut} of its {len(members)} examples in "
+                "the test set; need at least one in each split (e.g. 0.25)",
+            )
+        test[members[:cut]] = True
     train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
     x_train, x_test = standardize(images[train_idx], images[test_idx])
     return Dataset(
@@ -141,8 +161,8 @@ def load_imagefolder(spec: DatasetSpec, data_root: Path, download: bool) -> Data
 
     opts = parse_options(spec, {"path": None, "image_size": 64})
     size = opts["image_size"]
-    if size < 1:
-        raise DatasetError("dataset.image_size", f"must be >= 1, got {size}")
+    why = "every image is held in memory as 3 x image_size^2 float32 values"
+    check_bound("dataset.image_size", size, 1, MAX_IMAGE_SIZE, why)
     root = Path(data_root) / (opts["path"] or "imagefolder")
     field_name = "dataset.path" if opts["path"] else "dataset.name"
     transform = transforms.Compose(
@@ -163,6 +183,19 @@ def load_imagefolder(spec: DatasetSpec, data_root: Path, download: bool) -> Data
         except (FileNotFoundError, OSError) as error:
             raise DatasetError(field_name, f"cannot read {folder}: {error}") from None
     train, test = splits["train"], splits["test"]
+    if len(train.classes) < 2:
+        raise DatasetError(
+            field_name,
+            f"{root}/train has one class folder ({train.classes[0]}); a classifier needs two "
+            "or more, one folder each",
+        )
+    values = (len(train) + len(test)) * 3 * size * size
+    if values > MAX_VALUES:
+        raise DatasetError(
+            "dataset.image_size",
+            f"{size} px makes the {len(train) + len(test):,} images {values:,} float32 "
+            f"values, held in memory; at most {MAX_VALUES:,} fit: lower image_size",
+        )
     if train.classes != test.classes:
         raise DatasetError(
             field_name,

@@ -38,6 +38,8 @@ from memtail.training.datasets.base import (
     MAX_CLASSES,
     Dataset,
     DatasetError,
+    check_bound,
+    check_seed,
     labels,
     parse_options,
 )
@@ -75,31 +77,33 @@ def load_synthetic_longtail(spec: DatasetSpec, data_root: Path, download: bool) 
         opts["n_test"],
         opts["dim"],
     )
+    seed = check_seed(opts)
     k = opts["subpopulations"] or max(n_train // 2, num_classes)
-    checks = {
-        "num_classes": 2 <= num_classes <= min(MAX_CLASSES, n_train),
-        "n_train": 2 <= n_train <= MAX_EXAMPLES,
-        "n_test": 1 <= n_test <= MAX_EXAMPLES,
-        "dim": 1 <= dim <= 100_000 and (n_train + n_test) * dim <= MAX_EXAMPLES * 32,
-        "subpopulations": k >= num_classes,
-        "exponent": opts["exponent"] >= 0,
-        "noise": opts["noise"] >= 0,
-        "label_noise": 0 <= opts["label_noise"] < 1,
-    }
-    for key, ok in checks.items():
-        if not ok:
-            raise DatasetError(
-                f"dataset.{key}",
-                f"invalid value {opts[key]!r}; need 2 <= num_classes <= n_train, "
-                f"2 <= n_train <= {MAX_EXAMPLES:,}, 1 <= n_test <= {MAX_EXAMPLES:,}, "
-                f"1 <= dim <= 100,000 with (n_train + n_test) x dim <= {MAX_EXAMPLES * 32:,}, "
-                "subpopulations >= num_classes, exponent >= 0, noise >= 0, "
-                "0 <= label_noise < 1",
-            )
+    values = MAX_EXAMPLES * 32
+    # In order, each bound resting on the fields checked before it.
+    bounds = [
+        ("n_train", n_train, 2, MAX_EXAMPLES, "examples are generated in memory"),
+        ("n_test", n_test, 1, MAX_EXAMPLES, "examples are generated in memory"),
+        ("num_classes", num_classes, 2, min(MAX_CLASSES, n_train),
+         f"every class needs a train example, and at most {MAX_CLASSES:,} output units"),
+        ("dim", dim, 1, min(100_000, values // max(n_train + n_test, 1)),
+         f"the (n_train + n_test) x dim values are generated in memory, at most {values:,}"),
+        ("subpopulations", k, num_classes, min(MAX_EXAMPLES, values // max(dim, 1)),
+         "every class needs one, and their centers (subpopulations x dim values) are held "
+         f"in memory, at most {values:,}"),
+        ("exponent", opts["exponent"], 0, 100, "a Zipf exponent; 1 is the default"),
+        ("noise", opts["noise"], 0, 1_000, "per coordinate; centers are ~sqrt(2 x dim) apart"),
+    ]  # fmt: skip
+    for key, value, low, high, why in bounds:
+        check_bound(f"dataset.{key}", value, low, high, why)
+    if not 0 <= opts["label_noise"] < 1:
+        raise DatasetError(
+            "dataset.label_noise", f"must be in [0, 1) (got {opts['label_noise']!r})"
+        )
 
     # Independent streams, so that e.g. changing n_test leaves the train set unchanged.
     structure, train_rng, test_rng, flip_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(opts["seed"]).spawn(4)
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
     )
     freq = np.arange(1, k + 1, dtype=np.float64) ** -opts["exponent"]
     freq /= freq.sum()

@@ -129,8 +129,18 @@ def test_cli_removal_and_utility_errors_are_one_line(
     assert cli.main(["--database-url", url, "utility", "source"]) == 2
     assert "create them with `memtail removal source`" in capsys.readouterr().err
     args = ["--database-url", url, "removal", "source", "--mem-threshold", "1.5"]
-    assert cli.main(args) == 2
-    assert "no train example has mem >= 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # refused by the parser, before any work
+        cli.main(args)
+    assert usage.value.code == 2
+    assert "--mem-threshold: must be in [-1, 1]" in capsys.readouterr().err
+    # A source with nothing memorized that much: one line naming the threshold.
+    flat = planted(engine, "flat")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(memorization).where(memorization.c.experiment_id == flat.id).values(mem=0.5)
+        )
+    assert cli.main(["--database-url", url, "removal", "flat", "--mem-threshold", "0.9"]) == 2
+    assert "no train example has mem >= 0.9" in capsys.readouterr().err
     assert cli.main(["--database-url", url, "removal", "source", "--trials-per-arm", "2"]) == 0
     # Who trains the arms: the service's workers, or (SQLite, no workers) `--run` here.
     told = capsys.readouterr().out

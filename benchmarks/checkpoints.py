@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memtail.spec import (  # noqa: E402
+from memtail.specification import (  # noqa: E402
     AUTO_CHECKPOINT_SECONDS,
     ModelSpec,
     TrainingSpec,
@@ -40,8 +40,8 @@ from memtail.store import checkpoints, migrate  # noqa: E402
 from memtail.store.engine import make_engine  # noqa: E402
 from memtail.store.experiments import ExampleSet, create_experiment  # noqa: E402
 from memtail.store.trials import claim_next  # noqa: E402
-from memtail.training.checkpoint import Checkpointing, Preempted, encode  # noqa: E402
 from memtail.training.datasets import Dataset  # noqa: E402
+from memtail.training.snapshot import Checkpointing, Preempted, encode  # noqa: E402
 from memtail.training.trainer import Trainer  # noqa: E402
 
 CIFAR_EPOCH = 50_000

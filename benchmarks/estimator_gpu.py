@@ -42,7 +42,7 @@ from memtail.stats import (
     kernels,  # noqa: E402
 )
 from memtail.stats.bits import TrialBits, trial_words  # noqa: E402
-from memtail.stats.influence import InfluencePairs, influence_pairs  # noqa: E402
+from memtail.stats.influence import InfluencePairs, PairRule, influence_pairs  # noqa: E402
 from memtail.stats.memorization import MemCounts, memorization  # noqa: E402
 
 # The CPU reference: the numba kernel, or the numpy path where numba does not import.
@@ -112,7 +112,7 @@ def paper(args: argparse.Namespace, device: torch.device) -> None:
     m, t = trials(args, k, n_train, n_test, device)
     print(f"paper scale: k={k}, {n_train} train x {n_test} test, threshold {args.threshold}")
     run = lambda backend, **kw: influence_pairs(  # noqa: E731
-        m, t, threshold=args.threshold, backend=backend, device=str(device), **kw
+        m, t, PairRule(threshold=args.threshold), backend=backend, device=str(device), **kw
     )
     cpu_s, reference = timed(lambda: run(CPU), device)
     gpu_s, pairs = timed(lambda: run("cuda"), device)  # includes Triton's compile
@@ -159,16 +159,18 @@ def imagenet(args: argparse.Namespace, device: torch.device) -> float:
     counts = MemCounts(k, m.counts(), m.counts(), m.counts())  # shapes only: time the maths
     mem_s, _ = timed(lambda: memorization(counts), device)
     total, pairs = timed(
-        lambda: influence_pairs(m, t, threshold=args.threshold, backend="cuda", device=str(device)),
+        lambda: influence_pairs(
+            m, t, PairRule(threshold=args.threshold), backend="cuda", device=str(device)
+        ),
         device,
     )
     block = TrialBits(np.ascontiguousarray(m.words[:cpu_rows]), k)
     cpu_s, cpu_pairs = timed(
-        lambda: influence_pairs(block, t, threshold=args.threshold, backend=CPU), device
+        lambda: influence_pairs(block, t, PairRule(threshold=args.threshold), backend=CPU), device
     )
     gpu_block_s, gpu_pairs = timed(
         lambda: influence_pairs(
-            block, t, threshold=args.threshold, backend="cuda", device=str(device)
+            block, t, PairRule(threshold=args.threshold), backend="cuda", device=str(device)
         ),
         device,
     )

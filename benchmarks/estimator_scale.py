@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import TrialRows, generate, peak_rss_mb, scratch_database, store_trials  # noqa: E402
 
 from memtail.stats.bits import TrialBits  # noqa: E402
-from memtail.stats.influence import InfluencePairs, influence_dense, influence_pairs  # noqa: E402
+from memtail.stats.influence import InfluencePairs, PairRule, influence_dense, influence_pairs  # noqa: E402
 from memtail.stats.memorization import MemCounts, memorization  # noqa: E402
 
 FIELDS = ("infl", "std_err", "ci_low", "ci_high", "acc_in", "acc_out", "n_in", "n_out")
@@ -83,7 +83,7 @@ def _memtail(rows: TrialRows, threshold: float) -> tuple:
     t1 = time.perf_counter()
     mem = memorization(MemCounts(m.n_trials, m.counts(), m.and_counts(c), c.counts()))
     t2 = time.perf_counter()
-    pairs = influence_pairs(m, t, threshold=threshold)
+    pairs = influence_pairs(m, t, PairRule(threshold=threshold))
     t3 = time.perf_counter()
     return (t3 - t0, t1 - t0, t2 - t1, t3 - t2), (m, t, mem, pairs)
 
@@ -123,7 +123,7 @@ def _warm_up() -> float:
 
     hypergeom.upper_tail(np.array([3]), np.array([5]), np.array([6]), 10, compiled=True)
     bits_ = TrialBits.from_bool(small)
-    influence_pairs(bits_, bits_, threshold=0.1, backend="numba")
+    influence_pairs(bits_, bits_, PairRule(threshold=0.1), backend="numba")
     return time.perf_counter() - start
 
 
@@ -200,7 +200,7 @@ def _verify(
         same = same and np.array_equal(
             getattr(pairs, f)[got], getattr(dense, name.get(f, f))[ii, jj]
         )
-    ref = influence_pairs(ms, tb, threshold=args.threshold, backend="numpy")
+    ref = influence_pairs(ms, tb, PairRule(threshold=args.threshold), backend="numpy")
     same_ref = np.array_equal(sample[ref.train_index], pairs.train_index[got])
     for f in (*FIELDS, "p_value"):
         same_ref = same_ref and np.array_equal(getattr(ref, f), getattr(pairs, f)[got])

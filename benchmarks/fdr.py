@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sqlite3
 import subprocess
@@ -29,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memtail.stats.bits import TrialBits  # noqa: E402
-from memtail.stats.influence import influence_pairs  # noqa: E402
+from memtail.stats.influence import PairRule, influence_pairs  # noqa: E402
 
 MEMTAIL = str(Path(sys.executable).parent / "memtail")
 
@@ -72,13 +73,13 @@ def shapes(rng: np.random.Generator, paper: bool) -> dict[str, tuple[TrialBits, 
         masks = TrialBits.from_bool(rng.random((k, n_train), dtype=np.float32) < 0.7)
         accuracy = rng.uniform(0.5, 0.99, n_test).astype(np.float32)
         correct = TrialBits.from_bool(rng.random((k, n_test), dtype=np.float32) < accuracy)
-        kwargs = {"threshold": 0.15, "backend": "numba", "same_class": same}
+        kwargs = {"backend": "numba"}
         if same:
             kwargs |= {
                 "train_labels": rng.integers(0, 10, n_train),
                 "test_labels": rng.integers(0, 10, n_test),
             }
-        cases[name] = (masks, correct, kwargs)
+        cases[name] = (masks, correct, same, kwargs)
     return cases
 
 
@@ -109,9 +110,11 @@ def main() -> None:
             )
     rng = np.random.default_rng(0)
     print(f"\n{'shape':<28} {'with q (s)':>10} {'without (s)':>11} {'ratio':>6}")
-    for name, (m, t, kwargs) in shapes(rng, args.paper).items():
-        with_q = functools.partial(influence_pairs, m, t, **kwargs)
-        without = functools.partial(influence_pairs, m, t, q_values=False, **kwargs)
+    for name, (m, t, same, kwargs) in shapes(rng, args.paper).items():
+        rule = PairRule(threshold=0.15, same_class=same)
+        with_q = functools.partial(influence_pairs, m, t, rule, **kwargs)
+        bare = dataclasses.replace(rule, q_values=False)
+        without = functools.partial(influence_pairs, m, t, bare, **kwargs)
         with_q(), without()  # compile and warm up
         pairs = [(seconds(with_q), seconds(without)) for _ in range(args.repeats)]
         ratios = [a / b for a, b in pairs]

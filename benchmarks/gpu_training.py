@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memtail.spec import ModelSpec, TrainingSpec  # noqa: E402
+from memtail.specification import ModelSpec, TrainingSpec  # noqa: E402
 from memtail.training.datasets import Dataset  # noqa: E402
 from memtail.training.networks import build_model  # noqa: E402
 from memtail.training.trainer import Trainer, resolve_device  # noqa: E402
@@ -66,7 +66,7 @@ def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> Dataset:
 
 
 def real_cifar(root: str) -> Dataset:
-    from memtail.spec import DatasetSpec
+    from memtail.specification import DatasetSpec
     from memtail.training.datasets import load_dataset
 
     return load_dataset(DatasetSpec("cifar10"), root)

@@ -132,7 +132,7 @@ def store_trials(url: str, rows: TrialRows, *, seed: int, name: str, margins: bo
     """
     import sqlalchemy as sa
 
-    from memtail.spec import DatasetSpec, ExperimentSpec
+    from memtail.specification import DatasetSpec, ExperimentSpec
     from memtail.stats import bits
     from memtail.store import trials
     from memtail.store.engine import make_engine

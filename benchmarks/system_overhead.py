@@ -57,13 +57,13 @@ from harness import (  # noqa: E402
     shared_group,
 )
 
-from memtail.spec import load_spec  # noqa: E402
+from memtail.specification import load_spec  # noqa: E402
 from memtail.stats.subsets import subset_mask, training_seed  # noqa: E402
 from memtail.store import trials  # noqa: E402
 from memtail.store.engine import make_engine  # noqa: E402
 from memtail.work.coordinator import dispatch  # noqa: E402
 
-SPEC = ROOT / "memtail" / "specs" / "digits-mlp.toml"
+SPEC = ROOT / "memtail" / "specification" / "bundled" / "digits-mlp.toml"
 SERVICES = ("coordinator", "worker", "estimator", "beat")
 
 

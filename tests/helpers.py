@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from memtail.spec import DatasetSpec, EstimateSpec, ExperimentSpec, ModelSpec, load_spec
+from memtail.specification import DatasetSpec, EstimateSpec, ExperimentSpec, ModelSpec, load_spec
 from memtail.stats.outcomes import TrialOutcome
 from memtail.store import trials
 from memtail.store.experiments import CreateResult, ExampleSet, Experiment, create_experiment

@@ -50,7 +50,7 @@ def test_the_wheel_migrates_and_runs_from_anywhere(tmp_path: Path) -> None:
         "memtail/migrations/env.py",
         "memtail/migrations/script.py.mako",
         "memtail/migrations/versions/0001_initial_schema.py",
-        "memtail/specs/digits-mlp.toml",
+        "memtail/specification/bundled/digits-mlp.toml",
         "memtail/stats/numba_kernels.py",
         "memtail/views/templates/report.html",
         "memtail/views/templates/sections.html",

@@ -63,11 +63,6 @@ def compare_experiments(
     engine: Engine, a: Experiment, b: Experiment, mem_threshold: float | None = None
 ) -> Comparison:
     """Agreement of two experiments' stored estimates (threshold: ``a``'s by default)."""
-    if a.id == b.id:
-        raise ComparisonError(
-            f"{a.name!r} and {b.name!r} are the same experiment; compare two experiments over "
-            "the same examples (`memtail stability` splits one in halves)"
-        )
     _check_estimable(a)
     _check_estimable(b)
     _check_same_examples(engine, a, b)
@@ -107,10 +102,7 @@ def half_estimate(
         y_train,
         y_test,
         mem_threshold=rule.mem_threshold,
-        infl_threshold=rule.infl_threshold,
-        confidence=rule.confidence,
-        fdr=rule.fdr,
-        fdr_method=rule.fdr_method,
+        rule=rule.pair_rule(),
     )
 
 

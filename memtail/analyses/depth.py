@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from memtail.analyses.comparison import compare_experiments
-from memtail.spec import ExperimentKind, ProbeSpec, SpecError
+from memtail.specification import ExperimentKind, ProbeSpec, SpecError
 from memtail.stats.consistency import Agreement
 from memtail.store import lifecycle
 from memtail.store.engine import Engine

@@ -21,15 +21,19 @@ from memtail.analyses.depth import Depth, DepthError, depth_report
 from memtail.analyses.removal import ArmReport, RemovalError, utility_report
 from memtail.store.engine import Engine
 from memtail.store.experiments import Experiment
-from memtail.store.influence import PairSummary, influence_values, pair_summary
 from memtail.store.outcomes import HeldOutPredictions, held_out_predictions
+from memtail.store.pairs import (
+    InfluencePair,
+    PairSummary,
+    high_influence_pairs,
+    influence_values,
+    pair_summary,
+)
 from memtail.store.progress import Progress, progress
 from memtail.store.results import (
     EstimateRun,
-    InfluencePair,
     MemorizationValues,
     MemorizedExample,
-    high_influence_pairs,
     latest_run,
     memorization_values,
     top_memorized,
@@ -98,7 +102,7 @@ def gather(engine: Engine, experiment: Experiment, *, stability: bool = True) ->
     run = latest_run(engine, experiment.id) if experiment.kind.estimated else None
     values = memorization_values(engine, experiment.id)
     top = top_memorized(engine, experiment.id, TOP_EXAMPLES) if run else []
-    found = Findings(
+    findings = Findings(
         experiment=experiment,
         progress=state,
         estimate=run,
@@ -121,7 +125,7 @@ def gather(engine: Engine, experiment: Experiment, *, stability: bool = True) ->
         depth=_optional(lambda: depth_report(engine, experiment)) if run else None,
         utility=_optional(lambda: Utility(*utility_report(engine, experiment))) if run else None,
     )
-    return found
+    return findings
 
 
 def gather_all(

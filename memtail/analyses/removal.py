@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from memtail.spec import ExperimentKind, SpecError
+from memtail.specification import ExperimentKind, SpecError
 from memtail.stats.utility import ARMS, MeanInterval, arm_subsets, mean_interval
 from memtail.store.engine import Engine
 from memtail.store.experiments import (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from memtail.cli.arguments import (
     Interrupted,
     UsageError,
-    database,
+    open_engine,
     output_folder,
     settings_from,
 )
@@ -32,13 +32,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from memtail.store.results import latest_run
     from memtail.views.text import format_agreement
 
-    if args.a == args.b:
+    if args.a == args.b:  # before any folder is made
         raise UsageError(
             f"compare {args.a} {args.b}: both arguments name the same experiment; give two "
             "experiments over the same examples (`memtail stability` splits one in halves)"
         )
     out = output_folder(args.out)
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     a, b = get_experiment(engine, args.a), get_experiment(engine, args.b)
     from memtail.views.plots import file_stem, plot_agreement  # matplotlib: once found
 
@@ -59,7 +59,7 @@ def cmd_stability(args: argparse.Namespace) -> int:
     from memtail.views.text import format_agreement, trials_caveat
 
     out = output_folder(args.out)
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     exp = get_experiment(engine, args.name)
     from memtail.views.plots import file_stem, plot_agreement  # matplotlib: once found
 
@@ -84,7 +84,7 @@ def cmd_removal(args: argparse.Namespace) -> int:
     if args.run:  # its plot: refused before any arm is created or trained
         output_folder(args.out)
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     source = get_experiment(engine, args.source)
     arms = create_removal(engine, source, args.trials_per_arm, args.mem_threshold, args.seed)
     for arm in arms:
@@ -111,7 +111,7 @@ def cmd_utility(args: argparse.Namespace) -> int:
     from memtail.views.text import format_utility
 
     out = output_folder(args.out)
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     source = get_experiment(engine, args.name)
     from memtail.views.plots import file_stem, plot_utility  # matplotlib: once found
 
@@ -134,7 +134,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.run:  # its figure: refused before the probe is created or trained
         output_folder(args.out)
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     source = get_experiment(engine, args.source)
     probe = create_probe(engine, source, args.trials or source.spec.trials)
     print(
@@ -181,7 +181,7 @@ def cmd_depth(args: argparse.Namespace) -> int:
     from memtail.views.text import format_depth
 
     out = output_folder(args.out)
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     source = get_experiment(engine, args.name)
     from memtail.views.plots import file_stem, plot_depth  # matplotlib: once found
 

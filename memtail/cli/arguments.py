@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from memtail.config import ConfigError, Settings
 
 if TYPE_CHECKING:  # sqlalchemy and torch stay out of the CLI's import time
-    from memtail.spec import ExperimentSpec
+    from memtail.specification import ExperimentSpec
     from memtail.store.engine import Engine
 
 
@@ -103,7 +103,7 @@ def _check_writable(folder: Path, flag: str, given: str) -> None:
                 step.rmdir()
 
 
-def database(settings: Settings) -> Engine:
+def open_engine(settings: Settings) -> Engine:
     """The existing memtail database of ``settings``; a missing database, schema or server
     is a one-line ``DatabaseUnavailable`` naming it and the fix, and nothing is created."""
     from memtail.store.database import open_database
@@ -162,7 +162,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def load_spec_arg(source: str | None, args: argparse.Namespace) -> ExperimentSpec:
     """The spec of a file or bundled name (or of flags alone, when ``source`` is None),
     with its dataset and model checked against what this installation can train."""
-    from memtail.spec import load_spec, spec_from_dict
+    from memtail.specification import load_spec, spec_from_dict
 
     overrides = spec_overrides(args)
     spec = spec_from_dict({}, overrides) if source is None else load_spec(source, overrides)

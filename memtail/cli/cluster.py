@@ -8,7 +8,7 @@ import os
 import socket
 from pathlib import Path
 
-from memtail.cli.arguments import UsageError, database, output_folder, settings_from
+from memtail.cli.arguments import UsageError, open_engine, output_folder, settings_from
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     preflight.check(settings, estimates=False)  # refused before it claims a trial
-    engine = database(settings)
+    engine = open_engine(settings)
     served = [get_experiment(engine, name).id for name in args.experiments] or None
     name = args.name or f"{socket.gethostname()}:{os.getpid()}"
     # SIGTERM mid-trial saves the trial and hands it back; idle, it ends the command.
@@ -55,7 +55,7 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
     if args.experiment is not None:
         from memtail.store.experiments import get_experiment
 
-        get_experiment(database(settings), args.experiment)  # a typo fails here, not on nodes
+        get_experiment(open_engine(settings), args.experiment)  # a typo fails here, not on nodes
     job = ArrayJob(
         experiment=args.experiment,
         workers=args.workers,
@@ -90,7 +90,7 @@ def cmd_slurm_status(args: argparse.Namespace) -> int:
         print(
             f"  {t.job_id:<16} {t.name:<28} {t.state:<11} {t.elapsed:>10}/{t.limit:<11} {t.where}"
         )
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     states = worker_states(engine)
     print(f"database: {len(states)} workers known")
     for w in states:

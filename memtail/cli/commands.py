@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING
 from memtail.cli.arguments import (
     Interrupted,
     UsageError,
-    database,
     load_spec_arg,
+    open_engine,
     output_folder,
     settings_from,
 )
 from memtail.config import Settings
 
 if TYPE_CHECKING:
-    from memtail.spec import ExperimentSpec
+    from memtail.specification import ExperimentSpec
     from memtail.store.engine import Engine
 
 
@@ -49,7 +49,7 @@ def _create(settings: Settings, spec: ExperimentSpec, *, download: bool, dispatc
     """Launch ``spec``, say what happened, and optionally send its first messages."""
     from memtail.work.launch import launch
 
-    engine = database(settings)
+    engine = open_engine(settings)
     launched = launch(engine, spec, settings.data_root, download=download)
     exp = launched.experiment
     if launched.verb == "resuming":
@@ -80,7 +80,7 @@ def _dispatch_now(settings: Settings, experiment_id: int) -> None:
 
     try:
         sent = dispatch(
-            database(settings),
+            open_engine(settings),
             experiment_id,
             Broker(settings).send,
             window=settings.dispatch_window,
@@ -97,7 +97,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from memtail.work.estimator import estimate_all, estimate_experiment
 
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     device = settings.estimator_device
     if args.name:
         exp = get_experiment(engine, args.name)
@@ -121,13 +121,13 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
-    from memtail.spec import load_spec
+    from memtail.specification import load_spec
     from memtail.training.registry import check_names
     from memtail.work.broker import Broker
     from memtail.work.coordinator import coordinate_once, run_forever
 
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     broker = Broker(settings)
     for source in args.create or []:
         _create(settings, check_names(load_spec(source)), download=args.download, dispatch=False)
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from memtail.work.launch import launch
 
     upgrade(settings.database_url)
-    engine = database(settings)
+    engine = open_engine(settings)
     launched = launch(engine, spec, settings.data_root, download=args.download)
     experiment = launched.experiment
     if experiment.status == ExperimentStatus.PAUSED:
@@ -228,7 +228,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     _check_listen_host(args.host, args.port)
-    engine = database(settings)
+    engine = open_engine(settings)
     # Flask, waitress and matplotlib load once the arguments and the database are good.
     import waitress
 

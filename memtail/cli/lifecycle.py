@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memtail.cli.arguments import UsageError, database, settings_from
-from memtail.spec import ExperimentKind
+from memtail.cli.arguments import UsageError, open_engine, settings_from
+from memtail.specification import ExperimentKind
 
 if TYPE_CHECKING:
     from memtail.store.experiments import Experiment
@@ -19,7 +19,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from memtail.store.experiments import list_experiments
     from memtail.store.progress import progress
 
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     rows = list_experiments(engine)
     if not rows:
         print("no experiments; create one with `memtail run` or `memtail experiment create`")
@@ -37,7 +37,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
 
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     before = get_experiment(engine, args.name)
     after = lifecycle.extend(engine, before, args.trials)
     print(
@@ -71,7 +71,7 @@ def _set_paused(args: argparse.Namespace, *, paused: bool) -> int:
     from memtail.store import lifecycle
     from memtail.store.experiments import get_experiment
 
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     exp = lifecycle.set_paused(engine, get_experiment(engine, args.name), paused)
     print(f"experiment {exp.name!r} is {exp.status}")
     return 0
@@ -82,7 +82,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
 
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     exp = get_experiment(engine, args.name)
     requeued = lifecycle.retry_failed(engine, exp)
     line = f"re-queued {requeued} failed trial{'' if requeued == 1 else 's'} of {exp.name!r}"
@@ -102,7 +102,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from memtail.store.experiments import get_experiment
 
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     exp = get_experiment(engine, args.name)
     where, _ = describe_database(settings.database_url)
     if not args.yes:

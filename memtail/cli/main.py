@@ -10,7 +10,6 @@ grammar is ``memtail.cli.parser``; the commands are in ``commands`` (processes),
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sys
@@ -27,7 +26,7 @@ from memtail.cli.parser import build_parser
 # just to print one line.
 _USER_ERRORS = (
     ("memtail.config", "ConfigError"),
-    ("memtail.spec", "SpecError"),
+    ("memtail.specification", "SpecError"),
     ("memtail.training.datasets", "DatasetError"),
     ("memtail.training.networks", "ModelError"),
     ("memtail.store.experiments", "ExperimentNotFound"),
@@ -96,8 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if args.command != "coordinator":  # the coordinator stops gracefully on SIGTERM itself
         signal.signal(signal.SIGTERM, _terminate)
-    module, _, name = args.handler.partition(":")
-    handler = getattr(importlib.import_module(f"memtail.cli.{module}"), name)
+    handler = args.handler
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt as stop:

@@ -1,7 +1,8 @@
 """The ``memtail`` command line's grammar: every command, argument, help text and default.
 
-Handlers are named by dotted path (``module:function`` under ``memtail.cli``) and imported
-only when their command runs, so ``memtail --help`` needs neither torch nor SQLAlchemy.
+Each command names its handler, a function of ``memtail.cli``'s command modules; those
+import the library inside the handlers, so ``memtail --help`` needs neither torch nor
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import math
 import re
 from collections.abc import Callable
 from typing import NoReturn
+
+from memtail.cli import analyses, cluster, commands, lifecycle, results
+
+#: A command's handler: its parsed arguments in, the exit status out.
+Handler = Callable[[argparse.Namespace], int]
 
 DESCRIPTION = (
     "memtail: what neural networks memorize (Feldman & Zhang, NeurIPS 2020). Trains models on "
@@ -32,7 +38,8 @@ class _Parser(argparse.ArgumentParser):
 #: Numbers in ASCII only: int() and float() also take "٥" or "１", which no one types meaning 5.
 _WHOLE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
 _REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf)", re.ASCII)
-#: The spec's bound on trials (memtail.spec.rules.MAX_TRIALS, not imported: --help stays light).
+#: The spec's bound on trials (``memtail.specification.rules.MAX_TRIALS``, not imported:
+#: --help stays light).
 MAX_TRIALS = 100_000
 #: Seeds go to numpy's SeedSequence and BIGINT columns.
 MAX_SEED = 2**63 - 1
@@ -129,7 +136,7 @@ class _Help(argparse.HelpFormatter):
 
 
 def _command(
-    sub: argparse._SubParsersAction, name: str, handler: str, text: str
+    sub: argparse._SubParsersAction, name: str, handler: Handler, text: str
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=text, description=text, formatter_class=_Help)
     parser.set_defaults(handler=handler)
@@ -215,7 +222,7 @@ def _experiment_commands(sub: argparse._SubParsersAction) -> None:
     create = _command(
         exp,
         "create",
-        "commands:cmd_experiment_create",
+        commands.cmd_experiment_create,
         "validate a spec and insert its experiment and trials",
     )
     create.add_argument(
@@ -225,28 +232,30 @@ def _experiment_commands(sub: argparse._SubParsersAction) -> None:
     create.add_argument(
         "--no-dispatch", action="store_true", help="leave sending messages to the coordinator"
     )
-    _command(exp, "list", "lifecycle:cmd_list", "every experiment with its progress")
+    _command(exp, "list", lifecycle.cmd_list, "every experiment with its progress")
     extend = _command(
         exp,
         "extend",
-        "lifecycle:cmd_extend",
+        lifecycle.cmd_extend,
         "raise an experiment's number of trials k (estimates keep folding in)",
     )
     extend.add_argument("name", help="the experiment")
     extend.add_argument(
         "--trials", type=_at_least(1, 2**31 - 1), required=True, help="the new k, above the current"
     )
-    for action, what in (
-        ("pause", "stop claiming the experiment's trials (running ones finish)"),
-        ("resume", "claim the experiment's trials again"),
+    for action, handler, what in (
+        (
+            "pause",
+            lifecycle.cmd_pause,
+            "stop claiming the experiment's trials (running ones finish)",
+        ),
+        ("resume", lifecycle.cmd_resume, "claim the experiment's trials again"),
     ):
-        _command(exp, action, f"lifecycle:cmd_{action}", what).add_argument(
-            "name", help="the experiment"
-        )
+        _command(exp, action, handler, what).add_argument("name", help="the experiment")
     delete = _command(
         exp,
         "delete",
-        "lifecycle:cmd_delete",
+        lifecycle.cmd_delete,
         "delete an experiment with every row of it, in one transaction",
     )
     delete.add_argument("name", help="the experiment")
@@ -254,7 +263,7 @@ def _experiment_commands(sub: argparse._SubParsersAction) -> None:
     retry = _command(
         exp,
         "retry",
-        "lifecycle:cmd_retry",
+        lifecycle.cmd_retry,
         "put failed trials back to pending, each with its attempts again; without --failed, "
         "also free running trials whose lease has expired now (counted as lost, not failed), "
         "rather than at the reaper's next pass",
@@ -269,7 +278,7 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     status = _command(
         sub,
         "status",
-        "results:cmd_status",
+        results.cmd_status,
         "progress, rate, ETA, accuracy and how fresh the estimate is",
     )
     status.add_argument("name", nargs="?", help="one experiment (default: all)")
@@ -278,18 +287,22 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
         "--interval", type=_positive_seconds, default=5.0, help="seconds between refreshes"
     )
     _format(status)
-    for name, what in (
-        ("top", "the most memorized training examples, with intervals"),
-        ("pairs", "high-influence train/test pairs (the paper's rule), with intervals"),
+    for name, handler, what in (
+        ("top", results.cmd_top, "the most memorized training examples, with intervals"),
+        (
+            "pairs",
+            results.cmd_pairs,
+            "high-influence train/test pairs (the paper's rule), with intervals",
+        ),
     ):
-        p = _command(sub, name, f"results:cmd_{name}", what)
+        p = _command(sub, name, handler, what)
         p.add_argument("name", help="the experiment")
         p.add_argument("-n", "--limit", type=_LIMIT, default=20, help="rows to show")
         _format(p)
     export = _command(
         sub,
         "export",
-        "results:cmd_export",
+        results.cmd_export,
         "write the estimates as files: Feldman & Zhang's .npz layout, CSV or Parquet",
     )
     export.add_argument("name", help="the experiment")
@@ -301,7 +314,7 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--format", choices=("npz", "csv", "parquet"), default="npz", help="file format"
     )
-    plot = _command(sub, "plot", "results:cmd_plot", "PNG plots of an experiment's results")
+    plot = _command(sub, "plot", results.cmd_plot, "PNG plots of an experiment's results")
     plot.add_argument("name", help="the experiment")
     plot.add_argument("--out", default=".", help="folder for the PNG files")
     plot.add_argument(
@@ -310,7 +323,7 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     report = _command(
         sub,
         "report",
-        "results:cmd_report",
+        results.cmd_report,
         "one self-contained HTML report of experiments' findings, figures inline",
     )
     report.add_argument("names", nargs="+", metavar="NAME", help="the experiments")
@@ -326,7 +339,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     compare = _command(
         sub,
         "compare",
-        "analyses:cmd_compare",
+        analyses.cmd_compare,
         "agreement of two experiments on the same data (e.g. two models)",
     )
     compare.add_argument("a", help="the first experiment")
@@ -338,7 +351,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     stability = _command(
         sub,
         "stability",
-        "analyses:cmd_stability",
+        analyses.cmd_stability,
         "agreement of the estimates from two random halves of the trials",
     )
     stability.add_argument("name", help="the experiment")
@@ -347,7 +360,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     removal = _command(
         sub,
         "removal",
-        "analyses:cmd_removal",
+        analyses.cmd_removal,
         "retrain without the memorized examples vs a random set (3 arms)",
     )
     removal.add_argument("source", help="a subsample experiment with estimates")
@@ -366,7 +379,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     utility = _command(
         sub,
         "utility",
-        "analyses:cmd_utility",
+        analyses.cmd_utility,
         "test accuracy of the removal arms: what memorized examples are worth",
     )
     utility.add_argument("name", help="the source experiment of `memtail removal`")
@@ -375,7 +388,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     probe = _command(
         sub,
         "probe",
-        "analyses:cmd_probe",
+        analyses.cmd_probe,
         "memorization of a linear probe on the network's features (SOURCE-probe)",
     )
     probe.add_argument("source", help="a subsample experiment")
@@ -393,7 +406,7 @@ def _analysis_commands(sub: argparse._SubParsersAction) -> None:
     depth = _command(
         sub,
         "depth",
-        "analyses:cmd_depth",
+        analyses.cmd_depth,
         "the network vs its probe: is memorization in the representation or the last layer",
     )
     depth.add_argument("name", help="the source experiment of `memtail probe`")
@@ -407,15 +420,15 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:
     _command(
         db,
         "upgrade",
-        "commands:cmd_db_upgrade",
+        commands.cmd_db_upgrade,
         "create or migrate the schema (alembic upgrade head)",
     )
-    estimate = _command(sub, "estimate", "commands:cmd_estimate", "run the estimator now")
+    estimate = _command(sub, "estimate", commands.cmd_estimate, "run the estimator now")
     estimate.add_argument("name", nargs="?", help="one experiment (default: all with new trials)")
     coord = _command(
         sub,
         "coordinator",
-        "commands:cmd_coordinator",
+        commands.cmd_coordinator,
         "the long-running dispatcher and reaper of the service",
     )
     coord.add_argument(
@@ -426,12 +439,10 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:
     dashboard = _command(
         sub,
         "dashboard",
-        "commands:cmd_dashboard",
+        commands.cmd_dashboard,
         "a live, read-only web dashboard of every experiment",
     )
-    dashboard.add_argument(
-        "--host", type=_host, default="127.0.0.1", help="interface to listen on"
-    )
+    dashboard.add_argument("--host", type=_host, default="127.0.0.1", help="interface to listen on")
     dashboard.add_argument(
         "--allowed-host",
         type=_host,
@@ -454,7 +465,7 @@ def _run_command(sub: argparse._SubParsersAction) -> None:
     run = _command(
         sub,
         "run",
-        "commands:cmd_run",
+        commands.cmd_run,
         "embedded: train, estimate and report with SQLite and local processes",
     )
     run.add_argument(
@@ -475,7 +486,7 @@ def _cluster_commands(sub: argparse._SubParsersAction) -> None:
     worker = _command(
         sub,
         "worker",
-        "cluster:cmd_worker",
+        cluster.cmd_worker,
         "a trial worker that claims trials from the database (no broker), e.g. on a cluster",
     )
     worker.add_argument(
@@ -494,7 +505,7 @@ def _cluster_commands(sub: argparse._SubParsersAction) -> None:
     submit = _command(
         slurm,
         "submit",
-        "cluster:cmd_slurm_submit",
+        cluster.cmd_slurm_submit,
         "submit a job array of `memtail worker`s, one per GPU of each task",
     )
     submit.add_argument("experiment", nargs="?", help="the experiment (default: every active)")
@@ -528,7 +539,7 @@ def _cluster_commands(sub: argparse._SubParsersAction) -> None:
     _command(
         slurm,
         "status",
-        "cluster:cmd_slurm_status",
+        cluster.cmd_slurm_status,
         "memtail's array tasks (squeue) beside the workers the database knows",
     )
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from memtail.cli.arguments import (
     UsageError,
-    database,
+    open_engine,
     output_file,
     output_folder,
     settings_from,
@@ -28,7 +28,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from memtail.views.records import progress_record, render
     from memtail.views.text import format_progress
 
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     # Clearing the screen is for a person watching a terminal, never for a file or pipe.
     clear = args.watch and args.format == "table" and sys.stdout.isatty()
     while True:
@@ -52,7 +52,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _estimated(engine: Engine, name: str) -> Experiment:
     """The experiment, if it is one that has estimates at all."""
     from memtail.analyses.removal import source_name
-    from memtail.spec import ExperimentKind
+    from memtail.specification import ExperimentKind
     from memtail.store.experiments import get_experiment
 
     exp = get_experiment(engine, name)
@@ -71,7 +71,7 @@ def cmd_top(args: argparse.Namespace) -> int:
     from memtail.views.records import dataclass_records, render
     from memtail.views.text import format_top, mem_confidence
 
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     exp = _estimated(engine, args.name)
     rows = top_memorized(engine, exp.id, args.limit)
     if args.format != "table":
@@ -84,12 +84,13 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
+    from memtail.store.pairs import high_influence_pairs
     from memtail.store.progress import progress
-    from memtail.store.results import high_influence_pairs, latest_run
+    from memtail.store.results import latest_run
     from memtail.views.records import dataclass_records, render
     from memtail.views.text import format_pairs, pairs_count, trials_caveat
 
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     exp = _estimated(engine, args.name)
     rows = high_influence_pairs(engine, exp.id, args.limit)
     if args.format != "table":
@@ -115,7 +116,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # npz: a file, or a folder to write NAME.npz in; csv, parquet: a folder of tables.
     into_folder = args.format != "npz" or Path(args.out).is_dir() or args.out.endswith("/")
     out = output_folder(args.out) if into_folder else output_file(args.out, "NAME.npz")
-    engine = database(settings_from(args))
+    engine = open_engine(settings_from(args))
     exp = get_experiment(engine, args.name)
     if args.format == "npz":
         path = npz_file(out, exp.name, folder=into_folder)
@@ -130,7 +131,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     exp = _estimated(engine, args.name)
     from memtail.views.plots import plot_experiment  # matplotlib: once the experiment is found
 
@@ -151,7 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = output_file(args.out, "report.html")
     settings = settings_from(args)
-    engine = database(settings)
+    engine = open_engine(settings)
     experiments = [get_experiment(engine, name) for name in dict.fromkeys(args.names)]
     from memtail.views.report import render_report, write_report  # matplotlib: once found
 

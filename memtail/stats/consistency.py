@@ -18,13 +18,14 @@ halves a stability check estimates from.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from memtail.stats.fdr import Method
 from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import MemCounts, memorization
+from memtail.stats.pair_rule import PairRule
 
 
 @dataclass(frozen=True)
@@ -138,34 +139,23 @@ def estimate_from_rows(
     y_test: np.ndarray,
     *,
     mem_threshold: float,
-    infl_threshold: float,
-    confidence: float,
-    fdr: float = 0.0,
-    fdr_method: Method = "bh",
+    rule: PairRule,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Memorization, and the high-influence pairs by the paper's rule (infl >= threshold,
-    same label, mem >= threshold, and q-value <= ``fdr`` when set), from some trials'
-    (k, n) bool rows: a half's estimate."""
+    """Memorization, and the high-influence pairs by the paper's rule (``rule``'s
+    threshold, same label, mem >= ``mem_threshold``, and q-value <= ``rule.fdr`` when
+    set), from some trials' (k, n) bool rows: a half's estimate, at ``rule``'s
+    confidence."""
     counts = MemCounts(
         masks.shape[0],
         masks.sum(axis=0, dtype=np.int64),
         (masks & train_correct).sum(axis=0, dtype=np.int64),
         train_correct.sum(axis=0, dtype=np.int64),
     )
-    mem = memorization(counts, confidence).value
-    pairs = influence_pairs(
-        masks,
-        test_correct,
-        threshold=infl_threshold,
-        train_labels=y_train,
-        test_labels=y_test,
-        same_class=True,
-        confidence=confidence,
-        fdr=fdr,
-        fdr_method=fdr_method,
-        q_values=bool(fdr),  # a half's pairs need q-values only for a level
-    )
-    keep = mem[pairs.train_index] >= mem_threshold
-    if fdr:
-        keep &= pairs.q_value <= fdr
-    return mem, (pairs.train_index[keep], pairs.test_index[keep])
+    mem = memorization(counts, rule.confidence).value
+    # The view's rule: same class always; q-values only for a level.
+    view = dataclasses.replace(rule, same_class=True, q_values=bool(rule.fdr))
+    pairs = influence_pairs(masks, test_correct, view, train_labels=y_train, test_labels=y_test)
+    reported = mem[pairs.train_index] >= mem_threshold
+    if rule.fdr:
+        reported &= pairs.q_value <= rule.fdr
+    return mem, (pairs.train_index[reported], pairs.test_index[reported])

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from memtail.stats.bits import TrialBits
-from memtail.stats.scan import Found, Keep, keep_all
+from memtail.stats.scan import Collect, Found, collect_all
 
 # Bytes of one block's output buffer on the device: large enough that a launch fills the
 # GPU many times over, small next to a GPU's memory, and below 2**31 elements so that
@@ -136,7 +136,7 @@ def cuda_scan(
     s_codes: np.ndarray,
     h_min: np.ndarray,
     block_rows: int | None,
-    keep: Keep = keep_all,
+    collect: Collect = collect_all,
     device: str = "cuda",
 ) -> Found:
     """GPU path: popcounts of packed words against h_min, block by block on ``device``."""
@@ -168,5 +168,5 @@ def cuda_scan(
         where = torch.nonzero(block >= 0)
         g = block[where[:, 0], where[:, 1]]
         li, jj, g = (x.cpu().numpy() for x in (where[:, 0], where[:, 1], g))
-        found.append(keep(r[li], cols[jj], g.astype(np.int64)))
+        found.append(collect(r[li], cols[jj], g.astype(np.int64)))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))

@@ -64,9 +64,10 @@ from memtail.stats import hypergeom, kernels
 from memtail.stats.bits import TrialBits, trial_words
 from memtail.stats.difference import Estimate, difference, indicator, readonly
 from memtail.stats.intervals import z_for
+from memtail.stats.pair_rule import PairRule
 from memtail.stats.scan import Tally, dense, gemm_scan, kernel_scan
 
-__all__ = ["InfluencePairs", "influence_dense", "influence_pairs"]
+__all__ = ["InfluencePairs", "PairRule", "influence_dense", "influence_pairs"]
 
 # backend="auto" runs the compiled kernel from this many pair-words on (pairs x uint64
 # words per example); below it the numpy path is as fast and needs no compiled code.
@@ -79,6 +80,9 @@ _COLLECT_BUDGET = 2**24
 # they differ by ~1e-11 relative, so the table is cut a little above the level.
 _TABLE_SLACK = 1e-6
 Trials = ArrayLike | TrialBits
+Backend = Literal["auto", "numba", "numpy", "cuda"]
+#: The paper's threshold, every pair (no class filter), 95% intervals, BH q-values.
+PAPER_RULE = PairRule()
 
 
 def _trials(masks: Trials, test_correct: Trials) -> tuple[np.ndarray | TrialBits, ...]:
@@ -168,93 +172,144 @@ def _labels(x: ArrayLike | None, n: int, name: str, source: str) -> np.ndarray |
 def influence_pairs(
     masks: Trials,
     test_correct: Trials,
+    rule: PairRule = PAPER_RULE,
     *,
-    threshold: float = 0.15,
     train_labels: ArrayLike | None = None,
     test_labels: ArrayLike | None = None,
-    same_class: bool = False,
-    confidence: float = 0.95,
     block_rows: int | None = None,
-    backend: Literal["auto", "numba", "numpy", "cuda"] = "auto",
+    backend: Backend = "auto",
     device: str = "cuda",
-    fdr: float = 0.0,
-    fdr_method: fdr_control.Method = "bh",
-    q_values: bool = True,
 ) -> InfluencePairs:
-    """Pairs with infl(i, j) >= threshold (and equal labels if ``same_class``).
+    """The pairs ``rule`` reports (``memtail.stats.pair_rule``), with their statistics.
 
     ``masks`` and ``test_correct`` are (k, n) 0/1 matrices or ``TrialBits`` (packed along
-    trials, as ``memtail.store.outcomes`` loads them). Train rows are processed in blocks of
-    ``block_rows`` (default: ~64 MB of count matrix or pass buffers) and each block is
-    thresholded at once, so memory is bounded by the block plus the passing pairs; no
-    dense n_train x n_test array is ever built. ``backend``: "numba" (compiled popcount
-    kernel), "numpy" (float GEMM), "cuda" (the popcount kernel in Triton on ``device``,
-    ``memtail.stats.gpuscan``), or "auto" (numba when installed and the input is large); all
-    give identical results. Train examples in no trial's subset, or in all
-    of them, have no estimate and are not examined.
+    trials, as ``memtail.store.outcomes`` loads them); ``rule.same_class`` needs both
+    label arrays. Train rows are processed in blocks of ``block_rows`` (default: ~64 MB
+    of count matrix or pass buffers) and each block is thresholded at once, so memory is
+    bounded by the block plus the passing pairs; no dense n_train x n_test array is ever
+    built. ``backend``: "numba" (compiled popcount kernel), "numpy" (float GEMM), "cuda"
+    (the popcount kernel in Triton on ``device``, ``memtail.stats.gpuscan``), or "auto"
+    (numba when installed and the input is large); all give identical results. Train
+    examples in no trial's subset, or in all of them, have no estimate and are not
+    examined.
 
-    Each pair gets a ``fdr_method`` q-value over all pairs examined, exact up to
-    ``q_exact_below``: ``Q_EXACT_BELOW`` or ``fdr`` (the level the caller will report
-    at), whichever is larger (``memtail.stats.fdr``). ``q_values=False`` (only with
-    ``fdr=0``) skips them: q is NaN, and the scan collects no pair the rule does not pass.
+    Each pair's q-value is exact up to ``q_exact_below``: ``Q_EXACT_BELOW`` or
+    ``rule.fdr`` (the level the caller will report at), whichever is larger
+    (``memtail.stats.fdr``).
     """
     m, t = _trials(masks, test_correct)
-    z_for(confidence)
-    threshold = float(threshold)
-    if np.isnan(threshold):
-        raise ValueError("threshold must be a number, e.g. 0.15 as in the paper; got NaN")
-    if block_rows is not None:
-        if isinstance(block_rows, bool) or int(block_rows) != block_rows or block_rows < 1:
-            raise ValueError(f"block_rows must be a positive integer or None; got {block_rows!r}")
-        block_rows = int(block_rows)
-    fdr = float(fdr)
-    if not 0.0 <= fdr < 1.0:
-        raise ValueError(f"fdr must be in [0, 1), e.g. 0.1 (0: no level); got {fdr}")
-    if fdr and not q_values:
-        raise ValueError("fdr needs q-values: leave q_values=True or set fdr=0")
-    if fdr_method not in fdr_control.METHODS:
-        raise ValueError(f'fdr_method must be "bh" or "by"; got {fdr_method!r}')
-    if backend not in ("auto", "numba", "numpy", "cuda"):
-        raise ValueError(f'backend must be "auto", "numba", "numpy" or "cuda"; got {backend!r}')
+    block_rows = _scan_options(block_rows, backend)
     k = m.n_trials if isinstance(m, TrialBits) else m.shape[0]
     n_train, n_test = (x.n_examples if isinstance(x, TrialBits) else x.shape[1] for x in (m, t))
     y_tr = _labels(train_labels, n_train, "train_labels", "masks")
     y_te = _labels(test_labels, n_test, "test_labels", "test_correct")
-    if same_class and (y_tr is None or y_te is None):
+    if rule.same_class and (y_tr is None or y_te is None):
         raise ValueError("same_class=True needs both train_labels and test_labels")
-
     n_in, s = _count(m), _count(t)
+    groups, n_codes, u_n = _groups(n_in, k, y_tr, y_te, n_test, rule.same_class)
+    pairs_examined = sum(rows.size * cols.size for rows, cols in groups)
+
+    # Pass rule and null expectation depend on a pair only through (n_in, S_j): one table
+    # of the smallest passing count over their distinct values serves both.
+    u_s, s_codes = np.unique(s, return_inverse=True)
+    h_min = hypergeom.min_passing_table(u_n, u_s, k, float(rule.threshold))
+    # The scan also collects every pair with p <= cutoff, for the q-values' ranks.
+    cutoff = max(rule.fdr, min(Q_EXACT_BELOW, _COLLECT_BUDGET / max(1, pairs_examined)))
+    h_scan = (
+        np.minimum(h_min, hypergeom.tail_cut_table(u_n, u_s, k, cutoff * (1 + _TABLE_SLACK)))
+        if rule.q_values
+        else h_min
+    )
+    tally = Tally(h_min, h_scan, n_codes, s_codes, k)
+    if backend == "auto":
+        work = pairs_examined * trial_words(k)
+        backend = (
+            "numba" if work >= _KERNEL_MIN_WORK and kernels.compiled() is not None else "numpy"
+        )
+    tr, te, h_in = _scan(m, t, groups, (n_codes, s_codes, h_scan), tally, block_rows, backend,
+                         device)  # fmt: skip
+    p_value = hypergeom.p_values(h_in, n_in[tr], s[te], k)
+    q_value = (
+        _q_values(tally, p_value, (h_in, n_in[tr], s[te]), (u_n, u_s, k), pairs_examined,
+                  cutoff, rule.fdr_method)
+        if rule.q_values
+        else np.full(p_value.shape, np.nan)
+    )  # fmt: skip
+    pair_n_in = n_in[tr]
+    stats = difference(pair_n_in, h_in, k - pair_n_in, s[te] - h_in, rule.confidence)
+    del stats["defined"]  # every reported pair is defined
+    stats["infl"] = stats.pop("value")
+    return InfluencePairs(
+        train_index=readonly(tr),
+        test_index=readonly(te),
+        p_value=readonly(p_value),
+        q_value=readonly(q_value),
+        q_exact_below=float(cutoff) if rule.q_values else 0.0,
+        fdr_method=rule.fdr_method,
+        n_in=readonly(pair_n_in),
+        n_out=readonly(k - pair_n_in),
+        n_trials=k,
+        confidence=float(rule.confidence),
+        pairs_examined=pairs_examined,
+        expected_null_passes=hypergeom.expected_passes(
+            u_n, n_codes, u_s, s_codes, h_min, groups, k
+        ),
+        **stats,
+    )
+
+
+def _scan_options(block_rows: int | None, backend: str) -> int | None:
+    if block_rows is not None:
+        if isinstance(block_rows, bool) or int(block_rows) != block_rows or block_rows < 1:
+            raise ValueError(f"block_rows must be a positive integer or None; got {block_rows!r}")
+        block_rows = int(block_rows)
+    if backend not in ("auto", "numba", "numpy", "cuda"):
+        raise ValueError(f'backend must be "auto", "numba", "numpy" or "cuda"; got {backend!r}')
+    return block_rows
+
+
+Groups = list[tuple[np.ndarray, np.ndarray]]
+
+
+def _groups(
+    n_in: np.ndarray,
+    k: int,
+    y_tr: np.ndarray | None,
+    y_te: np.ndarray | None,
+    n_test: int,
+    same_class: bool,
+) -> tuple[Groups, np.ndarray, np.ndarray]:
+    """The (train rows, test columns) blocks to examine: rows with an estimate (in some
+    trials' subsets, not all), by class if ``same_class``; and each row's code among the
+    distinct n_in values, with those values."""
     rows_ok = (n_in > 0) & (n_in < k)
     if same_class:
+        assert y_tr is not None and y_te is not None
         groups = [
             (np.flatnonzero(rows_ok & (y_tr == c)), np.flatnonzero(y_te == c))
             for c in np.unique(y_tr[rows_ok])
         ]
     else:
         groups = [(np.flatnonzero(rows_ok), np.arange(n_test))]
-    groups = [(rows, cols) for rows, cols in groups if rows.size and cols.size]
-    pairs_examined = sum(rows.size * cols.size for rows, cols in groups)
-
-    # Pass rule and null expectation depend on a pair only through (n_in, S_j): one table
-    # of the smallest passing count over their distinct values serves both.
     u_n, n_code = np.unique(n_in[rows_ok], return_inverse=True)
-    n_codes = np.zeros(n_train, dtype=np.intp)
+    n_codes = np.zeros(n_in.size, dtype=np.intp)
     n_codes[rows_ok] = n_code
-    u_s, s_codes = np.unique(s, return_inverse=True)
-    h_min = hypergeom.min_passing_table(u_n, u_s, k, threshold)
-    # The scan also collects every pair with p <= cutoff, for the q-values' ranks.
-    cutoff = max(fdr, min(Q_EXACT_BELOW, _COLLECT_BUDGET / max(1, pairs_examined)))
-    h_scan = (
-        np.minimum(h_min, hypergeom.tail_cut_table(u_n, u_s, k, cutoff * (1 + _TABLE_SLACK)))
-        if q_values
-        else h_min
-    )
+    return [(r, c) for r, c in groups if r.size and c.size], n_codes, u_n
 
-    if backend == "auto":
-        work = pairs_examined * trial_words(k)
-        backend = (
-            "numba" if work >= _KERNEL_MIN_WORK and kernels.compiled() is not None else "numpy"
-        )
+
+def _scan(
+    m: np.ndarray | TrialBits,
+    t: np.ndarray | TrialBits,
+    groups: Groups,
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray],
+    tally: Tally,
+    block_rows: int | None,
+    backend: str,
+    device: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train index, test index, hits_in) of every pair the scan collects, sorted by
+    (i, j); ``tables``: (n codes, S codes, the collecting count per cell)."""
+    n_codes, s_codes, h_scan = tables
     if backend in ("numba", "cuda"):  # the kernels read packed words; pack 0/1 matrices once
         m, t = (x if isinstance(x, TrialBits) else TrialBits.from_bool(x) for x in (m, t))
     if backend == "cuda":
@@ -263,7 +318,6 @@ def influence_pairs(
         find = functools.partial(cuda_scan, device=device)
     else:
         find = kernel_scan if backend == "numba" else gemm_scan
-    tally = Tally(h_min, h_scan, n_codes, s_codes, k)
     found = [
         find(m, t, rows, cols, n_codes, s_codes, h_scan, block_rows, tally) for rows, cols in groups
     ]
@@ -273,53 +327,24 @@ def influence_pairs(
         else (np.zeros(0, dtype=np.int64),) * 3
     )
     order = np.lexsort((te, tr))
-    tr, te, h_in = tr[order], te[order], h_in[order].astype(np.int64)
-    p_value = hypergeom.p_values(h_in, n_in[tr], s[te], k)
-    q_value = (
-        _q_values(tally, p_value, h_in, n_in[tr], s[te], u_n, u_s, k, pairs_examined, cutoff,
-                  fdr_method)
-        if q_values
-        else np.full(p_value.shape, np.nan)
-    )  # fmt: skip
-    pair_n_in = n_in[tr]
-    stats = difference(pair_n_in, h_in, k - pair_n_in, s[te] - h_in, confidence)
-    del stats["defined"]  # every reported pair is defined
-    stats["infl"] = stats.pop("value")
-    return InfluencePairs(
-        train_index=readonly(tr),
-        test_index=readonly(te),
-        p_value=readonly(p_value),
-        q_value=readonly(q_value),
-        q_exact_below=float(cutoff) if q_values else 0.0,
-        fdr_method=fdr_method,
-        n_in=readonly(pair_n_in),
-        n_out=readonly(k - pair_n_in),
-        n_trials=k,
-        confidence=float(confidence),
-        pairs_examined=pairs_examined,
-        expected_null_passes=hypergeom.expected_passes(
-            u_n, n_codes, u_s, s_codes, h_min, groups, k
-        ),
-        **stats,
-    )
+    return tr[order], te[order], h_in[order].astype(np.int64)
 
 
 def _q_values(
     tally: Tally,
     p_value: np.ndarray,
-    hits: np.ndarray,
-    n_in: np.ndarray,
-    s: np.ndarray,
-    u_n: np.ndarray,
-    u_s: np.ndarray,
-    k: int,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cells: tuple[np.ndarray, np.ndarray, int],
     pairs_examined: int,
     cutoff: float,
     method: fdr_control.Method,
 ) -> np.ndarray:
-    """q-values of the reported pairs (their p-values, counts, n_in and S given) over every
-    examined pair with p <= cutoff: the reported ones and the scan's tally of the rest,
-    as one histogram of distinct p-values (``fdr.q_values_of_counts``)."""
+    """q-values of the reported pairs (their p-values, and ``pairs`` = their hits, n_in
+    and S) over every examined pair with p <= cutoff: the reported ones and the scan's
+    tally of the rest, as one histogram of distinct p-values (``fdr.q_values_of_counts``);
+    ``cells`` = (distinct n_in values, distinct S values, k)."""
+    hits, n_in, s = pairs
+    u_n, u_s, k = cells
     t_n, t_s, t_h, t_count = tally.counts()  # sorted by cell, then count
     p_tally = hypergeom.run_tails(t_h, u_n[t_n], u_s[t_s], k)
     small = p_tally <= cutoff

@@ -4,7 +4,7 @@
 integer one, G[i, j] >= h_min[code(n_in(i)), code(S_j)], where G = M^T T counts the
 trials whose subset held train example i and whose model got test example j right.
 Two scans apply it to the pairs rows x cols, each returning the passing (i, j, G), after
-an optional per-block ``keep`` (``Tally``: folds pairs collected only for their p-values
+an optional per-block ``collect`` (``Tally``: folds pairs collected only for their p-values
 into counts, so that they cost memory per distinct count, not per pair):
 
 * ``gemm_scan`` (numpy): G block by block as a float GEMM of 0/1 matrices, then the
@@ -31,15 +31,15 @@ _FLOAT32_EXACT = 2**24
 _NEVER = np.iinfo(np.int32).max
 
 Found = tuple[np.ndarray, np.ndarray, np.ndarray]  # train index, test index, G
-Keep = Callable[[np.ndarray, np.ndarray, np.ndarray], Found]
+Collect = Callable[[np.ndarray, np.ndarray, np.ndarray], Found]
 
 
-def keep_all(i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
+def collect_all(i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
     return i, j, g
 
 
 class Tally:
-    """A scan's per-block ``keep``: pairs that pass the rule table ``h_min`` go on as they
+    """A scan's per-block ``collect``: pairs that pass the rule table ``h_min`` go on as they
     are; the others (collected because their count reaches ``h_scan``, a small p-value)
     are counted by their (code of n_in, code of S, G), the only things their p-values
     depend on."""
@@ -130,7 +130,7 @@ def gemm_scan(
     s_codes: np.ndarray,
     h_min: np.ndarray,
     block_rows: int | None,
-    keep: Keep = keep_all,
+    collect: Collect = collect_all,
 ) -> Found:
     """numpy path: G block by block as a float GEMM, then G >= h_min. Returns (i, j, G)."""
     k = m.n_trials if isinstance(m, TrialBits) else m.shape[0]
@@ -144,7 +144,7 @@ def gemm_scan(
         # Exact integer counts (see _FLOAT32_EXACT), compared as integers.
         g = (dense(m, r).T.astype(dtype) @ t_cols).astype(np.int64)
         ii, jj = np.nonzero(g >= h_min[n_codes[r][:, None], col_codes])
-        found.append(keep(r[ii], cols[jj], g[ii, jj]))
+        found.append(collect(r[ii], cols[jj], g[ii, jj]))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
 
 
@@ -157,7 +157,7 @@ def kernel_scan(
     s_codes: np.ndarray,
     h_min: np.ndarray,
     block_rows: int | None,
-    keep: Keep = keep_all,
+    collect: Collect = collect_all,
 ) -> Found:
     """Compiled path: popcounts of packed words against h_min, G never formed."""
     compiled = kernels.compiled(required=True)
@@ -188,5 +188,5 @@ def kernel_scan(
             a_words[:used], a_code, bt, thr, out_j[:used], out_g[:used], counts[:used]
         )
         li, jj, g = compiled.compact(out_j[:used], out_g[:used], counts[:used])
-        found.append(keep(r[li], cols[jj], g.astype(np.int64)))
+        found.append(collect(r[li], cols[jj], g.astype(np.int64)))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))

@@ -16,7 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from memtail.spec import ExperimentKind, ExperimentSpec, SpecError, spec_from_dict
+from memtail.specification import ExperimentKind, ExperimentSpec, SpecError, spec_from_dict
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import ExperimentStatus

@@ -15,7 +15,7 @@ from dataclasses import replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.spec import MAX_TRIALS, ExperimentKind, SpecError
+from memtail.specification import MAX_TRIALS, ExperimentKind, SpecError
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store.artifacts import delete_experiment_artifacts
 from memtail.store.engine import transaction

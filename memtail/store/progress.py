@@ -13,12 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.status import EstimateRunStatus, TrialStatus
 from memtail.store.engine import as_utc, db_now_plus, transaction
 from memtail.store.experiments import FEATURE_TRIAL, Experiment
-from memtail.store.results import PAIRS_VIEW
-from memtail.store.tables import estimate_runs, memorization, trials
+from memtail.store.tables import PAIRS_VIEW, estimate_runs, memorization, trials
 
 #: The live rate's window: long enough to hold several trials of minutes each.
 RATE_WINDOW_SECONDS = 300.0
@@ -54,6 +53,9 @@ class Progress:
     resumed_seconds: float = 0.0
     #: Times workers were told to stop and handed a trial of this experiment back.
     preemptions: int = 0
+    #: Claims lost to workers that died under a trial (killed, out of memory, a lease
+    #: that expired): retried, and bounded apart from failures (MEMTAIL_MAX_LOST).
+    lost: int = 0
     #: ``trials_per_minute`` is the finished run's average, not a live rate.
     rate_is_average: bool = False
 
@@ -80,69 +82,21 @@ def _subset_models(experiment: Experiment) -> list[sa.ColumnElement[bool]]:
 
 
 def progress(engine: Engine, experiment: Experiment) -> Progress:
+    """Everything ``memtail status`` and the pages show of an experiment, read in one
+    read-only transaction, so that the numbers agree with each other."""
+    mine = trials.c.experiment_id == experiment.id
     with transaction(engine, readonly=True) as conn:
-        rows = conn.execute(
-            sa.select(trials.c.status, sa.func.count())
-            .where(trials.c.experiment_id == experiment.id)
-            .group_by(trials.c.status)
-        ).all()
-        counts = dict.fromkeys(TrialStatus, 0)
-        counts.update({TrialStatus(status): int(n) for status, n in rows})
-        succeeded = sa.and_(
-            trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.SUCCEEDED
-        )
+        counts = _counts(conn, mine)
         active = counts[TrialStatus.PENDING] + counts[TrialStatus.RUNNING] > 0
         now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
         now = as_utc(now) if isinstance(now, datetime) else datetime.now(UTC)
         rate = _live_rate(conn, experiment, now) if active else _average_rate(conn, experiment)
-        accuracy = conn.execute(
-            sa.select(
-                sa.func.count(trials.c.test_accuracy),
-                sa.func.avg(trials.c.test_accuracy),
-                sa.func.avg(trials.c.test_accuracy * trials.c.test_accuracy),
-                sa.func.min(trials.c.test_accuracy),
-                sa.func.max(trials.c.test_accuracy),
-            ).where(succeeded, *_subset_models(experiment))
-        ).one()
-        pairs = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(PAIRS_VIEW)
-            .where(PAIRS_VIEW.c.experiment_id == experiment.id)
-        ).scalar_one()
-        run = conn.execute(
-            sa.select(
-                estimate_runs.c.finished_at,
-                estimate_runs.c.trials_used,
-                estimate_runs.c.influence_rows,
-                estimate_runs.c.expected_false_pairs,
-                estimate_runs.c.rules,
-            )
-            .where(
-                estimate_runs.c.experiment_id == experiment.id,
-                estimate_runs.c.status == EstimateRunStatus.SUCCEEDED,
-            )
-            .order_by(estimate_runs.c.id.desc())
-            .limit(1)
-        ).one_or_none()
-        memorized = conn.execute(
-            sa.select(sa.func.count()).where(
-                memorization.c.experiment_id == experiment.id,
-                memorization.c.mem >= experiment.spec.estimate.mem_threshold,
-            )
-        ).scalar_one()
-        resumed, saved, preempted = conn.execute(
-            sa.select(
-                sa.func.count(trials.c.resumed_seconds),
-                sa.func.coalesce(sa.func.sum(trials.c.resumed_seconds), 0.0),
-                sa.func.coalesce(sa.func.sum(trials.c.preemptions), 0),
-            ).where(trials.c.experiment_id == experiment.id)
-        ).one()
-        failures = conn.execute(
-            sa.select(trials.c.trial_index, trials.c.error)
-            .where(trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.FAILED)
-            .order_by(trials.c.trial_index)
-            .limit(5)
-        ).all()
+        accuracy = _accuracy(conn, experiment)
+        pairs = _pairs(conn, experiment.id)
+        run = _latest_run(conn, experiment.id)
+        memorized = _memorized(conn, experiment)
+        resumed, saved, preempted, lost = _interruptions(conn, mine)
+        failures = _failures(conn, mine)
     return Progress(
         experiment=experiment,
         counts=counts,
@@ -151,17 +105,112 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         last_estimate_at=as_utc(run.finished_at) if run else None,
         last_estimate_trials=run.trials_used if run else None,
         now=now,
-        memorized=int(memorized),
-        failures=[(int(i), str(e)) for i, e in failures],
-        test_accuracy=_spread(*accuracy),
-        pairs=int(pairs),
+        memorized=memorized,
+        failures=failures,
+        test_accuracy=accuracy,
+        pairs=pairs,
         influence_rows=run.influence_rows if run else None,
         expected_false_pairs=run.expected_false_pairs if run else None,
         stopping=run.rules if run else None,
-        resumed=int(resumed),
-        resumed_seconds=float(saved),
-        preemptions=int(preempted),
+        resumed=resumed,
+        resumed_seconds=saved,
+        preemptions=preempted,
+        lost=lost,
     )
+
+
+def _counts(conn: sa.Connection, mine: sa.ColumnElement[bool]) -> dict[TrialStatus, int]:
+    rows = conn.execute(
+        sa.select(trials.c.status, sa.func.count()).where(mine).group_by(trials.c.status)
+    ).all()
+    counts = dict.fromkeys(TrialStatus, 0)
+    counts.update({TrialStatus(status): int(n) for status, n in rows})
+    return counts
+
+
+def _accuracy(
+    conn: sa.Connection, experiment: Experiment
+) -> tuple[float, float, float, float] | None:
+    accuracy = conn.execute(
+        sa.select(
+            sa.func.count(trials.c.test_accuracy),
+            sa.func.avg(trials.c.test_accuracy),
+            sa.func.avg(trials.c.test_accuracy * trials.c.test_accuracy),
+            sa.func.min(trials.c.test_accuracy),
+            sa.func.max(trials.c.test_accuracy),
+        ).where(
+            trials.c.experiment_id == experiment.id,
+            trials.c.status == TrialStatus.SUCCEEDED,
+            *_subset_models(experiment),
+        )
+    ).one()
+    return _spread(*accuracy)
+
+
+def _pairs(conn: sa.Connection, experiment_id: int) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(PAIRS_VIEW)
+            .where(PAIRS_VIEW.c.experiment_id == experiment_id)
+        ).scalar_one()
+    )
+
+
+def _latest_run(conn: sa.Connection, experiment_id: int) -> sa.Row | None:
+    return conn.execute(
+        sa.select(
+            estimate_runs.c.finished_at,
+            estimate_runs.c.trials_used,
+            estimate_runs.c.influence_rows,
+            estimate_runs.c.expected_false_pairs,
+            estimate_runs.c.rules,
+        )
+        .where(
+            estimate_runs.c.experiment_id == experiment_id,
+            estimate_runs.c.status == EstimateRunStatus.SUCCEEDED,
+        )
+        .order_by(estimate_runs.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def _memorized(conn: sa.Connection, experiment: Experiment) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).where(
+                memorization.c.experiment_id == experiment.id,
+                memorization.c.mem >= experiment.spec.estimate.mem_threshold,
+            )
+        ).scalar_one()
+    )
+
+
+def _interruptions(
+    conn: sa.Connection, mine: sa.ColumnElement[bool]
+) -> tuple[int, float, int, int]:
+    """Trials resumed from a checkpoint, the training seconds that saved, trials handed
+    back by workers told to stop, and claims lost to workers that died."""
+    resumed, saved, preempted, lost = conn.execute(
+        sa.select(
+            sa.func.count(trials.c.resumed_seconds),
+            sa.func.coalesce(sa.func.sum(trials.c.resumed_seconds), 0.0),
+            sa.func.coalesce(sa.func.sum(trials.c.preemptions), 0),
+            sa.func.coalesce(sa.func.sum(trials.c.lost), 0),
+        ).where(mine)
+    ).one()
+    return int(resumed), float(saved), int(preempted), int(lost)
+
+
+def _failures(conn: sa.Connection, mine: sa.ColumnElement[bool]) -> list[tuple[int, str]]:
+    """The first five failed trials, with their errors."""
+    rows = conn.execute(
+        sa.select(trials.c.trial_index, trials.c.error)
+        .where(mine, trials.c.status == TrialStatus.FAILED)
+        .order_by(trials.c.trial_index)
+        .limit(5)
+    ).all()
+    return [(int(i), str(e)) for i, e in rows]
 
 
 def _live_rate(conn: sa.Connection, experiment: Experiment, now: datetime) -> float:
@@ -194,9 +243,7 @@ def _average_rate(conn: sa.Connection, experiment: Experiment) -> float:
     count, began, ended = conn.execute(
         sa.select(
             sa.func.count(), sa.func.min(trials.c.started_at), sa.func.max(trials.c.finished_at)
-        ).where(
-            trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.SUCCEEDED
-        )
+        ).where(trials.c.experiment_id == experiment.id, trials.c.status == TrialStatus.SUCCEEDED)
     ).one()
     if count < 2 or not isinstance(began, datetime) or not isinstance(ended, datetime):
         return 0.0

@@ -1,8 +1,9 @@
-"""Reading the current estimates back: the rows people look at, as dataclasses and arrays.
+"""Reading the current memorization estimates back, and the run that made them: the rows
+people look at, as dataclasses and arrays.
 
 Everything here reads what the estimator last committed (``memtail.store.estimate_runs``)
-through the results tables and the ``high_influence_pairs`` view, in one read-only
-transaction per call.
+in one read-only transaction per call; the influence estimates are read back by
+``memtail.store.pairs``.
 """
 
 from __future__ import annotations
@@ -17,28 +18,7 @@ from sqlalchemy.engine import Engine
 from memtail.status import EstimateRunStatus
 from memtail.store.engine import transaction
 from memtail.store.experiments import Experiment, labels
-from memtail.store.tables import estimate_runs, examples, memorization
-
-#: The ``high_influence_pairs`` view (migrations 0001 and 0012), as a selectable.
-PAIRS_VIEW = sa.table(
-    "high_influence_pairs",
-    *(
-        sa.column(name)
-        for name in (
-            "experiment_id",
-            "train_index",
-            "test_index",
-            "train_label",
-            "test_label",
-            "mem",
-            "infl",
-            "infl_ci_low",
-            "infl_ci_high",
-            "p_value",
-            "q_value",
-        )
-    ),
-)
+from memtail.store.tables import PAIRS_VIEW, estimate_runs, examples, memorization
 
 
 @dataclass(frozen=True)
@@ -51,22 +31,6 @@ class MemorizedExample:
     ci_high: float
     n_in: int
     n_out: int
-
-
-@dataclass(frozen=True)
-class InfluencePair:
-    """One row of the ``high_influence_pairs`` view: the paper's rule, per experiment."""
-
-    train_index: int
-    test_index: int
-    train_label: int
-    test_label: int
-    mem: float
-    infl: float
-    infl_ci_low: float
-    infl_ci_high: float
-    #: BH q-value over every pair examined; None for estimates made before q-values.
-    q_value: float | None
 
 
 @dataclass(frozen=True)
@@ -158,41 +122,6 @@ def typical_examples(
             .order_by(ranked.c.label, ranked.c.rank)
         ).all()
     return [MemorizedExample(*row) for row in rows]
-
-
-def high_influence_pairs(
-    engine: Engine, experiment_id: int, limit: int = 50
-) -> list[InfluencePair]:
-    """The strongest pairs of the ``high_influence_pairs`` view, by influence."""
-    v = PAIRS_VIEW.c
-    with transaction(engine, readonly=True) as conn:
-        rows = conn.execute(
-            sa.select(
-                v.train_index,
-                v.test_index,
-                v.train_label,
-                v.test_label,
-                v.mem,
-                v.infl,
-                v.infl_ci_low,
-                v.infl_ci_high,
-                v.q_value,
-            )
-            .where(v.experiment_id == experiment_id)
-            .order_by(v.infl.desc(), v.train_index, v.test_index)
-            .limit(limit)
-        ).all()
-    return [InfluencePair(*row) for row in rows]
-
-
-def count_high_influence_pairs(engine: Engine, experiment_id: int) -> int:
-    v = PAIRS_VIEW.c
-    with transaction(engine, readonly=True) as conn:
-        return conn.execute(
-            sa.select(sa.func.count())
-            .select_from(PAIRS_VIEW)
-            .where(v.experiment_id == experiment_id)
-        ).scalar_one()
 
 
 def latest_run(engine: Engine, experiment_id: int) -> EstimateRun | None:

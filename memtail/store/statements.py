@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store.engine import db_now_plus
 from memtail.store.experiments import FEATURE_TRIAL

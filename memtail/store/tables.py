@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.status import ArtifactStatus, EstimateRunStatus, ExperimentStatus, TrialStatus
 
 # Deterministic constraint names keep migrations and autogenerate comparisons stable.
@@ -362,4 +362,27 @@ artifact_chunks = sa.Table(
     sa.Column("seq", sa.Integer, primary_key=True, comment="0, 1, ...: the chunk's place"),
     sa.Column("data", sa.LargeBinary, nullable=False, comment="up to 8 MiB of the artifact"),
     comment="The bytes of artifacts kept in the database, in order",
+)
+
+
+#: The ``high_influence_pairs`` view (migrations 0001 and 0012), as a selectable
+#: outside ``metadata``: the migrations create the view, and nothing here should make a table.
+PAIRS_VIEW = sa.table(
+    "high_influence_pairs",
+    *(
+        sa.column(name)
+        for name in (
+            "experiment_id",
+            "train_index",
+            "test_index",
+            "train_label",
+            "test_label",
+            "mem",
+            "infl",
+            "infl_ci_low",
+            "infl_ci_high",
+            "p_value",
+            "q_value",
+        )
+    ),
 )

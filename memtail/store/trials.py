@@ -30,7 +30,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
 from memtail.status import TrialStatus

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from memtail.training.checkpoint import Layout, Parts, TrainingState
+    from memtail.training.snapshot import Layout, Parts, TrainingState
 
 __all__ = ["misfit"]
 

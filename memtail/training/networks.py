@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from memtail.spec import ModelSpec
+from memtail.specification import ModelSpec
 
 __all__ = ["ModelError", "build_model", "count_parameters", "is_known_model"]
 

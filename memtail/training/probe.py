@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memtail.spec import ProbeSpec
+from memtail.specification import ProbeSpec
 from memtail.stats.outcomes import TrialOutcome
 from memtail.training.recipe import margin_of
 from memtail.training.trainer import TrainingError, resolve_device

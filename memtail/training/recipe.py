@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memtail.spec import TrainingSpec
+from memtail.specification import TrainingSpec
 
 __all__ = ["augment", "lr_factor", "margin_of", "optimizer_for"]
 

@@ -3,14 +3,14 @@ before anything is written.
 
 The registries are the training layer's own (``memtail.training.datasets.DATASETS`` and
 ``memtail.training.networks``), so the names a spec may use are decided by the code that
-will load and build them, and parsing a spec (``memtail.spec``) needs no torch.
+will load and build them, and parsing a spec (``memtail.specification``) needs no torch.
 """
 
 from __future__ import annotations
 
 import torch
 
-from memtail.spec import ExperimentSpec, SpecError
+from memtail.specification import ExperimentSpec, SpecError
 from memtail.training.datasets import DATASETS, Dataset
 from memtail.training.networks import build_model, count_parameters, is_known_model
 

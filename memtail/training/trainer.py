@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from memtail.config import COMPILE_MODES
-from memtail.spec import ModelSpec, TrainingSpec
+from memtail.specification import ModelSpec, TrainingSpec
 from memtail.stats.outcomes import TrialOutcome
-from memtail.training.checkpoint import Checkpointing, Preempted, TrainingState, capture
 from memtail.training.datasets import Dataset
 from memtail.training.networks import build_model
 from memtail.training.recipe import augment, lr_factor, margin_of, optimizer_for
+from memtail.training.snapshot import Checkpointing, Saver
 from memtail.training.split import split
 
 __all__ = ["Trainer", "TrainingError", "resolve_device"]
@@ -118,7 +118,7 @@ class Trainer:
         ``on_epoch(epoch, mean_loss)`` is called after each epoch, counting from 1;
         exceptions it raises propagate (a worker uses that to abandon a lost lease).
         ``checkpointing``: save training states as it says, resume from its ``resume``,
-        and raise ``Preempted`` once its ``stop`` asks (``memtail.training.checkpoint``).
+        and raise ``Preempted`` once its ``stop`` asks (``memtail.training.snapshot``).
         """
         return self.fit(
             model_spec, training, subset, seed, on_epoch=on_epoch, checkpointing=checkpointing
@@ -199,20 +199,16 @@ class Trainer:
     ) -> float:
         """Train ``model`` in place; the training seconds a resumed state carried in."""
         optimizer = optimizer_for(model, training, fused=self.cuda)
-        graphs = self.compile == "reduce-overhead"
         n = len(y)
         # Equal-sized batches instead of a short last one: a last batch of one example
         # would break batch norm and give that example an outsized step.
         steps_per_epoch = -(-n // training.batch_size)
         total = training.epochs * steps_per_epoch
-        images = x.ndim == 4
-        augmenting = images and (training.flip or training.crop > 0)
         model.train()
-        keep = checkpointing or Checkpointing(save=lambda state: None)
+        checkpoints = checkpointing or Checkpointing(save=lambda state: None)
         parts = (model, optimizer, generator, self.device)
-        resume = keep.restore(parts, (n, steps_per_epoch, training.epochs))
-        carried = resume.seconds if resume is not None else 0.0
-        started = last_save = time.perf_counter()
+        resume = checkpoints.restore(parts, (n, steps_per_epoch, training.epochs))
+        saver = Saver(checkpoints, parts, resume.seconds if resume is not None else 0.0)
         step = resume.step if resume is not None else 0
         first = resume.epoch + 1 if resume is not None else 1
         for epoch in range(first, training.epochs + 1):
@@ -227,38 +223,17 @@ class Trainer:
                 loss_sum = torch.zeros((), device=self.device)
             batches = torch.tensor_split(order, steps_per_epoch)
             for b in range(done, steps_per_epoch):
-                if keep.stop():
-                    raise Preempted(
-                        self._save(
-                            keep,
-                            capture(
-                                (model, optimizer, generator, self.device),
-                                (epoch - 1, b, step),
-                                (order, loss_sum),
-                                carried + time.perf_counter() - started,
-                            ),
-                        )
-                    )
-                batch = batches[b]
-                if graphs:  # CUDA graphs: this step may overwrite the last step's outputs
-                    torch.compiler.cudagraph_mark_step_begin()
-                factor = lr_factor(training.schedule, step, total)
-                for group in optimizer.param_groups:
-                    group["lr"] = training.lr * factor
-                inputs = x[batch]
-                if augmenting:
-                    inputs = augment(inputs, training.flip, training.crop, generator)
-                    if self.cuda:  # gather returns NCHW; the model runs channels-last
-                        inputs = inputs.contiguous(memory_format=torch.channels_last)
-                with self._autocast():
-                    logits = model(inputs)
-                loss = F.cross_entropy(
-                    logits.float(), y[batch], label_smoothing=training.label_smoothing
+                saver.before_step(epoch, b, step, (order, loss_sum))
+                self._step(
+                    model,
+                    optimizer,
+                    training,
+                    x[batches[b]],
+                    y[batches[b]],
+                    generator,
+                    training.lr * lr_factor(training.schedule, step, total),
+                    loss_sum,
                 )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach()
                 step += 1
             mean_loss = float(loss_sum) / steps_per_epoch
             if not math.isfinite(mean_loss):
@@ -267,27 +242,37 @@ class Trainer:
                 )
             if on_epoch is not None:
                 on_epoch(epoch, mean_loss)
-            now = time.perf_counter()
-            due = (keep.every_epochs and epoch % keep.every_epochs == 0) or (
-                keep.every_seconds and now - last_save >= keep.every_seconds
-            )
-            if due and epoch < training.epochs:  # after the last epoch: grading, then done
-                self._save(
-                    keep,
-                    capture(
-                        (model, optimizer, generator, self.device),
-                        (epoch, 0, step),
-                        None,
-                        carried + now - started,
-                    ),
-                )
-                last_save = time.perf_counter()
-        return carried
+            if epoch < training.epochs:  # after the last epoch: grading, then done
+                saver.after_epoch(epoch, step)
+        return saver.carried
 
-    @staticmethod
-    def _save(keep: Checkpointing, state: TrainingState) -> TrainingState:
-        keep.save(state)
-        return state
+    def _step(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        training: TrainingSpec,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        lr: float,
+        loss_sum: torch.Tensor,
+    ) -> None:
+        """One optimizer step on one batch, its loss added to ``loss_sum`` in place."""
+        if self.compile == "reduce-overhead":  # CUDA graphs: may overwrite the last outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if inputs.ndim == 4 and (training.flip or training.crop > 0):
+            inputs = augment(inputs, training.flip, training.crop, generator)
+            if self.cuda:  # gather returns NCHW; the model runs channels-last
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=training.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
 
     def features(self, model: nn.Module) -> Iterator[np.ndarray]:
         """The trained ``model``'s features (the input of its last linear layer) of every

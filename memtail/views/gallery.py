@@ -17,7 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from memtail.store.outcomes import HeldOutPredictions
-from memtail.store.results import InfluencePair, MemorizedExample
+from memtail.store.pairs import InfluencePair
+from memtail.store.results import MemorizedExample
 from memtail.views.figures import PAGE_WIDTH
 
 RED, GREY = "#c0392b", "#555555"

@@ -19,29 +19,29 @@ class ExperimentPage:
     sections: list[Section]
 
 
-def experiment_page(found: Findings, data: object | None) -> ExperimentPage:
+def experiment_page(findings: Findings, data: object | None) -> ExperimentPage:
     """All sections of one experiment with data; ``data`` is its loaded dataset (for
     image grids) or None (tables only)."""
-    e = found.experiment
-    shown = [sections.card(found), sections.stopping(found)]
-    if found.estimated:
+    e = findings.experiment
+    shown = [sections.card(findings), sections.stopping(findings)]
+    if findings.estimated:
         shown += [
-            sections.pairs_table(found),
-            sections.memorization(found),
-            sections.influence(found),
-            sections.convergence(found),
-            sections.examples(found, data),
-            sections.pair_examples(found, data),
+            sections.pairs_table(findings),
+            sections.memorization(findings),
+            sections.influence(findings),
+            sections.convergence(findings),
+            sections.examples(findings, data),
+            sections.pair_examples(findings, data),
         ]
     shown += [
-        studies.stability(found),
-        studies.depth(found),
-        studies.utility(found),
-        sections.failures(found),
+        studies.stability(findings),
+        studies.depth(findings),
+        studies.utility(findings),
+        sections.failures(findings),
     ]
     subtitle = (
         f"{e.kind} · {e.spec.dataset.name} / {e.spec.model.name} · "
-        f"{found.progress.done} of {e.target_trials} trials done"
+        f"{findings.progress.done} of {e.target_trials} trials done"
     )
     return ExperimentPage(
         e.name, subtitle, json.dumps(e.spec.to_json(), indent=2), [s for s in shown if s]

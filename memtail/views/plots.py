@@ -24,8 +24,8 @@ from memtail.stats.consistency import Agreement
 from memtail.store.engine import Engine
 from memtail.store.experiments import Experiment
 from memtail.store.outcomes import held_out_predictions
+from memtail.store.pairs import high_influence_pairs
 from memtail.store.results import (
-    high_influence_pairs,
     latest_run,
     memorization_values,
     top_memorized,

@@ -82,6 +82,7 @@ def progress_record(p: Progress) -> dict[str, Any]:
         "resumed_trials": p.resumed,
         "resumed_seconds": p.resumed_seconds,
         "preemptions": p.preemptions,
+        "lost_claims": p.lost,
     }
 
 

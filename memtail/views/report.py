@@ -64,12 +64,12 @@ def render_report(
     gathered = gather_all(engine, experiments, stability=stability)
     pages = []
     loaded: dict[str, object | None] = {}
-    for found in gathered.findings:
-        say(f"drawing {found.experiment.name}")
-        key = repr(found.experiment.spec.dataset)
+    for findings in gathered.findings:
+        say(f"drawing {findings.experiment.name}")
+        key = repr(findings.experiment.spec.dataset)
         if key not in loaded:
-            loaded[key] = images(found.experiment)
-        pages.append(experiment_page(found, loaded[key]))
+            loaded[key] = images(findings.experiment)
+        pages.append(experiment_page(findings, loaded[key]))
     confidence = experiments[0].spec.estimate.confidence if experiments else 0.95
     return (
         environment()

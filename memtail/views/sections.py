@@ -10,8 +10,8 @@ from memtail.views.blocks import Number, Section, Table, inline
 from memtail.views.text import duration, mem_confidence, percent
 
 
-def card(found: Findings) -> Section:
-    e, p = found.experiment, found.progress
+def card(findings: Findings) -> Section:
+    e, p = findings.experiment, findings.progress
     succeeded = p.counts[TrialStatus.SUCCEEDED]
     acc = p.test_accuracy
     accuracy = (
@@ -42,9 +42,9 @@ def card(found: Findings) -> Section:
     )
 
 
-def stopping(found: Findings) -> Section | None:
+def stopping(findings: Findings) -> Section | None:
     """The stopping rules' values on the latest estimate, and why they stopped it."""
-    record, e = found.progress.stopping, found.experiment
+    record, e = findings.progress.stopping, findings.experiment
     if not record:
         return None
     rows = [
@@ -73,8 +73,8 @@ def stopping(found: Findings) -> Section | None:
     )
 
 
-def pairs_table(found: Findings) -> Section | None:
-    q, rule = found.pairs, found.experiment.spec.estimate
+def pairs_table(findings: Findings) -> Section | None:
+    q, rule = findings.pairs, findings.experiment.spec.estimate
     if q is None:
         return None
     return Section(
@@ -125,10 +125,12 @@ def pairs_table(found: Findings) -> Section | None:
     )
 
 
-def memorization(found: Findings) -> Section:
-    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
+def memorization(findings: Findings) -> Section:
+    e, k = findings.experiment, findings.estimate.trials_used  # type: ignore[union-attr]
     rule = e.spec.estimate
-    fig = figures.memorization_figure(found.values, rule.mem_threshold, k, rule.confidence, e.name)
+    fig = figures.memorization_figure(
+        findings.values, rule.mem_threshold, k, rule.confidence, e.name
+    )
     return Section(
         "memorization",
         "Memorization",
@@ -138,23 +140,23 @@ def memorization(found: Findings) -> Section:
         numbers=[
             Number(
                 f"examples with mem >= {rule.mem_threshold:g}",
-                str(int((found.values.mem >= rule.mem_threshold).sum())),
+                str(int((findings.values.mem >= rule.mem_threshold).sum())),
                 "memorized",
             )
         ],
         images=[inline(fig, "memorization histogram and ranking")],
-        note=f"Shaded: each example's {percent(mem_confidence(found.progress))} Newcombe "
+        note=f"Shaded: each example's {percent(mem_confidence(findings.progress))} Newcombe "
         "interval of mem.",
     )
 
 
-def influence(found: Findings) -> Section | None:
-    if not found.influence.size:
+def influence(findings: Findings) -> Section | None:
+    if not findings.influence.size:
         return None
-    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
+    e, k = findings.experiment, findings.estimate.trials_used  # type: ignore[union-attr]
     rule = e.spec.estimate
-    expected = None if found.pairs is None else found.pairs.expected_false_pairs
-    fig = figures.influence_figure(found.influence, rule.infl_threshold, k, expected, e.name)
+    expected = None if findings.pairs is None else findings.pairs.expected_false_pairs
+    fig = figures.influence_figure(findings.influence, rule.infl_threshold, k, expected, e.name)
     return Section(
         "influence",
         "Influence",
@@ -165,8 +167,8 @@ def influence(found: Findings) -> Section | None:
     )
 
 
-def convergence(found: Findings) -> Section | None:
-    c = found.convergence
+def convergence(findings: Findings) -> Section | None:
+    c = findings.convergence
     if c is None:
         return None
     rows = zip(c.trials, c.median_half_width, c.p95_half_width, c.memorized, strict=True)
@@ -176,7 +178,7 @@ def convergence(found: Findings) -> Section | None:
         "The estimates recomputed on the first k trials: curves that have flattened at the "
         "right mean more trials would change little.",
         int(c.trials[-1]),
-        images=[inline(figures.convergence_figure(c, found.experiment.name), "convergence")],
+        images=[inline(figures.convergence_figure(c, findings.experiment.name), "convergence")],
         tables=[
             Table(
                 ["trials", "median half-width", "95th percentile half-width", "memorized"],
@@ -187,28 +189,30 @@ def convergence(found: Findings) -> Section | None:
     )
 
 
-def _held_out(found: Findings) -> dict[int, str]:
-    said = {} if found.predictions is None else found.predictions.by_index()
+def _held_out(findings: Findings) -> dict[int, str]:
+    said = {} if findings.predictions is None else findings.predictions.by_index()
     return {i: f"{c} ({share:.0%} of {n})" for i, (c, share, n) in said.items()}
 
 
-def examples(found: Findings, data: object | None) -> Section | None:
-    if not found.top:
+def examples(findings: Findings, data: object | None) -> Section | None:
+    if not findings.top:
         return None
-    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
-    said = _held_out(found)
+    e, k = findings.experiment, findings.estimate.trials_used  # type: ignore[union-attr]
+    said = _held_out(findings)
     s = Section(
         "examples",
         "Most memorized training examples",
         "The examples with the highest mem, what models that never saw them predict, and "
         "typical examples (mem near 0) of the same classes.",
         k,
-        numbers=[Number("highest mem", f"{found.top[0].mem:.3f}", "top-mem")],
+        numbers=[Number("highest mem", f"{findings.top[0].mem:.3f}", "top-mem")],
     )
     x_train = getattr(data, "x_train", None)
     if gallery.is_image_data(x_train):
         title = f"{e.name}: most memorized (top), typical of their classes (below); {k} trials"
-        fig = gallery.memorized_grid(x_train, found.top, found.predictions, found.typical, title)
+        fig = gallery.memorized_grid(
+            x_train, findings.top, findings.predictions, findings.typical, title
+        )
         s.images.append(inline(fig, "most memorized examples"))
     s.tables.append(
         Table(
@@ -216,7 +220,7 @@ def examples(found: Findings, data: object | None) -> Section | None:
                 "index",
                 "label",
                 "mem",
-                f"{percent(mem_confidence(found.progress))} interval",
+                f"{percent(mem_confidence(findings.progress))} interval",
                 "n_in/n_out",
                 "held-out models predict",
                 "source",
@@ -231,17 +235,17 @@ def examples(found: Findings, data: object | None) -> Section | None:
                     said.get(r.example_index, "n/a"),
                     r.source or "",
                 ]
-                for r in found.top
+                for r in findings.top
             ],
         )
     )
     return s
 
 
-def pair_examples(found: Findings, data: object | None) -> Section | None:
-    if not found.strongest_pairs:
+def pair_examples(findings: Findings, data: object | None) -> Section | None:
+    if not findings.strongest_pairs:
         return None
-    e, k = found.experiment, found.estimate.trials_used  # type: ignore[union-attr]
+    e, k = findings.experiment, findings.estimate.trials_used  # type: ignore[union-attr]
     s = Section(
         "pair-examples",
         "Strongest high-influence pairs",
@@ -252,7 +256,7 @@ def pair_examples(found: Findings, data: object | None) -> Section | None:
     x_train, x_test = getattr(data, "x_train", None), getattr(data, "x_test", None)
     if gallery.is_image_data(x_train):
         title = f"{e.name}: train (top) and the test example it influences (bottom); {k} trials"
-        fig = gallery.pairs_grid(x_train, x_test, found.strongest_pairs, title)
+        fig = gallery.pairs_grid(x_train, x_test, findings.strongest_pairs, title)
         s.images.append(inline(fig, "high-influence pairs"))
     s.tables.append(
         Table(
@@ -266,17 +270,17 @@ def pair_examples(found: Findings, data: object | None) -> Section | None:
                     f"{r.infl:.3f}",
                     f"[{r.infl_ci_low:.3f}, {r.infl_ci_high:.3f}]",
                 ]
-                for r in found.strongest_pairs
+                for r in findings.strongest_pairs
             ],
         )
     )
     return s
 
 
-def failures(found: Findings) -> Section | None:
-    if not found.failures:
+def failures(findings: Findings) -> Section | None:
+    if not findings.failures:
         return None
-    rows = [[str(f.trial_index), str(f.attempts), f.error[:300]] for f in found.failures]
+    rows = [[str(f.trial_index), str(f.attempts), f.error[:300]] for f in findings.failures]
     return Section(
         "failures",
         "Failed trials",

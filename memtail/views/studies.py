@@ -27,8 +27,8 @@ def _agreement(a: Agreement, prefix: str, names: tuple[str, str]) -> list[Number
     ]
 
 
-def stability(found: Findings) -> Section | None:
-    c = found.stability
+def stability(findings: Findings) -> Section | None:
+    c = findings.stability
     if c is None:
         return None
     halves = (c.trials // 2, c.trials - c.trials // 2)
@@ -44,8 +44,8 @@ def stability(found: Findings) -> Section | None:
     )
 
 
-def depth(found: Findings) -> Section | None:
-    d = found.depth
+def depth(findings: Findings) -> Section | None:
+    d = findings.depth
     if d is None:
         return None
     rows = [
@@ -70,8 +70,8 @@ def depth(found: Findings) -> Section | None:
     )
 
 
-def utility(found: Findings) -> Section | None:
-    u = found.utility
+def utility(findings: Findings) -> Section | None:
+    u = findings.utility
     if u is None:
         return None
 
@@ -88,7 +88,7 @@ def utility(found: Findings) -> Section | None:
         "test accuracy (95% CI)",
         f"on the {u.influenced} influenced test examples (95% CI)",
     ]
-    fig = figures.utility_figure(u.arms, u.influenced, found.experiment.name)
+    fig = figures.utility_figure(u.arms, u.influenced, findings.experiment.name)
     return Section(
         "utility",
         "Marginal utility of memorized examples",

@@ -6,8 +6,9 @@ from memtail.config import DEFAULT_DATABASE_URL
 from memtail.stats.intervals import worst_case_half_width
 from memtail.store.engine import Engine, describe_database
 from memtail.store.experiments import get_experiment
+from memtail.store.pairs import high_influence_pairs
 from memtail.store.progress import progress
-from memtail.store.results import high_influence_pairs, latest_run, top_memorized
+from memtail.store.results import latest_run, top_memorized
 from memtail.store.urls import display_url
 from memtail.views.text import (
     format_pairs,

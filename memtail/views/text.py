@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from memtail.analyses.depth import Depth
 from memtail.analyses.removal import ArmReport
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.stats.consistency import Agreement
 from memtail.stats.intervals import trials_for_half_width, worst_case_half_width
 from memtail.stats.utility import MeanInterval
 from memtail.status import TrialStatus
 from memtail.store.experiments import Experiment
+from memtail.store.pairs import InfluencePair
 from memtail.store.progress import Progress
-from memtail.store.results import InfluencePair, MemorizedExample
+from memtail.store.results import MemorizedExample
 
 
 def bar(fraction: float, width: int = 30) -> str:
@@ -54,6 +55,11 @@ def format_progress(p: Progress) -> str:
             f"  checkpoints: {p.resumed} trials resumed from one, {duration(p.resumed_seconds)} "
             f"of training not repeated; {p.preemptions} preemptions (trials handed back by "
             "workers told to stop)"
+        )
+    if p.lost:
+        lines.append(
+            f"  lost: {p.lost} claims whose worker died under them (killed, out of memory or "
+            "silent past its lease); retried, not counted as failed attempts"
         )
     if p.experiment.kind == ExperimentKind.PROBE:
         source = p.experiment.name.removesuffix("-probe")

@@ -114,15 +114,14 @@ def _run(
         pairs = influence_pairs(
             outcomes.mask_bits,
             outcomes.test_correct_bits,
-            threshold=rule.infl_threshold,
+            # The look's spent confidence for the pairs' intervals too, so that every
+            # interval of a stopped experiment keeps the spec's promise (q-values and
+            # p-values do not depend on it).
+            rule.pair_rule(confidence),
             train_labels=y[0] if rule.same_class else None,
             test_labels=y[1] if rule.same_class else None,
-            same_class=rule.same_class,
-            confidence=rule.confidence,
             backend=backend,
             device=scan_device,
-            fdr=rule.fdr,
-            fdr_method=rule.fdr_method,
         )
         if experiment.spec.stopping.active:
             decision = stopping.decide(experiment, mem, outcomes, y, final=final)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from memtail.spec import ExperimentSpec
+from memtail.specification import ExperimentSpec
 from memtail.store import lifecycle
 from memtail.store.engine import Engine
 from memtail.store.experiments import (

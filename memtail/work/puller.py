@@ -22,7 +22,7 @@ from memtail.store import trials
 from memtail.store.engine import Engine, with_retries
 from memtail.store.experiments import active_experiment_ids
 from memtail.work import preemption
-from memtail.work.report import Handled, TrialReport
+from memtail.work.handled import Handled, TrialReport
 from memtail.work.runner import TrialRunner
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from memtail.config import Settings
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
 from memtail.status import TrialStatus
@@ -28,8 +28,8 @@ from memtail.store.engine import DatabaseError, Engine, with_retries
 from memtail.store.experiments import FEATURE_TRIAL, Experiment, get_experiment
 from memtail.work import preemption
 from memtail.work.features import load_features, stage_features
+from memtail.work.handled import Handled, TrialReport
 from memtail.work.heartbeat import Heartbeat
-from memtail.work.report import Handled, TrialReport
 
 if TYPE_CHECKING:  # imported lazily at run time: it needs torch
     from memtail.work.resume import TrialCheckpoints
@@ -224,7 +224,7 @@ class TrialRunner:
             return _done(_report(claim, Handled.LOST, error=str(lost))), False
         except Exception as error:  # noqa: BLE001 - any training failure is this attempt's
             # Imported here, as the trainer is: by now training has imported torch.
-            from memtail.training.checkpoint import Preempted
+            from memtail.training.snapshot import Preempted
 
             if isinstance(error, Preempted):
                 return _done(self._hand_back(claim, beat, str(error))), False

@@ -54,8 +54,9 @@ def _schedule(experiment: Experiment) -> list[int]:
 
 
 def confidence_for(experiment: Experiment, trials: int) -> float:
-    """The confidence of the memorization intervals at ``trials`` trials: the spec's,
-    or with stopping rules the spent confidence of the look those trials are."""
+    """The confidence of the intervals (memorization and influence) at ``trials``
+    trials: the spec's, or with stopping rules the spent confidence of the look those
+    trials are."""
     confidence = experiment.spec.estimate.confidence
     if not experiment.spec.stopping.active:
         return confidence
@@ -78,10 +79,7 @@ def pairs_jaccard(
             y_train,
             y_test,
             mem_threshold=rule.mem_threshold,
-            infl_threshold=rule.infl_threshold,
-            confidence=rule.confidence,
-            fdr=rule.fdr,
-            fdr_method=rule.fdr_method,
+            rule=rule.pair_rule(),
         )
         for h in (first, second)
     ]

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.analyses.depth import DepthError, create_probe, depth_report
 from memtail.config import Settings
-from memtail.spec import ExperimentKind, ProbeSpec, SpecError
+from memtail.specification import ExperimentKind, ProbeSpec, SpecError
 from memtail.store import trials
 from memtail.store.artifacts import find_artifact
 from memtail.store.experiments import Experiment, get_experiment

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from memtail.analyses.convergence import convergence, prefix_sizes
 from memtail.analyses.findings import gather, gather_all
 from memtail.store import trials
-from memtail.store.influence import pair_summary
+from memtail.store.pairs import pair_summary
 from memtail.store.results import typical_examples
 from memtail.store.workers import worker_states
 from memtail.views.pages import experiment_page

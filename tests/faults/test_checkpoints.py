@@ -22,13 +22,13 @@ import sqlalchemy as sa
 import torch
 
 from memtail.cli.main import main
-from memtail.spec import load_spec
+from memtail.specification import load_spec
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.store.artifacts import write_artifact
 from memtail.store.engine import make_engine
-from memtail.training.checkpoint import Checkpointing, TrainingState, decode, encode
 from memtail.training.datasets import load_dataset
+from memtail.training.snapshot import Checkpointing, TrainingState, decode, encode
 from memtail.training.trainer import Trainer
 from tests.faults.faultinject.faultcluster import (
     VENV_BIN,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from memtail.config import Settings
-from memtail.spec import bundled_specs
+from memtail.specification import bundled_specs
 from tests.processes import compose_command, compose_services
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from scipy.stats import hypergeom as scipy_hypergeom
 from memtail.stats import hypergeom, influence
 from memtail.stats.fdr import q_values, q_values_of_counts
 from memtail.stats.hypergeom import run_tails, scipy_tail, tail_cut_table
-from memtail.stats.influence import influence_dense, influence_pairs
+from memtail.stats.influence import PairRule, influence_dense, influence_pairs
 from memtail.stats.scan import Tally
 
 
@@ -45,7 +45,7 @@ def every_q(masks: np.ndarray, test_correct: np.ndarray, method: str) -> np.ndar
 def test_q_values_are_scipys_over_every_pair(backend: str, method: str, fdr: float) -> None:
     masks, test_correct = planted(np.random.default_rng(1))
     pairs = influence_pairs(
-        masks, test_correct, threshold=0.05, backend=backend, fdr=fdr, fdr_method=method
+        masks, test_correct, PairRule(threshold=0.05, fdr=fdr, fdr_method=method), backend=backend
     )
     want = every_q(masks, test_correct, method)[pairs.train_index, pairs.test_index]
     assert pairs.q_exact_below == max(fdr, influence.Q_EXACT_BELOW)
@@ -60,7 +60,7 @@ def test_q_values_are_scipys_over_every_pair(backend: str, method: str, fdr: flo
 def test_a_small_collection_budget_lowers_the_cutoff_not_the_truth(monkeypatch) -> None:
     masks, test_correct = planted(np.random.default_rng(2))
     monkeypatch.setattr(influence, "_COLLECT_BUDGET", 30)
-    pairs = influence_pairs(masks, test_correct, threshold=0.05)
+    pairs = influence_pairs(masks, test_correct, PairRule(threshold=0.05))
     assert pairs.q_exact_below == pytest.approx(30 / pairs.pairs_examined)
     want = every_q(masks, test_correct, "bh")[pairs.train_index, pairs.test_index]
     exact = want <= pairs.q_exact_below
@@ -68,7 +68,7 @@ def test_a_small_collection_budget_lowers_the_cutoff_not_the_truth(monkeypatch) 
     np.testing.assert_allclose(pairs.q_value[exact], want[exact], rtol=1e-9)
     assert np.all(pairs.q_value >= want * (1 - 1e-9))
     # A level asked for is always decided exactly, whatever the budget.
-    at_level = influence_pairs(masks, test_correct, threshold=0.05, fdr=0.3)
+    at_level = influence_pairs(masks, test_correct, PairRule(threshold=0.05, fdr=0.3))
     assert at_level.q_exact_below == 0.3
     assert np.array_equal(at_level.q_value <= 0.3, want <= 0.3)
 
@@ -170,7 +170,9 @@ def simulate(rng: np.random.Generator, threshold: float, method: str, level: flo
         i, effect = drivers[q % 15], rng.uniform(0.1, 0.4)
         test_correct[:, j] = rng.random(k) < np.where(masks[:, i], 0.55, 0.55 - effect)
         truth[i, j] = True
-    pairs = influence_pairs(masks, test_correct, threshold=threshold, fdr=level, fdr_method=method)
+    pairs = influence_pairs(
+        masks, test_correct, PairRule(threshold=threshold, fdr=level, fdr_method=method)
+    )
     true = truth[pairs.train_index, pairs.test_index]
 
     def false_share(chosen: np.ndarray) -> float:
@@ -200,10 +202,10 @@ def test_planted_pairs_false_discoveries_stay_below_the_level(
 
 def test_without_q_values_the_pairs_are_the_same() -> None:
     masks, test_correct = planted(np.random.default_rng(3))
-    full = influence_pairs(masks, test_correct, threshold=0.05)
-    bare = influence_pairs(masks, test_correct, threshold=0.05, q_values=False)
+    full = influence_pairs(masks, test_correct, PairRule(threshold=0.05))
+    bare = influence_pairs(masks, test_correct, PairRule(threshold=0.05, q_values=False))
     for name in ("train_index", "test_index", "infl", "p_value"):
         assert np.array_equal(getattr(full, name), getattr(bare, name)), name
     assert np.isnan(bare.q_value).all() and bare.q_exact_below == 0.0
     with pytest.raises(ValueError, match="fdr needs q-values"):
-        influence_pairs(masks, test_correct, fdr=0.1, q_values=False)
+        influence_pairs(masks, test_correct, PairRule(fdr=0.1, q_values=False))

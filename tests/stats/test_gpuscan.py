@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from memtail.stats.bits import TrialBits
-from memtail.stats.influence import influence_pairs
+from memtail.stats.influence import PairRule, influence_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = (
@@ -39,7 +39,7 @@ _INTERPRETED = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from memtail.stats.influence import influence_pairs
+    from memtail.stats.influence import PairRule, influence_pairs
 
     rng = np.random.default_rng(7)
     cases = [(70, 130, 97, 0.1, None, False), (200, 150, 70, 0.15, 17, False),
@@ -49,10 +49,10 @@ _INTERPRETED = textwrap.dedent(
         t = rng.random((k, n_test)) < rng.uniform(0.2, 0.9, n_test)
         t[:, :5] = m[:, 10:15]
         y_tr, y_te = rng.integers(0, 3, n_train), rng.integers(0, 3, n_test)
-        kw = dict(threshold=threshold, train_labels=y_tr, test_labels=y_te,
-                  same_class=same_class, block_rows=block_rows)
-        a = influence_pairs(m, t, backend="numpy", **kw)
-        b = influence_pairs(m, t, backend="cuda", device="cpu", **kw)
+        rule = PairRule(threshold=threshold, same_class=same_class)
+        kw = dict(train_labels=y_tr, test_labels=y_te, block_rows=block_rows)
+        a = influence_pairs(m, t, rule, backend="numpy", **kw)
+        b = influence_pairs(m, t, rule, backend="cuda", device="cpu", **kw)
         fields = ("train_index", "test_index", "infl", "ci_low", "p_value", "q_value", "n_in")
         assert len(a) > 0, "the planted pairs must pass"
         for f in fields:
@@ -94,8 +94,8 @@ def test_gpu_kernel_gives_the_numba_pairs() -> None:
         t_bool = rng.random((k, n_test)) < rng.uniform(0.2, 0.95, n_test)
         t_bool[:, :50] = m.take(np.arange(50)).to_bool()
         t = TrialBits.from_bool(t_bool)
-        a = influence_pairs(m, t, threshold=0.15, backend="numba")
-        b = influence_pairs(m, t, threshold=0.15, backend="cuda", block_rows=1000)
+        a = influence_pairs(m, t, PairRule(threshold=0.15), backend="numba")
+        b = influence_pairs(m, t, PairRule(threshold=0.15), backend="cuda", block_rows=1000)
         assert len(a) >= 50
         for f in FIELDS:
             assert np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True), (k, f)

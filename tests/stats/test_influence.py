@@ -12,7 +12,7 @@ import pytest
 
 from memtail.stats.bits import TrialBits
 from memtail.stats.hypergeom import min_passing_hits
-from memtail.stats.influence import influence_dense, influence_pairs
+from memtail.stats.influence import PairRule, influence_dense, influence_pairs
 from tests.stats.test_memorization import loop_difference, no_warnings, random_trials
 
 
@@ -74,10 +74,9 @@ def test_blockwise_pairs_equal_filtered_dense(
         pairs = influence_pairs(
             masks,
             test_correct,
-            threshold=threshold,
+            PairRule(threshold=threshold, same_class=same_class),
             train_labels=y_tr,
             test_labels=y_te,
-            same_class=same_class,
             block_rows=block_rows,
         )
     examined = dense.defined & (y_tr[:, None] == y_te[None, :] if same_class else True)
@@ -105,7 +104,7 @@ def test_blockwise_pairs_equal_filtered_dense(
 def test_pair_p_values_are_exact_hypergeometric_tails() -> None:
     masks, test_correct, _, _ = inputs_with_edge_cases(seed=4)
     k = masks.shape[0]
-    pairs = influence_pairs(masks, test_correct, threshold=-1.0)
+    pairs = influence_pairs(masks, test_correct, PairRule(threshold=-1.0))
     assert len(pairs) == 21 * 17  # every defined pair, since infl >= -1 always
     for i, j, p in zip(pairs.train_index, pairs.test_index, pairs.p_value, strict=True):
         n_in, s = int(masks[:, i].sum()), int(test_correct[:, j].sum())
@@ -129,10 +128,9 @@ def test_expected_null_passes_equals_per_pair_sum(same_class: bool, threshold: f
     pairs = influence_pairs(
         masks,
         test_correct,
-        threshold=threshold,
+        PairRule(threshold=threshold, same_class=same_class),
         train_labels=y_tr,
         test_labels=y_te,
-        same_class=same_class,
     )
     reported = set(zip(pairs.train_index.tolist(), pairs.test_index.tolist(), strict=True))
     total = 0.0
@@ -216,10 +214,10 @@ def test_expected_null_passes_predicts_chance_passes(seed: int, setting: tuple) 
         labels = dict(
             train_labels=rng.integers(0, classes, n_train),
             test_labels=rng.integers(0, classes, n_test),
-            same_class=True,
         )
+    rule = PairRule(threshold=threshold, same_class=bool(classes))
     with no_warnings():
-        pairs = influence_pairs(masks, test_correct, threshold=threshold, **labels)
+        pairs = influence_pairs(masks, test_correct, rule, **labels)
     expected = pairs.expected_null_passes
     assert expected >= least
     assert abs(len(pairs) - expected) <= 3 * math.sqrt(expected)
@@ -235,7 +233,7 @@ def test_pairs_memory_is_bounded_by_the_block() -> None:
     influence_pairs(masks[:, :5], test_correct[:, :5])  # import scipy.stats outside the trace
     tracemalloc.start()
     try:
-        pairs = influence_pairs(masks, test_correct, threshold=0.5, block_rows=100)
+        pairs = influence_pairs(masks, test_correct, PairRule(threshold=0.5), block_rows=100)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -246,7 +244,9 @@ def test_pairs_memory_is_bounded_by_the_block() -> None:
 def test_no_pairs_and_no_trials() -> None:
     with no_warnings():
         none = influence_pairs(np.zeros((0, 4), bool), np.zeros((0, 3), bool))
-        high = influence_pairs(np.eye(3, 4, dtype=bool), np.ones((3, 2), bool), threshold=2.0)
+        high = influence_pairs(
+            np.eye(3, 4, dtype=bool), np.ones((3, 2), bool), PairRule(threshold=2.0)
+        )
     assert len(none) == 0 and none.pairs_examined == 0 and none.expected_null_passes == 0.0
     assert len(high) == 0 and high.pairs_examined == 3 * 2 and high.train_index.dtype == np.int64
     assert high.expected_null_passes == 0.0  # every test example constant
@@ -261,17 +261,21 @@ def test_bad_inputs_raise_informative_errors() -> None:
         (dict(test_correct=np.ones((5, 2), bool)), "masks has 4 trials .* test_correct has 5"),
         (dict(masks=np.full((4, 3), 2)), r"only 0 and 1; convert with \(masks != 0\)"),
         (dict(masks=np.full((4, 3), "a")), "booleans or 0/1 numbers"),
-        (dict(same_class=True, train_labels=[0, 1, 2]), "needs both train_labels and"),
+        (dict(rule=PairRule(same_class=True), train_labels=[0, 1, 2]), "needs both train_la"),
         (dict(train_labels=[0, 1]), r"train_labels must be 1-D .* masks \(3\)"),
         (dict(test_labels=[[0, 1]]), r"test_labels must be 1-D .* test_correct \(2\)"),
-        (dict(threshold=math.nan), "threshold must be a number"),
+        (dict(rule=lambda: PairRule(threshold=math.nan)), "threshold must be a number"),
         (dict(block_rows=0), "block_rows must be a positive integer"),
         (dict(block_rows=True), "block_rows must be a positive integer"),
-        (dict(confidence=95), "confidence must be strictly between 0 and 1"),
+        (dict(rule=lambda: PairRule(confidence=95)), "confidence must be strictly between 0 and"),
+        (dict(rule=lambda: PairRule(fdr=1.0)), r"fdr must be in \[0, 1\)"),
+        (dict(rule=lambda: PairRule(fdr_method="holm")), 'fdr_method must be "bh" or "by"'),
     ]
     for overrides, message in cases:
         args = dict(masks=m, test_correct=t) | overrides
         with pytest.raises(ValueError, match=message):
+            if callable(args.get("rule")):  # a bad rule is refused as it is made
+                args["rule"] = args["rule"]()
             influence_pairs(**args)
     with pytest.raises(ValueError, match="masks has 4 trials"):
         influence_dense(m, np.ones((3, 2), bool))
@@ -319,19 +323,15 @@ def test_kernel_and_numpy_paths_equal_filtered_dense(
     thresholds = [0.15, 0.0, -0.05, float(values[values.size * 3 // 4]) if values.size else 0.5]
     packed = TrialBits.from_bool(masks), TrialBits.from_bool(test_correct)
     for threshold in thresholds:
-        kwargs = dict(
-            threshold=threshold,
-            train_labels=y_tr,
-            test_labels=y_te,
-            same_class=same_class,
-        )
+        rule = PairRule(threshold=threshold, same_class=same_class)
+        kwargs = dict(train_labels=y_tr, test_labels=y_te)
         with no_warnings():
-            ref = influence_pairs(masks, test_correct, backend="numpy", **kwargs)
+            ref = influence_pairs(masks, test_correct, rule, backend="numpy", **kwargs)
             runs = [
-                influence_pairs(masks, test_correct, backend="numba", **kwargs),
-                influence_pairs(*packed, backend="numba", **kwargs),
-                influence_pairs(*packed, backend="numpy", **kwargs),
-                influence_pairs(*packed, backend="numba", block_rows=5, **kwargs),
+                influence_pairs(masks, test_correct, rule, backend="numba", **kwargs),
+                influence_pairs(*packed, rule, backend="numba", **kwargs),
+                influence_pairs(*packed, rule, backend="numpy", **kwargs),
+                influence_pairs(*packed, rule, backend="numba", block_rows=5, **kwargs),
             ]
         examined = dense.defined & (y_tr[:, None] == y_te[None, :] if same_class else True)
         i, j = np.nonzero(examined & (dense.value >= threshold))
@@ -353,13 +353,13 @@ import sys
 sys.modules["numba"] = None
 import numpy as np
 from memtail.stats.bits import TrialBits
-from memtail.stats.influence import influence_pairs
+from memtail.stats.influence import PairRule, influence_pairs
 rng = np.random.default_rng(0)
 m, t = rng.random((700, 3000)) < 0.7, rng.random((700, 400)) < 0.8
 packed = TrialBits.from_rows(np.packbits(m, axis=1, bitorder="little"), 3000)
 assert np.array_equal(packed.to_bool(), m)
-auto = influence_pairs(packed, TrialBits.from_bool(t), threshold=0.1)
-ref = influence_pairs(m, t, threshold=0.1, backend="numpy")
+auto = influence_pairs(packed, TrialBits.from_bool(t), PairRule(threshold=0.1))
+ref = influence_pairs(m, t, PairRule(threshold=0.1), backend="numpy")
 assert np.array_equal(auto.train_index, ref.train_index) and len(ref) > 0
 try:
     influence_pairs(m, t, backend="numba")

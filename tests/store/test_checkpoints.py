@@ -19,7 +19,7 @@ from memtail.store import checkpoints, trials
 from memtail.store.experiments import Experiment
 from memtail.store.tables import artifact_chunks, artifacts, trial_outcomes
 from memtail.store.tables import trials as trials_table
-from memtail.training.checkpoint import Checkpointing, TrainingState, decode, encode
+from memtail.training.snapshot import Checkpointing, TrainingState, decode, encode
 from memtail.work.resume import latest_state
 from tests.helpers import make_experiment, trained_experiment
 
@@ -214,7 +214,7 @@ def _run_trial(
     """Hand the planting claim back (no failed attempt), let a worker's runner take the
     trial, and read its row."""
     from memtail.config import Settings
-    from memtail.work.report import Handled
+    from memtail.work.handled import Handled
     from memtail.work.runner import TrialRunner
 
     assert trials.hand_back(engine, claim, max_preemptions=5) == "pending"

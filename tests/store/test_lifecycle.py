@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.analyses.removal import create_removal
-from memtail.spec import SpecError
+from memtail.specification import SpecError
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import ExperimentStatus, TrialStatus

@@ -13,7 +13,10 @@ from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store import lifecycle, trials
 from memtail.store.engine import db_now_plus
 from memtail.store.experiments import get_experiment
+from memtail.store.progress import progress
 from memtail.store.tables import trials as trials_table
+from memtail.views.records import progress_record
+from memtail.views.text import format_progress
 from tests.helpers import make_experiment, random_outcome
 
 N_TRAIN, N_TEST = 20, 10
@@ -57,6 +60,11 @@ def test_kills_are_lost_claims_not_failed_attempts(engine: Engine) -> None:
             assert trials.release_running(engine, exp.id, "local:", max_lost=20) == 1
     row = _row(engine, claim.trial_id)
     assert (row.status, row.attempts, row.lost, row.preemptions) == ("pending", 5, 5, 0)
+    # `memtail status` says so, apart from failures.
+    seen = progress(engine, exp)
+    assert (seen.lost, seen.counts[TrialStatus.FAILED], seen.preemptions) == (5, 0, 0)
+    assert "lost: 5 claims whose worker died under them" in format_progress(seen)
+    assert progress_record(seen)["lost_claims"] == 5
     # Real errors still get all three attempts, and fail for good after them.
     statuses = [trials.fail(engine, _claim(engine, exp.id), "boom", 3) for _ in range(3)]
     assert statuses == ["pending", "pending", "failed"]

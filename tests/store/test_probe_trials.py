@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import TrialStatus

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.spec import SpecError
+from memtail.specification import SpecError
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
 from memtail.stats.subsets import subset_mask, training_seed

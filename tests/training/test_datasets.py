@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from memtail.spec import DatasetSpec
+from memtail.specification import DatasetSpec
 from memtail.training.datasets import DATASETS, Dataset, DatasetError, load_dataset
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from memtail.spec import ModelSpec
+from memtail.specification import ModelSpec
 from memtail.training.networks import ModelError, build_model, is_known_model
 
 DIGITS, MNIST, CIFAR = (1, 8, 8), (1, 28, 28), (3, 32, 32)

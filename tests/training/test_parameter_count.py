@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memtail.spec import ModelSpec
+from memtail.specification import ModelSpec
 from memtail.training.networks import ModelError, build_model, count_parameters
 
 MLPS = [

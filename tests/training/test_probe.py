@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from memtail.spec import DatasetSpec, ModelSpec, ProbeSpec, TrainingSpec
+from memtail.specification import DatasetSpec, ModelSpec, ProbeSpec, TrainingSpec
 from memtail.training.datasets import load_dataset
 from memtail.training.probe import LinearProbe
 from memtail.training.split import split

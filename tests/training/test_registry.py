@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memtail.spec import SpecError, load_spec, spec_from_dict
+from memtail.specification import SpecError, load_spec, spec_from_dict
 from memtail.training.registry import check_names
 
 

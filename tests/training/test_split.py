@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from memtail.spec import ModelSpec
+from memtail.specification import ModelSpec
 from memtail.training.networks import OWN_MODELS, build_model
 from memtail.training.split import split
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from memtail.spec import DatasetSpec, ModelSpec, TrainingSpec
+from memtail.specification import DatasetSpec, ModelSpec, TrainingSpec
 from memtail.training.datasets import Dataset, load_dataset
 from memtail.training.recipe import augment, lr_factor
 from memtail.training.trainer import Trainer, TrainingError, resolve_device

@@ -12,7 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from memtail.store.outcomes import HeldOutPredictions
-from memtail.store.results import InfluencePair, MemorizedExample
+from memtail.store.pairs import InfluencePair
+from memtail.store.results import MemorizedExample
 from memtail.views import figures, gallery
 
 #: The smallest caption, in pixels on the page, that reads without zooming.

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from memtail.store.experiments import create_experiment
-from memtail.store.results import count_high_influence_pairs, high_influence_pairs
+from memtail.store.pairs import count_high_influence_pairs, high_influence_pairs
 from memtail.views.summary import print_summary
 from memtail.work import estimator
 from tests.helpers import run_all_trials, store_planted, tiny_examples, tiny_spec

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.stats import bits
-from memtail.stats.influence import influence_pairs
+from memtail.stats.influence import PairRule, influence_pairs
 from memtail.stats.memorization import MemCounts
 from memtail.stats.memorization import memorization as memorization_estimate
 from memtail.store import estimate_runs as run_store
@@ -60,10 +60,9 @@ def test_estimate_matches_the_estimator_on_stored_outcomes(engine: Engine) -> No
     pairs = influence_pairs(
         outcomes.masks,
         outcomes.test_correct,
-        threshold=0.1,
+        PairRule(threshold=0.1, same_class=True),
         train_labels=train_labels,
         test_labels=test_labels,
-        same_class=True,
     )
     stored = _table(engine, influence, "train_index, test_index")
     assert len(pairs) > 0 and len(stored) == len(pairs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy.engine import Engine
 
-from memtail.spec import ExperimentKind
+from memtail.specification import ExperimentKind
 from memtail.store import artifacts
 from memtail.store.artifacts import ArtifactCorrupt, complete
 from memtail.store.engine import transaction

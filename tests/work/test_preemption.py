@@ -13,14 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.config import Settings
-from memtail.spec import load_spec
+from memtail.specification import load_spec
 from memtail.store import trials
 from memtail.store.experiments import ExampleSet, Experiment, create_experiment
 from memtail.store.tables import artifacts, trial_outcomes
 from memtail.store.tables import trials as trials_table
 from memtail.training.datasets import load_dataset
 from memtail.work import preemption
-from memtail.work.report import Handled
+from memtail.work.handled import Handled
 from memtail.work.runner import TrialRunner
 from tests.faults.faultinject.faultcluster import spec_toml
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.config import Settings
-from memtail.spec import load_spec
+from memtail.specification import load_spec
 from memtail.status import TrialStatus
 from memtail.store import lifecycle
 from memtail.store.engine import make_engine

@@ -13,13 +13,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.analyses.findings import gather
-from memtail.spec import SpecError, StoppingSpec, spec_from_dict
+from memtail.specification import SpecError, StoppingSpec, spec_from_dict
 from memtail.stats import stopping as stats_stopping
+from memtail.stats.influence import influence_dense
 from memtail.status import ExperimentStatus
 from memtail.store import lifecycle
 from memtail.store.experiments import create_experiment, get_experiment
+from memtail.store.outcomes import load_outcomes
 from memtail.store.progress import progress
-from memtail.store.tables import memorization
+from memtail.store.tables import influence, memorization
 from memtail.views.pages import experiment_page
 from memtail.views.text import format_progress
 from memtail.work import estimator
@@ -56,9 +58,25 @@ def test_unmet_rules_add_the_next_batch_until_the_cap(engine: Engine) -> None:
     assert "stopped: max_trials (50) reached" in text
     # The stored intervals are at the last look's spent confidence, not the spec's 95%.
     sizes = stats_stopping.look_sizes(20, 1.5, 50)
-    assert state.stopping["confidence"] == pytest.approx(
-        stats_stopping.spent_confidence(0.95, 4, sizes)
-    )
+    spent = stats_stopping.spent_confidence(0.95, 4, sizes)
+    assert state.stopping["confidence"] == pytest.approx(spent)
+    # The pairs' intervals too: Newcombe's at the spent level, wider than at 95%.
+    outcomes = load_outcomes(engine, exp)
+    for confidence, width in ((spent, 1.0), (0.95, -1.0)):
+        ref = influence_dense(outcomes.masks, outcomes.test_correct, confidence)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    influence.c.train_index, influence.c.test_index, influence.c.ci_low
+                ).where(influence.c.experiment_id == exp.id)
+            ).all()
+        assert rows, "with 50 random trials, some pairs pass by chance"
+        low = np.array([r.ci_low for r in rows])
+        expected = np.array([ref.ci_low[r.train_index, r.test_index] for r in rows])
+        if width > 0:
+            np.testing.assert_allclose(low, expected, rtol=1e-9, atol=1e-12)
+        else:
+            assert (low < expected).any() and (low <= expected + 1e-12).all()
 
 
 def test_met_rules_complete_the_experiment_with_the_reason(engine: Engine) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from memtail.spec import DatasetSpec
+from memtail.specification import DatasetSpec
 from memtail.training.datasets.arrays import load_npz
 from memtail.training.datasets.base import Dataset, DatasetError
 from memtail.training.datasets.images import load_digits, load_imagefolder, load_torchvision

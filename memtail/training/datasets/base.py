@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from memtail.spec import MAX_SEED, DatasetSpec
+from memtail.specification import MAX_SEED, DatasetSpec
 
 #: Class labels are indexes 0..C-1 with C at most this: a trial's output layer has C units.
 MAX_CLASSES = 100_000

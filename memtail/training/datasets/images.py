@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memtail.spec import DatasetSpec
+from memtail.specification import DatasetSpec
 from memtail.training.datasets.base import (
     MAX_VALUES,
     Dataset,

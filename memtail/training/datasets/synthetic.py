@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memtail.spec import DatasetSpec
+from memtail.specification import DatasetSpec
 from memtail.training.datasets.base import (
     MAX_CLASSES,
     Dataset,

@@ -10,7 +10,7 @@ numpy's; and the trial's own generator, which draws each epoch's order and the
 augmentation), and, in the middle of an epoch, that epoch's order, the batches done and
 the loss summed so far. Resuming from it on the same device type gives the stored outcome
 that the uninterrupted run would have given, bit for bit on the CPU
-(``tests/training/test_checkpoint.py``).
+(``tests/training/test_snapshot.py``).
 
 ``encode`` and ``decode`` turn a state into bytes and back with ``torch.save`` and
 ``torch.load(weights_only=True)``, which loads tensors and plain containers only, never
@@ -27,6 +27,7 @@ import copy
 import io
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -36,7 +37,16 @@ from torch import nn
 
 from memtail.training.misfit import misfit
 
-__all__ = ["Checkpointing", "Preempted", "TrainingState", "capture", "decode", "encode", "restore"]
+__all__ = [
+    "Checkpointing",
+    "Preempted",
+    "Saver",
+    "TrainingState",
+    "capture",
+    "decode",
+    "encode",
+    "restore",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +128,41 @@ class Checkpointing:
                 self.owner, state.epoch + 1, state.step, why,
             )  # fmt: skip
         return None
+
+
+class Saver:
+    """Saves a running training's state when its ``Checkpointing`` says: before a step
+    once ``stop`` is true (then raises ``Preempted``), and after each epoch that is due
+    by ``every_epochs`` or ``every_seconds``. ``carried``: the training seconds a resumed
+    state brought in, so that every saved state counts all the work behind it."""
+
+    def __init__(self, policy: Checkpointing, parts: Parts, carried: float) -> None:
+        self.policy, self.parts, self.carried = policy, parts, carried
+        self.started = self.last_save = time.perf_counter()
+
+    def seconds(self) -> float:
+        """Training seconds behind the state now, earlier attempts' included."""
+        return self.carried + time.perf_counter() - self.started
+
+    def before_step(
+        self, epoch: int, batch: int, step: int, epoch_order: tuple[torch.Tensor, torch.Tensor]
+    ) -> None:
+        """Before batch ``batch`` of epoch ``epoch`` (counted from 1): save and stop if
+        asked to."""
+        if self.policy.stop():
+            state = capture(self.parts, (epoch - 1, batch, step), epoch_order, self.seconds())
+            self.policy.save(state)
+            raise Preempted(state)
+
+    def after_epoch(self, epoch: int, step: int) -> None:
+        """After epoch ``epoch`` (not the last: the trial is graded and stored then)."""
+        policy, now = self.policy, time.perf_counter()
+        due = (policy.every_epochs and epoch % policy.every_epochs == 0) or (
+            policy.every_seconds and now - self.last_save >= policy.every_seconds
+        )
+        if due:
+            policy.save(capture(self.parts, (epoch, 0, step), None, self.seconds()))
+            self.last_save = time.perf_counter()
 
 
 def capture(

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from memtail.spec import ModelSpec, TrainingSpec
-from memtail.training.checkpoint import Checkpointing, Preempted, TrainingState, decode, encode
+from memtail.specification import ModelSpec, TrainingSpec
 from memtail.training.datasets import Dataset
+from memtail.training.snapshot import Checkpointing, Preempted, TrainingState, decode, encode
 from memtail.training.trainer import Trainer
 
 # Dropout-free networks still draw initialization, order and augmentation from the streams;

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from memtail.stats.pair_rule import PairRule
+
 
 class SpecError(ValueError):
     """An invalid spec field; the message names the field and how to fix it."""
@@ -76,6 +78,18 @@ class EstimateSpec:
     #: "bh" (Benjamini-Hochberg) or "by" (Benjamini-Yekutieli: any dependence, ~ln N
     #: times stricter).
     fdr_method: str = "bh"
+
+    def pair_rule(self, confidence: float | None = None, q_values: bool = True) -> PairRule:
+        """The influence scan's rule for these settings (``confidence``: a stopping rule's
+        spent level instead of the plain one)."""
+        return PairRule(
+            threshold=self.infl_threshold,
+            same_class=self.same_class,
+            confidence=self.confidence if confidence is None else confidence,
+            fdr=self.fdr,
+            fdr_method=self.fdr_method,  # type: ignore[arg-type]  # checked by the rules
+            q_values=q_values,
+        )
 
 
 @dataclass(frozen=True)

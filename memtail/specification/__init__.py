@@ -1,15 +1,15 @@
 """Experiment specs: what to train, on what data, with which recipe, and how many trials.
 
-A spec is a TOML file (the bundled ones are in ``memtail/specs/``) or the same fields as
-CLI flags (``reading``). It is validated once, at ``memtail experiment create``, so that
-every mistake is reported as a one-line error naming the field and the fix before
-anything is written (``rules``; dataset and model names and options by
+A spec is a TOML file (the bundled ones are in ``memtail/specification/bundled/``) or the
+same fields as CLI flags (``reading``). It is validated once, at ``memtail experiment
+create``, so that every mistake is reported as a one-line error naming the field and the
+fix before anything is written (``rules``; dataset and model names and options by
 ``memtail.training.registry``). The canonical JSON of a spec (``fields``) is stored with
 its experiment; its hash decides whether re-creating an experiment is a no-op or a name
 clash.
 """
 
-from memtail.spec.fields import (
+from memtail.specification.fields import (
     AUTO_CHECKPOINT_SECONDS,
     OPTIMIZERS,
     SCHEDULES,
@@ -24,8 +24,8 @@ from memtail.spec.fields import (
     TrainingSpec,
     checkpoint_interval,
 )
-from memtail.spec.reading import bundled_specs, load_spec, spec_from_dict
-from memtail.spec.rules import MAX_SEED, MAX_TRIALS, NAME_PATTERN, validate
+from memtail.specification.reading import bundled_specs, load_spec, spec_from_dict
+from memtail.specification.rules import MAX_SEED, MAX_TRIALS, NAME_PATTERN, validate
 
 __all__ = [
     "AUTO_CHECKPOINT_SECONDS",

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from memtail.spec.fields import (
+from memtail.specification.fields import (
     OPTIMIZERS,
     SCHEDULES,
     ExperimentKind,

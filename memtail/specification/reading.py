@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from memtail.spec.fields import (
+from memtail.specification.fields import (
     DatasetSpec,
     EstimateSpec,
     ExperimentSpec,
@@ -18,10 +18,10 @@ from memtail.spec.fields import (
     StoppingSpec,
     TrainingSpec,
 )
-from memtail.spec.rules import validate
+from memtail.specification.rules import validate
 
 # The package that holds the bundled specs (package data, so an installed wheel has them).
-_BUNDLED = "memtail.specs"
+_BUNDLED = "memtail.specification.bundled"
 
 _SECTIONS = {
     "dataset": DatasetSpec,
@@ -34,7 +34,7 @@ _SECTIONS = {
 
 
 def bundled_specs() -> list[str]:
-    """Names of the specs that ship with memtail (``memtail/specs/NAME.toml``)."""
+    """Names of the specs that ship with memtail (``memtail/specification/bundled/NAME.toml``)."""
     return sorted(
         entry.name.removesuffix(".toml")
         for entry in resources.files(_BUNDLED).iterdir()
@@ -80,7 +80,7 @@ def spec_from_dict(
 ) -> ExperimentSpec:
     """Build and validate a spec from parsed TOML (or JSON as stored in the database).
 
-    ``check=False`` skips the rules (``memtail.spec.rules``): a spec read back from the
+    ``check=False`` skips the rules (``memtail.specification.rules``): a spec read back from the
     database was checked when its experiment was created, and must stay readable when the
     rules have tightened since (an older name, a grown number of trials).
 

@@ -1,6 +1,6 @@
-"""Reading the influence estimates back in aggregate: the paper's pairs table, and the
-distribution of influence, from the ``high_influence_pairs`` view, the ``influence``
-table and the latest estimator run."""
+"""Reading the influence estimates back: the high-influence pairs (the paper's rule, in the
+``high_influence_pairs`` view), the paper's pairs table, and the distribution of influence
+over every pair stored, in one read-only transaction per call."""
 
 from __future__ import annotations
 
@@ -11,8 +11,59 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.store.engine import transaction
-from memtail.store.results import PAIRS_VIEW, latest_run
-from memtail.store.tables import influence
+from memtail.store.results import latest_run
+from memtail.store.tables import PAIRS_VIEW, influence
+
+
+@dataclass(frozen=True)
+class InfluencePair:
+    """One row of the ``high_influence_pairs`` view: the paper's rule, per experiment."""
+
+    train_index: int
+    test_index: int
+    train_label: int
+    test_label: int
+    mem: float
+    infl: float
+    infl_ci_low: float
+    infl_ci_high: float
+    #: BH q-value over every pair examined; None for estimates made before q-values.
+    q_value: float | None
+
+
+def high_influence_pairs(
+    engine: Engine, experiment_id: int, limit: int = 50
+) -> list[InfluencePair]:
+    """The strongest pairs of the ``high_influence_pairs`` view, by influence."""
+    v = PAIRS_VIEW.c
+    with transaction(engine, readonly=True) as conn:
+        rows = conn.execute(
+            sa.select(
+                v.train_index,
+                v.test_index,
+                v.train_label,
+                v.test_label,
+                v.mem,
+                v.infl,
+                v.infl_ci_low,
+                v.infl_ci_high,
+                v.q_value,
+            )
+            .where(v.experiment_id == experiment_id)
+            .order_by(v.infl.desc(), v.train_index, v.test_index)
+            .limit(limit)
+        ).all()
+    return [InfluencePair(*row) for row in rows]
+
+
+def count_high_influence_pairs(engine: Engine, experiment_id: int) -> int:
+    v = PAIRS_VIEW.c
+    with transaction(engine, readonly=True) as conn:
+        return conn.execute(
+            sa.select(sa.func.count())
+            .select_from(PAIRS_VIEW)
+            .where(v.experiment_id == experiment_id)
+        ).scalar_one()
 
 
 @dataclass(frozen=True)

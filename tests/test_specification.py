@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from memtail.spec import ExperimentSpec, SpecError, bundled_specs, load_spec, spec_from_dict
+from memtail.specification import (
+    ExperimentSpec,
+    SpecError,
+    bundled_specs,
+    load_spec,
+    spec_from_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +24,7 @@ SHIPPED = ["digits-cnn", "digits-mlp"]
 def test_shipped_specs_are_valid() -> None:
     # Named, not globbed: specs that moved or vanished fail here instead of passing over
     # an empty folder.
-    folder = ROOT / "memtail" / "specs"
+    folder = ROOT / "memtail" / "specification" / "bundled"
     assert sorted(p.stem for p in folder.glob("*.toml")) == SHIPPED
     assert bundled_specs() == SHIPPED
     for name in SHIPPED:
@@ -28,14 +34,14 @@ def test_shipped_specs_are_valid() -> None:
 
 
 def test_round_trip_through_json() -> None:
-    spec = load_spec(ROOT / "memtail" / "specs" / "digits-mlp.toml")
+    spec = load_spec(ROOT / "memtail" / "specification" / "bundled" / "digits-mlp.toml")
     assert spec_from_dict(spec.to_json()) == spec
     assert spec_from_dict(spec.to_json()).spec_hash() == spec.spec_hash()
 
 
 def test_overrides_apply_to_dotted_fields() -> None:
     spec = load_spec(
-        ROOT / "memtail" / "specs" / "digits-mlp.toml",
+        ROOT / "memtail" / "specification" / "bundled" / "digits-mlp.toml",
         {"trials": 5, "training.epochs": 3, "model.width": 16, "dataset.test_fraction": 0.5},
     )
     assert (spec.trials, spec.training.epochs, spec.model.width) == (5, 3, 16)
@@ -101,7 +107,9 @@ def test_subset_size_must_leave_examples_out() -> None:
 
 
 def test_bundled_specs_load_by_name_and_a_file_wins(tmp_path: Path, monkeypatch) -> None:
-    assert load_spec("digits-mlp") == load_spec(ROOT / "memtail" / "specs" / "digits-mlp.toml")
+    assert load_spec("digits-mlp") == load_spec(
+        ROOT / "memtail" / "specification" / "bundled" / "digits-mlp.toml"
+    )
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits-mlp").write_text('name = "mine"\n')
     assert load_spec("digits-mlp").name == "mine"
@@ -137,7 +145,7 @@ def test_false_discovery_fields_round_trip_and_others_keep_their_hash() -> None:
 
 
 def test_checkpoint_intervals_read_as_epochs_or_minutes() -> None:
-    from memtail.spec import checkpoint_interval
+    from memtail.specification import checkpoint_interval
 
     assert checkpoint_interval("auto") == (0, 600.0)
     assert checkpoint_interval("off") == checkpoint_interval("0") == (0, 0.0)

@@ -30,10 +30,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from harness import ADMIN_URL, scratch_database  # noqa: E402
 
+from memtail.records import ExampleSet  # noqa: E402
 from memtail.specification import DatasetSpec, ExperimentSpec  # noqa: E402
 from memtail.store import artifacts, migrate  # noqa: E402
 from memtail.store.engine import Engine, make_engine  # noqa: E402
-from memtail.store.experiments import ExampleSet, create_experiment  # noqa: E402
+from memtail.store.experiments import create_experiment  # noqa: E402
 
 MB = 2**20
 

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from memtail.records import ExampleSet
 from memtail.specification import (  # noqa: E402
     AUTO_CHECKPOINT_SECONDS,
     ModelSpec,
@@ -38,7 +39,7 @@ from memtail.specification import (  # noqa: E402
 )
 from memtail.store import checkpoints, migrate  # noqa: E402
 from memtail.store.engine import make_engine  # noqa: E402
-from memtail.store.experiments import ExampleSet, create_experiment  # noqa: E402
+from memtail.store.experiments import create_experiment  # noqa: E402
 from memtail.store.trials import claim_next  # noqa: E402
 from memtail.training.datasets import Dataset  # noqa: E402
 from memtail.training.snapshot import Checkpointing, Preempted, encode  # noqa: E402

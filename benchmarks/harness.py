@@ -132,11 +132,12 @@ def store_trials(url: str, rows: TrialRows, *, seed: int, name: str, margins: bo
     """
     import sqlalchemy as sa
 
+    from memtail.records import ExampleSet
     from memtail.specification import DatasetSpec, ExperimentSpec
     from memtail.stats import bits
     from memtail.store import trials
     from memtail.store.engine import make_engine
-    from memtail.store.experiments import ExampleSet, create_experiment
+    from memtail.store.experiments import create_experiment
     from memtail.store.tables import trials as trials_table
 
     engine = make_engine(url)

@@ -227,7 +227,8 @@ def _print_trials(rows: list) -> None:
 
 def per_operation(database_url: str, repeats: int = 200) -> dict[str, float]:
     """Milliseconds per claim, heartbeat, store and dispatch against PostgreSQL."""
-    from memtail.store.experiments import ExampleSet, create_experiment
+    from memtail.records import ExampleSet
+    from memtail.store.experiments import create_experiment
 
     engine = make_engine(database_url)
     spec = load_spec(SPEC, {"trials": repeats, "name": "ops"})

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from memtail.records import ExampleSet, Experiment
 from memtail.specification import DatasetSpec, EstimateSpec, ExperimentSpec, ModelSpec, load_spec
 from memtail.stats.outcomes import TrialOutcome
 from memtail.store import trials
-from memtail.store.experiments import CreateResult, ExampleSet, Experiment, create_experiment
+from memtail.store.experiments import CreateResult, create_experiment
 
 
 def tiny_spec(name: str = "tiny", trials_: int = 12, **estimate: object) -> ExperimentSpec:
@@ -88,7 +89,7 @@ def trained_experiment(engine: Engine, tmp_path: Path, name: str, n_trials: int)
     path.write_text(spec_toml(name, n_trials))
     spec = load_spec(path)
     data = load_dataset(spec.dataset, tmp_path)
-    return create_experiment(engine, spec, ExampleSet.from_dataset(data)).experiment
+    return create_experiment(engine, spec, data.example_set()).experiment
 
 
 PLANTED_SIZES = N_TRAIN, N_TEST, MEMORIZED = 40, 30, 8

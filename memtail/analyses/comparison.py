@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memtail.records import Experiment
 from memtail.stats.consistency import Agreement, agreement, estimate_from_rows, halves
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment, labels
+from memtail.store.experiments import labels
 from memtail.store.outcomes import load_outcomes
 from memtail.store.results import estimate_arrays
 

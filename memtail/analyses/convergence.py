@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memtail.records import Experiment
 from memtail.stats.intervals import worst_case_half_width
 from memtail.stats.memorization import MemCounts, memorization
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment
 from memtail.store.outcomes import load_outcomes
 
 

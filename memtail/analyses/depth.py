@@ -20,17 +20,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from memtail.analyses.comparison import compare_experiments
+from memtail.records import Experiment
 from memtail.specification import ExperimentKind, ProbeSpec, SpecError
 from memtail.stats.consistency import Agreement
 from memtail.store import lifecycle
 from memtail.store.engine import Engine
-from memtail.store.experiments import (
-    Experiment,
-    create_experiment,
-    example_set,
-    find_experiment,
-    spec_digest,
-)
+from memtail.store.experiments import create_experiment, example_set, find_experiment, spec_digest
 from memtail.store.progress import feature_accuracy, progress
 
 

@@ -19,8 +19,8 @@ from memtail.analyses.comparison import Comparison, ComparisonError, compare_exp
 from memtail.analyses.convergence import Convergence, convergence
 from memtail.analyses.depth import Depth, DepthError, depth_report
 from memtail.analyses.removal import ArmReport, RemovalError, utility_report
+from memtail.records import Experiment
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment
 from memtail.store.outcomes import HeldOutPredictions, held_out_predictions
 from memtail.store.pairs import (
     InfluencePair,

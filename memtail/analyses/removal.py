@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from memtail.records import Experiment
 from memtail.specification import ExperimentKind, SpecError
 from memtail.stats.utility import ARMS, MeanInterval, arm_subsets, mean_interval
 from memtail.store.engine import Engine
 from memtail.store.experiments import (
-    Experiment,
     ExperimentNotFound,
     create_experiment,
     example_set,

@@ -22,8 +22,8 @@ from memtail.cli.arguments import (
 
 if TYPE_CHECKING:
     from memtail.config import Settings
+    from memtail.records import Experiment
     from memtail.store.engine import Engine
-    from memtail.store.experiments import Experiment
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from memtail.store.experiments import Experiment
+    from memtail.records import Experiment
     from memtail.views.report import ImageLoader
 
 

@@ -12,7 +12,7 @@ from memtail.cli.arguments import UsageError, open_engine, settings_from
 from memtail.specification import ExperimentKind
 
 if TYPE_CHECKING:
-    from memtail.store.experiments import Experiment
+    from memtail.records import Experiment
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -17,8 +17,8 @@ from memtail.cli.arguments import (
 )
 
 if TYPE_CHECKING:
+    from memtail.records import Experiment
     from memtail.store.engine import Engine
-    from memtail.store.experiments import Experiment
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import Claim
 from memtail.store import statements
 from memtail.store.artifacts import (
     Artifact,
@@ -30,7 +31,7 @@ from memtail.store.artifacts import (
 )
 from memtail.store.engine import transaction
 from memtail.store.tables import trials
-from memtail.store.trials import Claim, LeaseLost
+from memtail.store.trials import LeaseLost
 
 __all__ = ["delete", "names", "save"]
 

@@ -7,15 +7,14 @@ their packed subsets) in one transaction: either the whole experiment exists or 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from memtail.records import FEATURE_TRIAL, ExampleSet, Experiment
 from memtail.specification import ExperimentKind, ExperimentSpec, SpecError, spec_from_dict
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
@@ -23,79 +22,29 @@ from memtail.status import ExperimentStatus
 from memtail.store.engine import describe_database, transaction
 from memtail.store.tables import examples, experiments, trials
 
-#: A probe experiment's trial 0: its source's network on the full training set, whose
-#: features the other trials' linear classifiers train on.
-FEATURE_TRIAL = 0
-
 
 class ExperimentNotFound(LookupError):
     pass
 
 
-@dataclass(frozen=True)
-class Experiment:
-    id: int
-    name: str
-    kind: ExperimentKind
-    status: ExperimentStatus
-    created_at: datetime
-    spec: ExperimentSpec
-    spec_hash: str
-    n_train: int
-    n_test: int
-    subset_size: int
-    target_trials: int
-    seed: int
-    #: Why its stopping rules ended it (None: no rules, or not stopped by them yet).
-    stop_reason: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Any) -> Experiment:
-        return cls(
-            id=row.id,
-            name=row.name,
-            kind=ExperimentKind(row.kind),
-            status=ExperimentStatus(row.status),
-            created_at=row.created_at,
-            spec=spec_from_dict(row.spec, check=False),
-            spec_hash=row.spec_hash,
-            n_train=row.n_train,
-            n_test=row.n_test,
-            subset_size=row.subset_size,
-            target_trials=row.target_trials,
-            seed=row.seed,
-            stop_reason=row.stop_reason,
-        )
-
-
-@dataclass(frozen=True)
-class ExampleSet:
-    """What the database keeps of a dataset: labels and provenance per example."""
-
-    train_labels: np.ndarray
-    test_labels: np.ndarray
-    train_sources: Sequence[str] | None = None
-    test_sources: Sequence[str] | None = None
-    train_attributes: Sequence[dict[str, Any]] | None = None
-
-    @classmethod
-    def from_dataset(cls, dataset: Any) -> ExampleSet:
-        """What to keep of a loaded ``memtail.training.datasets.Dataset`` (labels, provenance)."""
-        return cls(
-            train_labels=dataset.y_train.numpy(),
-            test_labels=dataset.y_test.numpy(),
-            train_sources=dataset.train_sources,
-            test_sources=dataset.test_sources,
-            train_attributes=dataset.train_attributes,
-        )
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train_labels)
-
-    @property
-    def n_test(self) -> int:
-        return len(self.test_labels)
+def _experiment(row: Any) -> Experiment:
+    """An ``experiments`` row as its record (the stored spec is trusted: it was checked
+    when the experiment was created)."""
+    return Experiment(
+        id=row.id,
+        name=row.name,
+        kind=ExperimentKind(row.kind),
+        status=ExperimentStatus(row.status),
+        created_at=row.created_at,
+        spec=spec_from_dict(row.spec, check=False),
+        spec_hash=row.spec_hash,
+        n_train=row.n_train,
+        n_test=row.n_test,
+        subset_size=row.subset_size,
+        target_trials=row.target_trials,
+        seed=row.seed,
+        stop_reason=row.stop_reason,
+    )
 
 
 @dataclass(frozen=True)
@@ -134,7 +83,7 @@ def create_experiment(
             row = conn.execute(
                 sa.select(experiments).where(experiments.c.id == experiment_id)
             ).one()
-            return CreateResult(Experiment.from_row(row), created=True)
+            return CreateResult(_experiment(row), created=True)
     except sa.exc.IntegrityError:
         # A concurrent create of the same name won the race; report against its row.
         with transaction(engine, readonly=True) as conn:
@@ -265,7 +214,7 @@ def trial_rows(
 
 def _by_name(conn: Connection, name: str) -> Experiment | None:
     row = conn.execute(sa.select(experiments).where(experiments.c.name == name)).one_or_none()
-    return None if row is None else Experiment.from_row(row)
+    return None if row is None else _experiment(row)
 
 
 def find_experiment(engine: Engine, name: str) -> Experiment | None:
@@ -286,13 +235,13 @@ def get_experiment(engine: Engine, name_or_id: str | int) -> Experiment:
             f"no experiment {name_or_id!r} in {where}; `memtail experiment list` shows the "
             "existing ones"
         )
-    return Experiment.from_row(row)
+    return _experiment(row)
 
 
 def list_experiments(engine: Engine) -> list[Experiment]:
     with transaction(engine, readonly=True) as conn:
         rows = conn.execute(sa.select(experiments).order_by(experiments.c.id)).all()
-    return [Experiment.from_row(row) for row in rows]
+    return [_experiment(row) for row in rows]
 
 
 def active_experiment_ids(engine: Engine) -> list[int]:

@@ -15,17 +15,12 @@ from dataclasses import replace
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import Experiment
 from memtail.specification import MAX_TRIALS, ExperimentKind, SpecError
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store.artifacts import delete_experiment_artifacts
 from memtail.store.engine import transaction
-from memtail.store.experiments import (
-    Experiment,
-    first_subset,
-    get_experiment,
-    spec_digest,
-    trial_rows,
-)
+from memtail.store.experiments import first_subset, get_experiment, spec_digest, trial_rows
 from memtail.store.tables import (
     estimate_runs,
     estimator_locks,

@@ -10,11 +10,12 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import Experiment
 from memtail.stats import bits
 from memtail.stats.bits import TrialBits
 from memtail.stats.outcomes import TrialOutcomes
 from memtail.store.engine import transaction
-from memtail.store.experiments import Experiment, labels
+from memtail.store.experiments import labels
 from memtail.store.tables import trial_outcomes, trials
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import FEATURE_TRIAL, Experiment
 from memtail.specification import ExperimentKind
 from memtail.status import EstimateRunStatus, TrialStatus
 from memtail.store.engine import as_utc, db_now_plus, transaction
-from memtail.store.experiments import FEATURE_TRIAL, Experiment
 from memtail.store.tables import PAIRS_VIEW, estimate_runs, memorization, trials
 
 #: The live rate's window: long enough to hold several trials of minutes each.

@@ -15,9 +15,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import Experiment
 from memtail.status import EstimateRunStatus
 from memtail.store.engine import transaction
-from memtail.store.experiments import Experiment, labels
+from memtail.store.experiments import labels
 from memtail.store.tables import PAIRS_VIEW, estimate_runs, examples, memorization
 
 

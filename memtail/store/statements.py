@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from memtail.records import FEATURE_TRIAL
 from memtail.specification import ExperimentKind
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store.engine import db_now_plus
-from memtail.store.experiments import FEATURE_TRIAL
 from memtail.store.tables import experiments, trial_outcomes, trials
 
 #: Bound parameters: trial_id, attempt (the claim being fenced).

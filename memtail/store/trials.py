@@ -30,6 +30,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import FEATURE_TRIAL, Claim
 from memtail.specification import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
@@ -37,25 +38,11 @@ from memtail.status import TrialStatus
 from memtail.store import statements
 from memtail.store.artifacts import Staged, complete
 from memtail.store.engine import db_now_plus, is_postgres, one_statement, transaction
-from memtail.store.experiments import FEATURE_TRIAL
 from memtail.store.tables import experiments, trials
 
 
 class LeaseLost(RuntimeError):
     """This worker's claim is no longer current: the trial was reaped or re-claimed."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A worker's hold on one attempt of one trial."""
-
-    trial_id: int
-    experiment_id: int
-    trial_index: int
-    seed: int
-    subset: bytes
-    attempt: int
-    worker: str
 
 
 def claim(engine: Engine, trial_id: int, worker: str, lease_seconds: float) -> Claim | None:

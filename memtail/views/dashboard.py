@@ -27,9 +27,10 @@ from flask import Flask, Response, abort, jsonify, render_template, request, url
 
 import memtail
 from memtail.analyses.findings import gather
+from memtail.records import Experiment
 from memtail.status import TrialStatus
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment, find_experiment, list_experiments
+from memtail.store.experiments import find_experiment, list_experiments
 from memtail.store.progress import Progress, progress
 from memtail.store.workers import worker_states
 from memtail.views.pages import ExperimentPage, experiment_page

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memtail.records import Experiment
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment
 from memtail.store.results import estimate_arrays
 
 TABLE_FORMATS = ("csv", "parquet")

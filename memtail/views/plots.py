@@ -20,9 +20,9 @@ from matplotlib.figure import Figure
 
 from memtail.analyses.depth import Depth
 from memtail.analyses.removal import ArmReport
+from memtail.records import Experiment
 from memtail.stats.consistency import Agreement
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment
 from memtail.store.outcomes import held_out_predictions
 from memtail.store.pairs import high_influence_pairs
 from memtail.store.results import (

@@ -22,8 +22,8 @@ import jinja2
 
 import memtail
 from memtail.analyses.findings import gather_all
+from memtail.records import Experiment
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment
 from memtail.views import studies
 from memtail.views.pages import experiment_page
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from memtail.analyses.depth import Depth
 from memtail.analyses.removal import ArmReport
+from memtail.records import Experiment
 from memtail.specification import ExperimentKind
 from memtail.stats.consistency import Agreement
 from memtail.stats.intervals import trials_for_half_width, worst_case_half_width
 from memtail.stats.utility import MeanInterval
 from memtail.status import TrialStatus
-from memtail.store.experiments import Experiment
 from memtail.store.pairs import InfluencePair
 from memtail.store.progress import Progress
 from memtail.store.results import MemorizedExample

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from memtail.records import Experiment
 from memtail.stats import kernels
 from memtail.stats.influence import influence_pairs
 from memtail.stats.memorization import memorization
@@ -21,7 +22,7 @@ from memtail.stats.outcomes import TrialOutcomes
 from memtail.status import ExperimentStatus
 from memtail.store import estimate_runs, lifecycle
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment, get_experiment, labels
+from memtail.store.experiments import get_experiment, labels
 from memtail.store.outcomes import load_outcomes
 from memtail.work import stopping
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from memtail.records import Experiment
 from memtail.store.artifacts import Staged, read_artifact, stage_artifact
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment
 
 #: The artifact's name.
 FEATURES = "features"

@@ -6,6 +6,7 @@ import logging
 import threading
 
 from memtail.config import Settings
+from memtail.records import Claim
 from memtail.store import trials
 from memtail.store.engine import DatabaseError, Engine
 
@@ -20,7 +21,7 @@ class Heartbeat:
     (reaped and re-claimed elsewhere) training stops instead of wasting the device.
     """
 
-    def __init__(self, engine: Engine, claim: trials.Claim, settings: Settings) -> None:
+    def __init__(self, engine: Engine, claim: Claim, settings: Settings) -> None:
         self._engine = engine
         self._claim = claim
         self._settings = settings

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from memtail.records import Experiment
 from memtail.specification import ExperimentSpec
 from memtail.store import lifecycle
 from memtail.store.engine import Engine
-from memtail.store.experiments import (
-    ExampleSet,
-    Experiment,
-    create_experiment,
-    find_experiment,
-    spec_digest,
-)
+from memtail.store.experiments import create_experiment, find_experiment, spec_digest
 from memtail.training.datasets import Dataset, load_dataset
 from memtail.training.registry import check_model
 
@@ -56,5 +51,5 @@ def launch(
             return Launch(existing, "resuming")
     dataset = load_dataset(spec.dataset, data_root, download=download)
     check_model(spec, dataset)
-    result = create_experiment(engine, spec, ExampleSet.from_dataset(dataset))
+    result = create_experiment(engine, spec, dataset.example_set())
     return Launch(result.experiment, "created" if result.created else "resuming", dataset)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from memtail.config import Settings
+from memtail.records import Claim
 from memtail.store import trials
 from memtail.store.engine import Engine, with_retries
 from memtail.store.experiments import active_experiment_ids
@@ -76,7 +77,7 @@ def pull(
 
 def _claim(
     engine: Engine, settings: Settings, name: str, experiments: list[int] | None
-) -> trials.Claim | None:
+) -> Claim | None:
     """The lowest pending trial of the first served experiment that has one."""
     active = active_experiment_ids(engine)
     served = active if experiments is None else [e for e in experiments if e in active]

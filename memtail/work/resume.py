@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from memtail.records import Claim, Experiment
 from memtail.specification import checkpoint_interval
 from memtail.store import checkpoints
 from memtail.store.artifacts import ArtifactCorrupt, ArtifactMissing, read_artifact
 from memtail.store.engine import Engine, with_retries
-from memtail.store.experiments import Experiment
-from memtail.store.trials import Claim
 from memtail.training.snapshot import Checkpointing, TrainingState, decode, encode
 from memtail.work import preemption
 

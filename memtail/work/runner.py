@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from memtail.config import Settings
+from memtail.records import FEATURE_TRIAL, Claim, Experiment
 from memtail.specification import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
@@ -25,7 +26,7 @@ from memtail.status import TrialStatus
 from memtail.store import checkpoints, trials
 from memtail.store.artifacts import Staged, discard
 from memtail.store.engine import DatabaseError, Engine, with_retries
-from memtail.store.experiments import FEATURE_TRIAL, Experiment, get_experiment
+from memtail.store.experiments import get_experiment
 from memtail.work import preemption
 from memtail.work.features import load_features, stage_features
 from memtail.work.handled import Handled, TrialReport
@@ -96,7 +97,7 @@ class TrialRunner:
             self._probe = (experiment.id, probe)
         return self._probe[1]
 
-    def _fit(self, claim: trials.Claim, beat: Heartbeat) -> tuple[TrialOutcome, Staged | None]:
+    def _fit(self, claim: Claim, beat: Heartbeat) -> tuple[TrialOutcome, Staged | None]:
         """Train the claimed trial; a probe's feature trial also stages its features.
 
         A network's training resumes from the trial's latest checkpoint and saves new
@@ -142,7 +143,7 @@ class TrialRunner:
         )
         return outcome, staged
 
-    def _claim(self, trial_id: int) -> trials.Claim | None:
+    def _claim(self, trial_id: int) -> Claim | None:
         return with_retries(
             lambda: trials.claim(self._engine, trial_id, self._worker, self._settings.lease_seconds)
         )
@@ -151,7 +152,7 @@ class TrialRunner:
         """Run one message's trial and nothing more (a chain with no budget)."""
         return self.run_chain(trial_id, budget_seconds=0)[0]
 
-    def run_claimed(self, claim: trials.Claim) -> TrialReport:
+    def run_claimed(self, claim: Claim) -> TrialReport:
         """Train a claimed trial and store its outcome before returning."""
         return self._train(claim)[0].result()
 
@@ -203,7 +204,7 @@ class TrialRunner:
             reports.append(in_flight.result())
         return reports
 
-    def _train(self, claim: trials.Claim) -> tuple[Future[TrialReport], bool]:
+    def _train(self, claim: Claim) -> tuple[Future[TrialReport], bool]:
         """Train on this thread; the store (or the failure record) runs on the writer.
 
         Returns the report to come and whether training itself succeeded.
@@ -242,7 +243,7 @@ class TrialRunner:
         )
         return store, True
 
-    def _hand_back(self, claim: trials.Claim, beat: Heartbeat, why: str) -> TrialReport:
+    def _hand_back(self, claim: Claim, beat: Heartbeat, why: str) -> TrialReport:
         """The worker was told to stop: its trial's state is saved; back to pending."""
         beat.stop()
         status = with_retries(
@@ -257,7 +258,7 @@ class TrialRunner:
 
     def _store(
         self,
-        claim: trials.Claim,
+        claim: Claim,
         beat: Heartbeat,
         outcome: TrialOutcome,
         n_train: int,
@@ -291,7 +292,7 @@ class TrialRunner:
             test_accuracy=outcome.test_accuracy,
         )
 
-    def _drop_checkpoints(self, claim: trials.Claim) -> None:
+    def _drop_checkpoints(self, claim: Claim) -> None:
         # Best effort: the trial succeeded, so nothing will resume from them; what a
         # failed delete leaves goes with the experiment.
         try:
@@ -312,9 +313,7 @@ class TrialRunner:
             except DatabaseError as error:
                 log.warning("could not discard features artifact %s: %s", features.id, error)
 
-    def _record_failure(
-        self, claim: trials.Claim, beat: Heartbeat, error: BaseException
-    ) -> TrialReport:
+    def _record_failure(self, claim: Claim, beat: Heartbeat, error: BaseException) -> TrialReport:
         beat.stop()
         message = f"{type(error).__name__}: {error}"
         log.warning("trial %s attempt %s failed: %s", claim.trial_id, claim.attempt, message)
@@ -332,7 +331,7 @@ class TrialRunner:
         return self._executor
 
 
-def _report(claim: trials.Claim, status: Handled, **fields: object) -> TrialReport:
+def _report(claim: Claim, status: Handled, **fields: object) -> TrialReport:
     return TrialReport(
         claim.trial_id,
         status,

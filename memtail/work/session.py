@@ -25,10 +25,11 @@ from types import TracebackType
 from tqdm import tqdm
 
 from memtail.config import Settings
+from memtail.records import Experiment
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store import artifacts, trials
 from memtail.store.engine import Engine
-from memtail.store.experiments import Experiment, get_experiment
+from memtail.store.experiments import get_experiment
 from memtail.store.progress import progress
 from memtail.work import preemption
 from memtail.work.estimator import estimate_experiment

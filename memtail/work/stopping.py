@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from memtail.records import Experiment
 from memtail.stats import stopping
 from memtail.stats.consistency import agreement, estimate_from_rows, halves
 from memtail.stats.difference import Estimate
 from memtail.stats.outcomes import TrialOutcomes
-from memtail.store.experiments import Experiment
 
 #: Fewer trials than this make split halves meaningless; pairs_stable is then unmet.
 MIN_SPLIT_TRIALS = 8

@@ -18,8 +18,9 @@ from memtail.analyses.comparison import (
     half_estimate,
     split_half,
 )
+from memtail.records import Experiment
 from memtail.specification import ModelSpec
-from memtail.store.experiments import Experiment, create_experiment, labels
+from memtail.store.experiments import create_experiment, labels
 from memtail.work import estimator as estimates
 from tests.helpers import PLANTED_SIZES, planted, tiny_examples, tiny_spec
 

@@ -18,10 +18,11 @@ from sqlalchemy.engine import Engine
 
 from memtail.analyses.depth import DepthError, create_probe, depth_report
 from memtail.config import Settings
+from memtail.records import Experiment
 from memtail.specification import ExperimentKind, ProbeSpec, SpecError
 from memtail.store import trials
 from memtail.store.artifacts import find_artifact
-from memtail.store.experiments import Experiment, get_experiment
+from memtail.store.experiments import get_experiment
 from memtail.store.results import estimate_arrays
 from memtail.store.tables import trial_outcomes
 from memtail.store.tables import trials as trials_table

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 import torch
 from sqlalchemy.engine import Engine
 
+from memtail.records import Claim, Experiment
 from memtail.stats.outcomes import TrialOutcome
 from memtail.store import checkpoints, trials
-from memtail.store.experiments import Experiment
 from memtail.store.tables import artifact_chunks, artifacts, trial_outcomes
 from memtail.store.tables import trials as trials_table
 from memtail.training.snapshot import Checkpointing, TrainingState, decode, encode
@@ -52,7 +52,7 @@ def _names(engine: Engine) -> dict[str, str]:
         return {name: status for name, status in rows}
 
 
-def _claim(engine: Engine, experiment_id: int) -> trials.Claim:
+def _claim(engine: Engine, experiment_id: int) -> Claim:
     claim = trials.claim_next(engine, experiment_id, "w", 60)
     assert claim is not None
     return claim
@@ -165,7 +165,7 @@ WHY = {
 
 def _trained_states(
     engine: Engine, tmp_path: Path
-) -> tuple[Experiment, trials.Claim, list[TrainingState], TrialOutcome]:
+) -> tuple[Experiment, Claim, list[TrainingState], TrialOutcome]:
     """A one-trial experiment claimed once, and its trial trained here as a worker trains
     it: the state after each epoch, and the outcome."""
     from memtail.stats import bits
@@ -209,7 +209,7 @@ def _as_text(engine: Engine, name: str) -> None:
 
 
 def _run_trial(
-    engine: Engine, tmp_path: Path, claim: trials.Claim, caplog: pytest.LogCaptureFixture
+    engine: Engine, tmp_path: Path, claim: Claim, caplog: pytest.LogCaptureFixture
 ) -> sa.Row:
     """Hand the planting claim back (no failed attempt), let a worker's runner take the
     trial, and read its row."""

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.cli.main import main
+from memtail.records import Claim
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store import lifecycle, trials
 from memtail.store.engine import db_now_plus
@@ -36,7 +37,7 @@ def _expire(engine: Engine, trial_id: int) -> None:
         )
 
 
-def _claim(engine: Engine, experiment_id: int, worker: str = "w") -> trials.Claim:
+def _claim(engine: Engine, experiment_id: int, worker: str = "w") -> Claim:
     claim = trials.claim_next(engine, experiment_id, worker, 60)
     assert claim is not None
     return claim
@@ -85,7 +86,7 @@ def test_lost_too_often_fails_with_the_reason(engine: Engine) -> None:
     assert trials.claim(engine, claim.trial_id, "w", 60) is None
 
 
-def _failed_for_good(engine: Engine, experiment_id: int) -> trials.Claim:
+def _failed_for_good(engine: Engine, experiment_id: int) -> Claim:
     for _ in range(2):
         claim = _claim(engine, experiment_id)
         assert trials.fail(engine, claim, "CUDA out of memory", max_attempts=2) is not None

@@ -17,13 +17,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import FEATURE_TRIAL, Experiment
 from memtail.specification import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import TrialStatus
 from memtail.store import dispatch, lifecycle, trials
 from memtail.store.artifacts import find_artifact, stage_artifact
-from memtail.store.experiments import FEATURE_TRIAL, Experiment, create_experiment
+from memtail.store.experiments import create_experiment
 from memtail.store.outcomes import load_outcomes
 from memtail.store.progress import feature_accuracy, progress
 from memtail.store.tables import trial_outcomes

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.records import Claim
 from memtail.specification import SpecError
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
@@ -234,7 +235,7 @@ def test_single_statements_survive_a_dropped_connection_with_one_retry(pg_engine
         admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
     attempts: list[int] = []
 
-    def claim() -> trials.Claim | None:
+    def claim() -> Claim | None:
         attempts.append(1)
         return trials.claim_next(pg_engine, exp.id, "w", 60)
 

@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.config import Settings
+from memtail.records import Experiment
 from memtail.specification import load_spec
 from memtail.store import trials
-from memtail.store.experiments import ExampleSet, Experiment, create_experiment
+from memtail.store.experiments import create_experiment
 from memtail.store.tables import artifacts, trial_outcomes
 from memtail.store.tables import trials as trials_table
 from memtail.training.datasets import load_dataset
@@ -31,7 +32,7 @@ def _experiment(engine: Engine, tmp_path: Path, name: str) -> Experiment:
     path.write_text(spec_toml(name, 1, epochs=5) + 'checkpoint_every = "1"\n')
     spec = load_spec(path)
     data = load_dataset(spec.dataset, tmp_path)
-    return create_experiment(engine, spec, ExampleSet.from_dataset(data)).experiment
+    return create_experiment(engine, spec, data.example_set()).experiment
 
 
 def _runner(engine: Engine, db_url: str, **settings: object) -> TrialRunner:

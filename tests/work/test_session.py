@@ -13,11 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.config import Settings
+from memtail.records import Experiment
 from memtail.specification import load_spec
 from memtail.status import TrialStatus
 from memtail.store import lifecycle
 from memtail.store.engine import make_engine
-from memtail.store.experiments import ExampleSet, Experiment, create_experiment, get_experiment
+from memtail.store.experiments import create_experiment, get_experiment
 from memtail.store.tables import trials
 from memtail.training.datasets import load_dataset
 from memtail.work.session import LocalSession
@@ -31,7 +32,7 @@ def _experiment(engine: Engine, tmp_path: Path, name: str, k: int) -> Experiment
     path.write_text(spec_toml(name, k, epochs=2))
     spec = load_spec(path)
     data = load_dataset(spec.dataset, tmp_path)
-    return create_experiment(engine, spec, ExampleSet.from_dataset(data)).experiment
+    return create_experiment(engine, spec, data.example_set()).experiment
 
 
 def _workers(engine: Engine, experiment: Experiment) -> set[str]:

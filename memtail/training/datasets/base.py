@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from memtail.records import ExampleSet
 from memtail.specification import MAX_SEED, DatasetSpec
 
 #: Class labels are indexes 0..C-1 with C at most this: a trial's output layer has C units.
@@ -53,6 +54,16 @@ class Dataset:
     test_sources: list[str] | None = None
     train_attributes: list[dict[str, Any]] | None = None
     test_attributes: list[dict[str, Any]] | None = None
+
+    def example_set(self) -> ExampleSet:
+        """What the database keeps of it: labels and provenance per example."""
+        return ExampleSet(
+            train_labels=self.y_train.numpy(),
+            test_labels=self.y_test.numpy(),
+            train_sources=self.train_sources,
+            test_sources=self.test_sources,
+            train_attributes=self.train_attributes,
+        )
 
     def __post_init__(self) -> None:
         # Loaders are ours, so a violation here is a bug rather than a user error.

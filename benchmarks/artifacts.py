@@ -32,7 +32,7 @@ from harness import ADMIN_URL, scratch_database  # noqa: E402
 
 from memtail.records import ExampleSet  # noqa: E402
 from memtail.specification import DatasetSpec, ExperimentSpec  # noqa: E402
-from memtail.store import artifacts, migrate  # noqa: E402
+from memtail.store import artifacts, migrate, retrieval  # noqa: E402
 from memtail.store.engine import Engine, make_engine  # noqa: E402
 from memtail.store.experiments import create_experiment  # noqa: E402
 
@@ -57,7 +57,7 @@ def _measure(engine: Engine, owner: int, mb: int, folder: Path | None) -> tuple[
     written = artifacts.write_artifact(engine, owner, "bench", _parts(block, mb), folder=folder)
     wrote = time.perf_counter() - started
     started = time.perf_counter()
-    size = sum(len(c) for c in artifacts.read_artifact(engine, owner, "bench", folder=folder))
+    size = sum(len(c) for c in retrieval.read_artifact(engine, owner, "bench", folder=folder))
     read = time.perf_counter() - started
     assert size == written.size == mb * MB
     return mb / wrote, mb / read

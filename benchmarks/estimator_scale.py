@@ -15,9 +15,10 @@ Measured, each stage in its own subprocess so that peak memory (ru_maxrss) is it
   the reference estimator on a sample of train rows (every planted one plus random ones):
   ``influence_dense`` (all stats) and ``influence_pairs(backend="numpy")`` (also
   p-values); and ``memtail.stats.hypergeom.upper_tail`` against scipy on sampled (n_in, S).
-* paired: the times. memtail's pipeline and the GEMM alternate ``--repeat`` times (3)
-  in one process, so that both see the machine's other load alike; medians and ratio.
-* pg (with ``--pg URL``): stores k trials in a scratch database through memtail.store.trials
+* paired: the times. memtail's pipeline, the same pipeline without false-discovery
+  q-values, and the GEMM alternate ``--repeat`` times (3) in one process, so that all see
+  the machine's other load alike; medians and ratios (q-values' cost: <= 1.5x).
+* pg (with ``--pg URL``): stores k trials in a scratch database through memtail.store.outcomes
   (not timed), then times ``memtail.store.outcomes.load_outcomes`` (PostgreSQL to TrialBits).
 
 Run from the repository root (the full size needs ~4 GB for the GEMM stage, minutes):
@@ -74,8 +75,9 @@ def _gemm(m: np.ndarray, t: np.ndarray) -> float:
     return seconds
 
 
-def _memtail(rows: TrialRows, threshold: float) -> tuple:
-    """The timed pipeline: rows -> TrialBits -> memorization and influence pairs."""
+def _memtail(rows: TrialRows, threshold: float, q_values: bool = True) -> tuple:
+    """The timed pipeline: rows -> TrialBits -> memorization and influence pairs (with
+    false-discovery q-values, as the estimator stores them, unless ``q_values`` is off)."""
     t0 = time.perf_counter()
     m = TrialBits.from_rows(rows.masks, rows.n_train, what="subset")
     c = TrialBits.from_rows(rows.train_correct, rows.n_train, what="train_correct")
@@ -83,7 +85,7 @@ def _memtail(rows: TrialRows, threshold: float) -> tuple:
     t1 = time.perf_counter()
     mem = memorization(MemCounts(m.n_trials, m.counts(), m.and_counts(c), c.counts()))
     t2 = time.perf_counter()
-    pairs = influence_pairs(m, t, PairRule(threshold=threshold))
+    pairs = influence_pairs(m, t, PairRule(threshold=threshold, q_values=q_values))
     t3 = time.perf_counter()
     return (t3 - t0, t1 - t0, t2 - t1, t3 - t2), (m, t, mem, pairs)
 
@@ -98,17 +100,22 @@ def stage_paired(args: argparse.Namespace) -> dict:
     rows = _data(args)
     m, t = _float32(rows)
     _warm_up()
-    memtail_s, gemm_s = [], []
+    memtail_s, bare_s, gemm_s = [], [], []
     for _ in range(args.repeat):
         memtail_s.append(_memtail(rows, args.threshold)[0][0])
+        bare_s.append(_memtail(rows, args.threshold, q_values=False)[0][0])
         gemm_s.append(_gemm(m, t))
     return {
         "memtail_s": memtail_s,
+        "without_q_values_s": bare_s,
         "gemm_s": gemm_s,
         "memtail_median_s": statistics.median(memtail_s),
+        "without_q_values_median_s": statistics.median(bare_s),
         "gemm_median_s": statistics.median(gemm_s),
         "ratio": statistics.median(memtail_s) / statistics.median(gemm_s),
         "ratios": [a / b for a, b in zip(memtail_s, gemm_s, strict=True)],
+        "q_ratio": statistics.median(memtail_s) / statistics.median(bare_s),
+        "q_ratios": [a / b for a, b in zip(memtail_s, bare_s, strict=True)],
     }
 
 
@@ -119,11 +126,15 @@ def _warm_up() -> float:
     small = rng.random((70, 9)) < 0.5
     rows = np.packbits(small, axis=1, bitorder="little")
     TrialBits.from_rows(rows, 9, compiled=True)
-    from memtail.stats import hypergeom
+    from memtail.stats import hypergeom, kernels
 
     hypergeom.upper_tail(np.array([3]), np.array([5]), np.array([6]), 10, compiled=True)
     bits_ = TrialBits.from_bool(small)
     influence_pairs(bits_, bits_, PairRule(threshold=0.1), backend="numba")
+    # The tally's walk runs only past scipy's share of distinct p-values: compile it here.
+    one, zero = np.array([3]), np.array([0])
+    walk = kernels.compiled(required=True).run_walk
+    walk(one, one + 2, one + 3, zero, zero, np.ones(1), 10, np.zeros(11), np.empty(1))
     return time.perf_counter() - start
 
 
@@ -322,7 +333,9 @@ def main() -> None:
         f"(median of {args.repeat}, alternating with the GEMM), peak RSS "
         f"{mt['peak_rss_mb']:.0f} MiB (before the clock: {mt['rss_before_mb']:.0f} MiB)\n"
         f"identical to the reference on {mt['sampled_rows']} sampled train rows: "
-        f"{mt['identical_to_influence_dense'] and mt['identical_to_numpy_path']}"
+        f"{mt['identical_to_influence_dense'] and mt['identical_to_numpy_path']}\n"
+        f"the same pipeline without q-values: {paired['without_q_values_median_s']:.2f} s; "
+        f"with them / without: {paired['q_ratio']:.2f}x (the goal: <= 1.5)"
     )
     print(f"ratio memtail / GEMM: {paired['ratio']:.3f}")
 

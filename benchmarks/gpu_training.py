@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memtail.specification import ModelSpec, TrainingSpec  # noqa: E402
 from memtail.training.datasets import Dataset  # noqa: E402
+from memtail.training.device import resolve_device  # noqa: E402
 from memtail.training.networks import build_model  # noqa: E402
-from memtail.training.trainer import Trainer, resolve_device  # noqa: E402
+from memtail.training.trainer import Trainer  # noqa: E402
 
 
 def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> Dataset:

@@ -125,7 +125,7 @@ def scratch_database(admin_url: str) -> Iterator[str]:
 
 def store_trials(url: str, rows: TrialRows, *, seed: int, name: str, margins: bool = False):
     """Create an experiment whose subsets are ``rows.masks`` and store every trial's
-    outcomes through memtail.store.trials (claim, then store), as workers do.
+    outcomes through memtail.store (trials.claim, then outcomes.store), as workers do.
 
     Returns (engine, experiment). ``rows`` must come from ``generate(seed=seed)``: the
     experiment derives its subsets from the same seed, and this checks they agree.
@@ -135,7 +135,7 @@ def store_trials(url: str, rows: TrialRows, *, seed: int, name: str, margins: bo
     from memtail.records import ExampleSet
     from memtail.specification import DatasetSpec, ExperimentSpec
     from memtail.stats import bits
-    from memtail.store import trials
+    from memtail.store import outcomes, trials
     from memtail.store.engine import make_engine
     from memtail.store.experiments import create_experiment
     from memtail.store.tables import trials as trials_table
@@ -171,7 +171,7 @@ def store_trials(url: str, rows: TrialRows, *, seed: int, name: str, margins: bo
             train_margin=rng.normal(size=rows.n_train).astype(np.float16) if margins else None,
             test_margin=rng.normal(size=rows.n_test).astype(np.float16) if margins else None,
         )
-        trials.store(engine, claim, outcome, rows.n_train, rows.n_test)
+        outcomes.store(engine, claim, outcome, rows.n_train, rows.n_test)
     return engine, experiment
 
 

@@ -2,8 +2,9 @@
 
 Creates scratch databases (dropped at the end), migrates them, creates an experiment of
 50,000 train and 10,000 test examples with k trials (``memtail.store.experiments``), then
-claims and stores every trial's outcomes through ``memtail.store.trials`` as workers do
-(synthetic correctness from ``harness.generate``; margins, when on, random float16).
+claims every trial (``memtail.store.trials``) and stores its outcomes
+(``memtail.store.outcomes``) as workers do (synthetic correctness from
+``harness.generate``; margins, when on, random float16).
 Reported per trial: ``pg_total_relation_size`` of ``trials`` + ``trial_outcomes`` (heap,
 TOAST and indexes) divided by k, as the workers left it and after ``VACUUM FULL``, with a
 breakdown and the raw payload bytes, for the schema as migrated (migration 0003 keeps

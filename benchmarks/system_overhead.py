@@ -59,7 +59,7 @@ from harness import (  # noqa: E402
 
 from memtail.specification import load_spec  # noqa: E402
 from memtail.stats.subsets import subset_mask, training_seed  # noqa: E402
-from memtail.store import trials  # noqa: E402
+from memtail.store import outcomes, trials  # noqa: E402
 from memtail.store.engine import make_engine  # noqa: E402
 from memtail.work.coordinator import dispatch  # noqa: E402
 
@@ -251,7 +251,7 @@ def per_operation(database_url: str, repeats: int = 200) -> dict[str, float]:
         trials.heartbeat(engine, claim, 60)
         timings["heartbeat"] += time.perf_counter() - t
         t = time.perf_counter()
-        trials.store(engine, claim, outcome, 1347, 450)
+        outcomes.store(engine, claim, outcome, 1347, 450)
         timings["store"] += time.perf_counter() - t
     engine.dispose()
     result = {k: 1000 * v / repeats for k, v in timings.items()}

@@ -194,7 +194,7 @@ def estimate() -> int:
 
 @app.task(name=REAP, ignore_result=True)
 def reap() -> int:
-    from memtail.store.trials import reap as reap_trials
+    from memtail.store.reaper import reap as reap_trials
 
     settings: Settings = app.conf.memtail_settings
     result = reap_trials(_child().engine, settings.max_lost, settings.lease_seconds)

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from memtail.records import ExampleSet, Experiment
 from memtail.specification import DatasetSpec, EstimateSpec, ExperimentSpec, ModelSpec, load_spec
 from memtail.stats.outcomes import TrialOutcome
-from memtail.store import trials
+from memtail.store import outcomes, trials
 from memtail.store.experiments import CreateResult, create_experiment
 
 
@@ -77,7 +77,7 @@ def run_all_trials(
     for trial_id in ids:
         claim = trials.claim(engine, trial_id, "test-worker", 60)
         assert claim is not None
-        trials.store(engine, claim, random_outcome(rng, n_train, n_test), n_train, n_test)
+        outcomes.store(engine, claim, random_outcome(rng, n_train, n_test), n_train, n_test)
 
 
 def trained_experiment(engine: Engine, tmp_path: Path, name: str, n_trials: int) -> Experiment:
@@ -145,4 +145,4 @@ def store_planted(engine: Engine, experiment: Experiment, seed: int = 0) -> None
         test = rng.random(N_TEST) < 0.6
         test[influenced] = member[0] & (rng.random(influenced.size) < 0.95)
         outcome = TrialOutcome(train, test, float(train.mean()), float(test.mean()))
-        trials.store(engine, claim, outcome, n_train, N_TEST)
+        outcomes.store(engine, claim, outcome, n_train, N_TEST)

@@ -81,9 +81,9 @@ def cmd_removal(args: argparse.Namespace) -> int:
     from memtail.analyses.removal import create_removal
     from memtail.store.experiments import get_experiment
 
-    if args.run:  # its plot: refused before any arm is created or trained
-        output_folder(args.out)
     settings = settings_from(args)
+    if args.run:  # refused before any arm is created or trained
+        _can_train_here(settings, args.out)
     engine = open_engine(settings)
     source = get_experiment(engine, args.source)
     arms = create_removal(engine, source, args.trials_per_arm, args.mem_threshold, args.seed)
@@ -107,7 +107,7 @@ def cmd_removal(args: argparse.Namespace) -> int:
 def cmd_utility(args: argparse.Namespace) -> int:
     from memtail.analyses.removal import utility_report
     from memtail.store.experiments import get_experiment
-    from memtail.views.records import arm_record, render
+    from memtail.views.rows import arm_record, render
     from memtail.views.text import format_utility
 
     out = output_folder(args.out)
@@ -131,9 +131,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from memtail.analyses.depth import create_probe
     from memtail.store.experiments import get_experiment
 
-    if args.run:  # its figure: refused before the probe is created or trained
-        output_folder(args.out)
     settings = settings_from(args)
+    if args.run:  # refused before the probe is created or trained
+        _can_train_here(settings, args.out)
     engine = open_engine(settings)
     source = get_experiment(engine, args.source)
     probe = create_probe(engine, source, args.trials or source.spec.trials)
@@ -151,6 +151,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if not _train_here(settings, engine, [probe], args.workers):
         return 0
     return cmd_depth(argparse.Namespace(**{**vars(args), "name": source.name}))
+
+
+def _can_train_here(settings: Settings, out: str) -> None:
+    """Refuse ``--run`` where its trials could not train or be estimated (a GPU asked for
+    on a host without one, an artifact folder nothing can be written to) or its figure
+    could not be written: created first, every trial would fail its attempts instead."""
+    from memtail.work import preflight
+
+    output_folder(out)
+    preflight.check(settings)
 
 
 def _train_here(

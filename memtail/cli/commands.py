@@ -1,6 +1,6 @@
 """The commands that make and run experiments: db, experiment, estimate, coordinator, run.
 
-The parser lives in ``memtail.cli.parser``; user mistakes propagate as typed errors that
+The grammar lives in ``memtail.cli.grammar``; user mistakes propagate as typed errors that
 ``memtail.cli.main`` turns into one line and exit status 2. Heavy modules (torch,
 matplotlib, Celery) are imported inside each command, after its arguments are checked,
 so ``memtail --help`` and a mistake's one line stay fast (tests/cli/test_import_late.py).

@@ -78,7 +78,7 @@ def _set_paused(args: argparse.Namespace, *, paused: bool) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from memtail.store import lifecycle, trials
+    from memtail.store import lifecycle, reaper
     from memtail.store.experiments import get_experiment
 
     settings = settings_from(args)
@@ -87,7 +87,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     requeued = lifecycle.retry_failed(engine, exp)
     line = f"re-queued {requeued} failed trial{'' if requeued == 1 else 's'} of {exp.name!r}"
     if not args.failed:
-        freed = trials.reap(engine, settings.max_lost, experiment_id=exp.id)
+        freed = reaper.reap(engine, settings.max_lost, experiment_id=exp.id)
         line += f"; freed {freed.requeued} expired lease{'' if freed.requeued == 1 else 's'}"
         if freed.failed:
             line += f" ({freed.failed} failed for good, see `memtail status`)"

@@ -4,7 +4,7 @@ User mistakes (bad spec fields, missing datasets or databases, unknown experimen
 settings) become ``memtail: error: ...`` with exit status 2 and nothing written. Ctrl-C
 and SIGTERM end a command with one line saying what was kept, and exit status 130 (Ctrl-C)
 or 143 (SIGTERM), as a shell reports a process those signals ended. The
-grammar is ``memtail.cli.parser``; the commands are in ``commands`` (processes),
+grammar is ``memtail.cli.grammar``; the commands are in ``commands`` (processes),
 ``lifecycle`` (experiments), ``results`` and ``analyses``.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from memtail.cli.arguments import Interrupted, Terminated
-from memtail.cli.parser import build_parser
+from memtail.cli.grammar import build_parser
 
 # Where each kind of user mistake is defined. An error can only have been raised by a
 # module that is loaded, so the handler looks only at loaded modules: importing them all

@@ -25,7 +25,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from memtail.status import ExperimentStatus
     from memtail.store.experiments import get_experiment, list_experiments
     from memtail.store.progress import progress
-    from memtail.views.records import progress_record, render
+    from memtail.views.rows import progress_record, render
     from memtail.views.text import format_progress
 
     engine = open_engine(settings_from(args))
@@ -68,7 +68,7 @@ def _estimated(engine: Engine, name: str) -> Experiment:
 def cmd_top(args: argparse.Namespace) -> int:
     from memtail.store.progress import progress
     from memtail.store.results import top_memorized
-    from memtail.views.records import dataclass_records, render
+    from memtail.views.rows import dataclass_records, render
     from memtail.views.text import format_top, mem_confidence
 
     engine = open_engine(settings_from(args))
@@ -87,7 +87,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     from memtail.store.pairs import high_influence_pairs
     from memtail.store.progress import progress
     from memtail.store.results import latest_run
-    from memtail.views.records import dataclass_records, render
+    from memtail.views.rows import dataclass_records, render
     from memtail.views.text import format_pairs, pairs_count, trials_caveat
 
     engine = open_engine(settings_from(args))

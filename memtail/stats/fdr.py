@@ -22,6 +22,10 @@ pair only through (n_in, S_j, hits_in), so the scan hands over a histogram, the 
 p-values and how many pairs have each (``q_values_of_counts``). Among tied p-values BH's
 minimum over later ranks is reached at the tie's last rank, the cumulative count, so the
 procedure runs on the distinct values alone, one sort of those and no pair ever repeated.
+The distinct values still number millions at the paper's scale while only the reported
+pairs need q-values: ``q_values_within`` bins the values by their leading bits, bounds
+N p / rank over each bin from its edges and its cumulative count, and sorts only the bins
+whose bound could still decide a q-value at most the cutoff.
 
 Dependence: pairs that share a test example (or a train example) are not independent. BH
 controls the false-discovery rate under positive regression dependence (Benjamini &
@@ -30,7 +34,7 @@ get test example j right tend to get j' right, so the counts of (i, j) and (i, j
 together. Mask columns are negatively correlated, but only by 1/(n - 1) (subsets have a
 fixed size). For a guarantee under any dependence, method "by" (Benjamini-Yekutieli)
 multiplies every q by H_N = 1 + 1/2 + ... + 1/N (about 12 at 10^5 pairs, 21 at 5e8).
-The procedure itself is scipy's ``false_discovery_control``.
+``q_values`` runs scipy's ``false_discovery_control``; the others are tested against it.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["METHODS", "q_values", "q_values_of_counts"]
+__all__ = ["METHODS", "q_values", "q_values_of_counts", "q_values_within"]
 
 METHODS = ("bh", "by")
 Method = Literal["bh", "by"]
@@ -120,3 +124,77 @@ def q_values_of_counts(
     out = np.empty(p.size)
     out[order] = q
     return out
+
+
+# q_values_within's bins: a float64 shifted right by this many bits keeps its exponent and
+# 8 mantissa bits, 256 bins an octave (a bin's values differ by 0.27% at most); for p >= 0
+# the integer order of the bits is the order of the values.
+_BIN_SHIFT = 44
+
+
+def q_values_within(
+    p: np.ndarray,
+    counts: np.ndarray,
+    n_examined: int,
+    wanted: np.ndarray,
+    exact_below: float,
+    method: Method = "bh",
+) -> np.ndarray:
+    """``q_values_of_counts(p, counts, n_examined, method)[wanted]``, exactly where that is
+    at most ``exact_below`` and an upper bound of it elsewhere, without sorting every p.
+
+    q(p_r) = min over p >= p_r of N p / F(p), F(p) the pairs with a p-value <= p. Over a
+    bin b of values, N p / F(p) lies between N lo_b / F_b and N hi_b / F_b (its edges, F_b
+    the pairs up to its end). A bin is sorted, and its values' exact terms found, when it
+    holds a wanted value or its lower bound is below what the wanted values below it
+    already have (their best upper bound, or ``exact_below``). Any other bin's terms are
+    at least that, so they cannot lower a q-value that is at most ``exact_below``.
+    """
+    if method not in METHODS:
+        raise ValueError(f'method must be "bh" or "by"; got {method!r}')
+    p = np.asarray(p, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.int64)
+    wanted = np.asarray(wanted, dtype=np.intp)
+    if wanted.size == 0:
+        return np.ones(0)
+    if p.min() < 0 or counts.min() < 1 or counts.sum() > n_examined:
+        raise ValueError("p must be >= 0, counts positive and adding up to at most n_examined")
+    bits = p.view(np.int64) >> _BIN_SHIFT
+    first = int(bits.min())
+    b = bits - first
+    n_bins = int(b.max()) + 1
+    if n_bins > 4 * p.size + 2**20:  # values spread over more bins than they fill
+        return q_values_of_counts(p, counts, n_examined, method)[wanted]
+    scale = _harmonic(n_examined) if method == "by" else 1.0
+    through = np.cumsum(np.bincount(b, weights=counts, minlength=n_bins))  # F_b
+    edges = ((np.arange(n_bins + 1, dtype=np.int64) + first) << _BIN_SHIFT).view(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lower = np.where(through > 0, edges[:-1] * (n_examined / through) * scale, np.inf)
+        upper = np.where(through > 0, edges[1:] * (n_examined / through) * scale, np.inf)
+    upper[np.r_[True, through[1:] == through[:-1]]] = np.inf  # empty bins
+    # Best bound of each wanted value from the bins above its own, then what each bin must
+    # beat: the largest of those bounds (capped) over the wanted values below it.
+    after = np.r_[np.minimum.accumulate(upper[::-1])[::-1], np.inf]
+    w_bin = b[wanted]
+    bound = after[w_bin + 1]
+    beat = np.zeros(n_bins + 1)
+    np.maximum.at(beat, w_bin + 1, np.minimum(bound, exact_below))
+    beat = np.maximum.accumulate(beat)[:n_bins]
+    refine = lower < beat
+    refine[w_bin] = True
+    sel = np.flatnonzero(refine[b])
+    order = np.argsort(p[sel], kind="stable")
+    ps, cs, bs = p[sel][order], counts[sel][order], b[sel][order]
+    # F at each refined value: the pairs of earlier bins, then of this bin up to its last tie.
+    cum = np.cumsum(cs)
+    bin_start = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]])
+    before_bin = np.repeat(cum[bin_start] - cs[bin_start], np.diff(np.r_[bin_start, bs.size]))
+    prior = np.where(bs > 0, through[np.maximum(bs - 1, 0)], 0.0)
+    f = prior + (cum - before_bin)
+    f = f[np.searchsorted(ps, ps, side="right") - 1]
+    q = ps * (n_examined / f)
+    if method == "by":
+        q *= scale
+    q = np.minimum.accumulate(q[::-1])[::-1]
+    at = np.searchsorted(ps, p[wanted], side="left")
+    return np.minimum(1.0, np.minimum(q[at], bound))

@@ -256,12 +256,15 @@ def p_values(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.nd
     return tail(u_hits, rest // (k + 1), rest % (k + 1), k)[inverse]
 
 
-def run_tails(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
+def run_tails(
+    hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int, *, compiled: bool | None = None
+) -> np.ndarray:
     """``p_values`` of distinct (n_in, s, hits) sorted by (n_in, s), then hits: a tally's.
 
     A cell (n_in, s) holds a run of counts, and P(H >= h) = P(H >= h + 1) + P(H = h): so
     only the top count of each cell gets a tail sum, and the counts below add one pmf
-    term per step down, positive terms only (no cancellation). By scipy when few.
+    term per step down, positive terms only (no cancellation). By scipy when few;
+    ``compiled``: walk with the numba kernel (None: when installed).
     """
     hits, n_in, s = (np.asarray(x, dtype=np.int64) for x in (hits, n_in, s))
     if hits.size <= _SCIPY_MAX:
@@ -272,10 +275,16 @@ def run_tails(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.n
     start = np.flatnonzero(np.r_[True, (n_in[1:] != n_in[:-1]) | (s[1:] != s[:-1])])
     last = np.r_[start[1:], hits.size] - 1
     out = np.empty(hits.size)
-    tail = upper_tail(hits[last], n_in[last], s[last], k)
+    n, c = n_in[last], s[last]
+    tail = upper_tail(hits[last], n, c, k)
+    walk = (
+        kernels.compiled() if compiled is None else (kernels.compiled(True) if compiled else None)
+    )
+    if walk is not None:
+        walk.run_walk(hits, n, c, start, last, tail, k, log_fact, out)
+        return out
     out[last] = tail
     x, below, low = hits[last].copy(), last - 1, hits[start]
-    n, c = n_in[last], s[last]
     live = np.flatnonzero(x > low)
     while live.size:
         x[live] -= 1

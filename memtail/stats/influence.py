@@ -65,7 +65,8 @@ from memtail.stats.bits import TrialBits, trial_words
 from memtail.stats.difference import Estimate, difference, indicator, readonly
 from memtail.stats.intervals import z_for
 from memtail.stats.pair_rule import PairRule
-from memtail.stats.scan import Tally, dense, gemm_scan, kernel_scan
+from memtail.stats.scan import dense, gemm_scan, kernel_scan
+from memtail.stats.tally import Tally
 
 __all__ = ["InfluencePairs", "PairRule", "influence_dense", "influence_pairs"]
 
@@ -341,7 +342,7 @@ def _q_values(
 ) -> np.ndarray:
     """q-values of the reported pairs (their p-values, and ``pairs`` = their hits, n_in
     and S) over every examined pair with p <= cutoff: the reported ones and the scan's
-    tally of the rest, as one histogram of distinct p-values (``fdr.q_values_of_counts``);
+    tally of the rest, as one histogram of distinct p-values (``fdr.q_values_within``);
     ``cells`` = (distinct n_in values, distinct S values, k)."""
     hits, n_in, s = pairs
     u_n, u_s, k = cells
@@ -354,12 +355,14 @@ def _q_values(
     )
     p_pairs = p_value[first]
     mine = p_pairs <= cutoff
-    q_both = fdr_control.q_values_of_counts(
+    n_tally = int(small.sum())
+    q = np.ones(p_pairs.size)
+    q[mine] = fdr_control.q_values_within(
         np.concatenate([p_tally[small], p_pairs[mine]]),
         np.concatenate([t_count[small], count[mine]]),
         pairs_examined,
+        n_tally + np.arange(int(mine.sum())),
+        cutoff,
         method,
     )
-    q = np.ones(p_pairs.size)
-    q[mine] = q_both[int(small.sum()) :]
     return q[inverse]

@@ -1,7 +1,7 @@
 """Compiled (numba) kernels for bits packed along the trial axis; optional.
 
 Importing this module needs numba; callers fall back to numpy when it is missing, with
-identical results. Three kernels:
+identical results. Three kernels here, two more from ``numba_counts``:
 
 * ``threshold_pairs``: for train rows a and test columns of ``memtail.stats.bits.TrialBits``
   words, G[i, j] = sum over words of popcount(a[i] & b[j]) (the count matrix M^T T of
@@ -15,6 +15,8 @@ identical results. Three kernels:
   example-major trial words, by 8 x 8 bit-matrix transposes.
 * ``tail_walk``: the hypergeometric tail sums of ``memtail.stats.hypergeom.upper_tail``, one
   scalar loop per value, with the same float64 operations as its numpy loop.
+* ``fold_block``, ``table_counts`` and ``run_walk``, for false-discovery control, live in
+  ``numba_counts`` and are imported here, so that ``kernels.compiled()`` gives them all.
 
 ``threshold_pairs`` runs in parallel over tiles of train rows x blocks of test columns
 (numba's threading layer; with its omp layer, do not fork after a kernel has run).
@@ -29,6 +31,18 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from memtail.stats.numba_counts import fold_block, run_walk, table_counts
+
+__all__ = [
+    "compact",
+    "fold_block",
+    "run_walk",
+    "table_counts",
+    "tail_walk",
+    "threshold_pairs",
+    "transpose_rows",
+]
 
 # Micro-kernel: ROWS train rows against LANES test columns (two vectors of 8 int64
 # lanes, one column per lane), so that counts accumulate per pair with no horizontal sums.

@@ -4,8 +4,8 @@
 integer one, G[i, j] >= h_min[code(n_in(i)), code(S_j)], where G = M^T T counts the
 trials whose subset held train example i and whose model got test example j right.
 Two scans apply it to the pairs rows x cols, each returning the passing (i, j, G), after
-an optional per-block ``collect`` (``Tally``: folds pairs collected only for their p-values
-into counts, so that they cost memory per distinct count, not per pair):
+an optional per-block ``collect`` (``memtail.stats.tally.Tally``: folds pairs collected only
+for their p-values into counts, so that they cost memory per distinct count, not per pair):
 
 * ``gemm_scan`` (numpy): G block by block as a float GEMM of 0/1 matrices, then the
   comparison; memory is bounded by the block.
@@ -21,6 +21,7 @@ import numpy as np
 
 from memtail.stats import kernels
 from memtail.stats.bits import TrialBits
+from memtail.stats.tally import Tally
 
 # Byte budget for one block's count matrix (numpy) or pass buffers (kernel).
 _BLOCK_BYTES = 64 * 2**20
@@ -36,82 +37,6 @@ Collect = Callable[[np.ndarray, np.ndarray, np.ndarray], Found]
 
 def collect_all(i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
     return i, j, g
-
-
-class Tally:
-    """A scan's per-block ``collect``: pairs that pass the rule table ``h_min`` go on as they
-    are; the others (collected because their count reaches ``h_scan``, a small p-value)
-    are counted by their (code of n_in, code of S, G), the only things their p-values
-    depend on."""
-
-    def __init__(
-        self,
-        h_min: np.ndarray,
-        h_scan: np.ndarray,
-        n_codes: np.ndarray,
-        s_codes: np.ndarray,
-        k: int,
-    ):
-        self._h_min = h_min
-        self._h_min_flat = h_min.ravel()
-        self._h_scan_flat = h_scan.ravel().astype(np.int64)
-        self._n_codes, self._s_codes, self._k = n_codes, s_codes, k
-        # A tallied count lies in [h_scan, h_min) of its cell: this many values at most.
-        self._width = max(1, int((h_min.astype(np.int64) - h_scan).max(initial=0)))
-        self._keys: list[np.ndarray] = []
-        self._counts: list[np.ndarray] = []
-        self._size = self._merged = 0
-
-    def __call__(self, i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Found:
-        cell = self._n_codes[i].astype(np.int64) * self._h_min.shape[1] + self._s_codes[j]
-        passed = g >= self._h_min_flat[cell]
-        rest = ~passed
-        keys, counts = self._histogram(cell[rest], g[rest])
-        self._keys.append(keys)
-        self._counts.append(counts)
-        self._size += keys.size
-        if self._size > 4 * max(self._merged, 2**16):  # merge now and then: memory stays
-            self._merge()  # near the distinct counts, the time near linear
-        return i[passed], j[passed], g[passed]
-
-    def _histogram(self, cell: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct keys (cell, G), ascending, of one block's pairs, and their pairs."""
-        if cell.size == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        # The kernel's blocks hold rows of a few n_in values (it sorts rows by n_in), so
-        # (cell, G - h_scan) usually spans a small range: count it with a bincount, linear
-        # in the pairs, instead of sorting them.
-        lo = int(cell.min())
-        span = (int(cell.max()) - lo + 1) * self._width
-        if span > max(4 * cell.size, 2**20):
-            return np.unique(cell * (self._k + 1) + g, return_counts=True)
-        counts = np.bincount((cell - lo) * self._width + (g - self._h_scan_flat[cell]),
-                             minlength=span)  # fmt: skip
-        at = np.flatnonzero(counts)
-        cell_at = at // self._width + lo
-        g_at = self._h_scan_flat[cell_at] + at % self._width
-        return cell_at * (self._k + 1) + g_at, counts[at].astype(np.int64)
-
-    def _merge(self) -> None:
-        keys = np.concatenate(self._keys) if self._keys else np.zeros(0, dtype=np.int64)
-        counts = np.concatenate(self._counts) if self._counts else np.zeros(0, dtype=np.int64)
-        if keys.size and np.all(keys[1:] >= keys[:-1]):  # the kernel's blocks come in order
-            start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-            uniq, merged = keys[start], np.add.reduceat(counts, start)
-        else:
-            uniq, at = np.unique(keys, return_inverse=True)
-            merged = np.bincount(at, weights=counts).astype(np.int64)
-        self._keys, self._counts = [uniq], [merged]
-        self._size = self._merged = uniq.size
-
-    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(code of n_in, code of S, G, number of pairs) of every pair not passed on,
-        sorted by (code of n_in, code of S, G)."""
-        self._merge()
-        keys, counts = self._keys[0], self._counts[0]
-        g, cell = keys % (self._k + 1), keys // (self._k + 1)
-        width = self._h_min.shape[1]
-        return cell // width, cell % width, g, counts
 
 
 def dense(x: np.ndarray | TrialBits, index: np.ndarray | None = None) -> np.ndarray:
@@ -168,14 +93,17 @@ def kernel_scan(
     # Rows in order of n_in, so that a block needs the thresholds of few n_in values.
     rows = rows[np.argsort(n_codes[rows], kind="stable")]
     step = block_rows or max(1, _BLOCK_BYTES // (8 * n_cols))
-    size = -(-min(step, rows.size) // compiled.ROWS) * compiled.ROWS
+    # A Tally folds each block's buffers in one compiled pass when its table fits.
+    fold = isinstance(collect, Tally) and collect.codes_per_block() > 0
+    bounds = _row_blocks(n_codes[rows], step, collect.codes_per_block() if fold else 0)
+    size = -(-max(b - a for a, b in bounds) // compiled.ROWS) * compiled.ROWS if bounds else 0
     out_j = np.empty((size, n_cols), dtype=np.int32)
     out_g = np.empty((size, n_cols), dtype=np.int32)
     counts = np.zeros((size, -(-n_cols // compiled.COLS)), dtype=np.int64)
     a_words = np.zeros((size, m.words.shape[1]), dtype=np.int64)
     found = []
-    for a in range(0, rows.size, step):
-        r = rows[a : a + step]
+    for a, b in bounds:
+        r = rows[a:b]
         used = -(-r.size // compiled.ROWS) * compiled.ROWS
         a_words[: r.size] = m.words[r].view(np.int64)
         a_words[r.size : used] = 0
@@ -187,6 +115,27 @@ def kernel_scan(
         compiled.threshold_pairs(
             a_words[:used], a_code, bt, thr, out_j[:used], out_g[:used], counts[:used]
         )
-        li, jj, g = compiled.compact(out_j[:used], out_g[:used], counts[:used])
+        buffers = (out_j[:used], out_g[:used], counts[:used])
+        if fold:
+            assert isinstance(collect, Tally)
+            found.append(collect.fold(compiled, buffers, compiled.COLS, r, cols))
+            continue
+        li, jj, g = compiled.compact(*buffers)
         found.append(collect(r[li], cols[jj], g.astype(np.int64)))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))
+
+
+def _row_blocks(codes: np.ndarray, step: int, max_codes: int) -> list[tuple[int, int]]:
+    """Blocks [a, b) of rows sorted by n_in code: ``step`` rows at most and, if
+    ``max_codes``, codes spanning at most that many values, ending where a code does
+    unless one code fills the block (so that the tally's counts come in order)."""
+    bounds, a = [], 0
+    while a < codes.size:
+        b = min(a + step, codes.size)
+        if max_codes:
+            b = min(b, int(np.searchsorted(codes, codes[a] + max_codes, side="left")))
+            if b < codes.size and codes[b] == codes[b - 1] != codes[a]:
+                b = int(np.searchsorted(codes, codes[b - 1], side="left"))
+        bounds.append((a, b))
+        a = b
+    return bounds

@@ -1,5 +1,6 @@
-"""Reading trial outcomes back: every succeeded trial of an experiment, packed for the
-estimator; and what held-out models predicted for chosen train examples, for the report."""
+"""Trial outcomes: stored once per succeeded trial, fenced by its claim, and read back:
+every succeeded trial of an experiment, packed for the estimator; and what held-out models
+predicted for chosen train examples, for the report."""
 
 from __future__ import annotations
 
@@ -10,13 +11,112 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.records import Experiment
+from memtail.records import Claim, Experiment
 from memtail.stats import bits
 from memtail.stats.bits import TrialBits
-from memtail.stats.outcomes import TrialOutcomes
-from memtail.store.engine import transaction
+from memtail.stats.outcomes import TrialOutcome, TrialOutcomes
+from memtail.store import statements
+from memtail.store.artifacts import Staged, complete
+from memtail.store.engine import is_postgres, one_statement, transaction
 from memtail.store.experiments import labels
 from memtail.store.tables import trial_outcomes, trials
+from memtail.store.trials import LeaseLost, fence
+
+
+def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_test: int) -> None:
+    """Store outcomes and mark success atomically, fenced by the claim.
+
+    A payload of the wrong length is rejected before anything is written. If the claim is
+    stale, nothing is written and LeaseLost is raised: the current claimant's result is
+    the one that counts.
+    """
+    mark = {
+        **fence(claim),
+        "train_acc": float(outcome.train_accuracy),
+        "test_acc": float(outcome.test_accuracy),
+        "seconds": float(outcome.seconds),
+        "resumed_seconds": float(outcome.resumed_seconds) or None,
+    }
+    payload = {
+        "out_experiment_id": claim.experiment_id,
+        "out_attempt": claim.attempt,
+        "out_train_correct": _packed(outcome.train_correct, n_train, "train_correct"),
+        "out_test_correct": _packed(outcome.test_correct, n_test, "test_correct"),
+        "out_train_margin": _margins(outcome.train_margin, n_train, "train_margin"),
+        "out_test_margin": _margins(outcome.test_margin, n_test, "test_margin"),
+        "out_train_wrong_class": _wrong_classes(outcome),
+    }
+    if is_postgres(engine):
+        with one_statement(engine) as conn:
+            stored = conn.execute(statements.STORE, {**mark, **payload}).rowcount
+    else:
+        with transaction(engine) as conn:
+            stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
+            if stored == 1:
+                conn.execute(statements.INSERT_OUTCOME, {**payload, "out_trial_id": claim.trial_id})
+    if stored != 1:
+        raise LeaseLost(
+            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; result discarded"
+        )
+
+
+def store_features(engine: Engine, claim: Claim, outcome: TrialOutcome, features: Staged) -> None:
+    """Complete a probe's feature trial: mark it succeeded (with its model's accuracies)
+    and make its staged features artifact visible, in one transaction fenced by the claim.
+
+    The feature trial stores no ``trial_outcomes`` row: its model saw every example, and
+    an outcome of it would count as a subset trial in every estimate. If the claim is
+    stale, nothing is written and LeaseLost is raised (the caller discards the artifact).
+    """
+    mark = {
+        **fence(claim),
+        "train_acc": float(outcome.train_accuracy),
+        "test_acc": float(outcome.test_accuracy),
+        "seconds": float(outcome.seconds),
+        "resumed_seconds": float(outcome.resumed_seconds) or None,
+    }
+    with transaction(engine) as conn:
+        stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
+        if stored == 1:
+            complete(conn, features)
+    if stored != 1:
+        raise LeaseLost(
+            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; "
+            "features discarded"
+        )
+
+
+def _packed(flags: np.ndarray, n: int, what: str) -> bytes:
+    flags = np.asarray(flags)
+    if flags.shape != (n,):
+        raise bits.PayloadError(f"{what}: shape {flags.shape} but the experiment has {n}")
+    return bits.pack(flags)
+
+
+def _margins(values: np.ndarray | None, n: int, what: str) -> bytes | None:
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.shape != (n,):
+        raise bits.PayloadError(f"{what}: shape {values.shape} but the experiment has {n}")
+    return values.astype("<f2").tobytes()
+
+
+def _wrong_classes(outcome: TrialOutcome) -> bytes | None:
+    """The predicted classes of the misclassified train examples, one per zero bit."""
+    if outcome.train_wrong_class is None:
+        return None
+    classes = np.asarray(outcome.train_wrong_class)
+    wrong = int(np.count_nonzero(~np.asarray(outcome.train_correct, dtype=bool)))
+    if classes.shape != (wrong,):
+        raise bits.PayloadError(
+            f"train_wrong_class: {classes.size} classes for {wrong} misclassified examples"
+        )
+    if classes.size and classes.min() < 0:
+        raise bits.PayloadError("train_wrong_class: a negative class")
+    # Two bytes a class, four past 65,535 classes; a reader tells them apart by length.
+    wide = classes.size and classes.max() > np.iinfo(np.uint16).max
+    return classes.astype("<u4" if wide else "<u2").tobytes()
 
 
 def load_outcomes(engine: Engine, experiment: Experiment) -> TrialOutcomes:

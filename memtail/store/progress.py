@@ -27,9 +27,10 @@ RATE_WINDOW_SECONDS = 300.0
 class Progress:
     experiment: Experiment
     counts: dict[TrialStatus, int]
-    #: While trials remain: trials per minute over the last RATE_WINDOW_SECONDS (a stall
-    #: shows as a falling rate). Once all have ended: the run's average, from its first
-    #: stored trial's start to its last's end (0: too few to say).
+    #: While work goes on (a trial runs, or one was stored within the window): trials per
+    #: minute over the last RATE_WINDOW_SECONDS (a stall shows as a falling rate). Once
+    #: all have ended, or while none runs (paused, no worker): the run's average, from its
+    #: first stored trial's start to its last's end (0: too few to say).
     trials_per_minute: float
     last_estimate_at: datetime | None
     last_estimate_trials: int | None
@@ -56,7 +57,7 @@ class Progress:
     #: Claims lost to workers that died under a trial (killed, out of memory, a lease
     #: that expired): retried, and bounded apart from failures (MEMTAIL_MAX_LOST).
     lost: int = 0
-    #: ``trials_per_minute`` is the finished run's average, not a live rate.
+    #: ``trials_per_minute`` is the run's average (finished or idle), not a live rate.
     rate_is_average: bool = False
 
     @property
@@ -68,7 +69,8 @@ class Progress:
         remaining = self.experiment.target_trials - self.done
         if remaining <= 0:
             return 0.0
-        if self.trials_per_minute <= 0:
+        # An idle experiment's average says how fast it went, not when it will end.
+        if self.trials_per_minute <= 0 or self.rate_is_average:
             return None
         return 60.0 * remaining / self.trials_per_minute
 
@@ -87,10 +89,15 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
     mine = trials.c.experiment_id == experiment.id
     with transaction(engine, readonly=True) as conn:
         counts = _counts(conn, mine)
-        active = counts[TrialStatus.PENDING] + counts[TrialStatus.RUNNING] > 0
+        remaining = counts[TrialStatus.PENDING] + counts[TrialStatus.RUNNING] > 0
         now = conn.execute(sa.select(db_now_plus(0))).scalar_one()
         now = as_utc(now) if isinstance(now, datetime) else datetime.now(UTC)
-        rate = _live_rate(conn, experiment, now) if active else _average_rate(conn, experiment)
+        rate = _live_rate(conn, experiment, now) if remaining else 0.0
+        # Idle (nothing runs, nothing stored within the window): a live 0/min would say
+        # only that no one works on it now; its average says how fast it went.
+        live = counts[TrialStatus.RUNNING] > 0 or rate > 0
+        if not live:
+            rate = _average_rate(conn, experiment)
         accuracy = _accuracy(conn, experiment)
         pairs = _pairs(conn, experiment.id)
         run = _latest_run(conn, experiment.id)
@@ -101,7 +108,7 @@ def progress(engine: Engine, experiment: Experiment) -> Progress:
         experiment=experiment,
         counts=counts,
         trials_per_minute=rate,
-        rate_is_average=not active,
+        rate_is_average=not live,
         last_estimate_at=as_utc(run.finished_at) if run else None,
         last_estimate_trials=run.trials_used if run else None,
         now=now,

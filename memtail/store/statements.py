@@ -4,7 +4,8 @@ Every trial runs a claim and a store. Building a SQLAlchemy statement is thousan
 Python calls, and right after a trial trained, that code runs with cold caches: measured
 with benchmarks/system_overhead.py, constructing the store each time cost several
 milliseconds per trial. Built once, each execution only binds values. The statements are
-executed by :mod:`memtail.store.trials`, which owns their meaning.
+executed by :mod:`memtail.store.trials` and :mod:`memtail.store.outcomes`, which own their
+meaning.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The trial lifecycle in the database: claim, heartbeat, store, fail, reap.
+"""The trial lifecycle in the database: claim, heartbeat, fail, hand back.
 
 The database is the source of truth; a broker message only says "run trial 17". Every
 function here is one short transaction; on PostgreSQL the hot ones (claim, heartbeat,
@@ -11,8 +11,10 @@ store, fail) are each a single statement in autocommit, one round trip apiece.
 A claim increments ``attempts``; every later write of that claim is fenced by
 ``attempts = <claimed attempt>``, so a zombie (a worker whose lease expired and whose trial
 was claimed again) can neither heartbeat nor store. Lease times come from the database's
-clock (``db_now_plus``) because workers on different hosts do not share one. Which
-pending trials have a broker message is ``memtail.store.dispatch``'s part.
+clock (``db_now_plus``) because workers on different hosts do not share one. Storing a
+claim's outcome is ``memtail.store.outcomes``'s part, returning the claims of workers that
+are gone ``memtail.store.reaper``'s, and which pending trials have a broker message
+``memtail.store.dispatch``'s.
 
 Every claim ends one of four ways, each counted apart: stored; failed (an error the
 trial raised, ``attempts - retried_attempts - preemptions - lost`` of them, bounded by
@@ -24,21 +26,14 @@ up the few attempts that real errors get.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.records import FEATURE_TRIAL, Claim
-from memtail.specification import ExperimentKind
-from memtail.stats import bits
-from memtail.stats.outcomes import TrialOutcome
+from memtail.records import Claim
 from memtail.status import TrialStatus
 from memtail.store import statements
-from memtail.store.artifacts import Staged, complete
 from memtail.store.engine import db_now_plus, is_postgres, one_statement, transaction
-from memtail.store.tables import experiments, trials
+from memtail.store.tables import trials
 
 
 class LeaseLost(RuntimeError):
@@ -96,7 +91,7 @@ def _claim(
     )
 
 
-def _fence(claim: Claim) -> dict[str, object]:
+def fence(claim: Claim) -> dict[str, object]:
     """Parameters of statements.FENCED: writes of a stale claim match no row."""
     return {"trial_id": claim.trial_id, "attempt": claim.attempt}
 
@@ -105,113 +100,17 @@ def heartbeat(engine: Engine, claim: Claim, lease_seconds: float) -> None:
     """Extend the lease; raises LeaseLost if the claim is no longer current."""
     with one_statement(engine) as conn:
         updated = conn.execute(
-            statements.HEARTBEAT, {**_fence(claim), "lease": float(lease_seconds)}
+            statements.HEARTBEAT, {**fence(claim), "lease": float(lease_seconds)}
         ).rowcount
     if updated != 1:
         raise LeaseLost(f"trial {claim.trial_id} attempt {claim.attempt} lost its lease")
-
-
-def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_test: int) -> None:
-    """Store outcomes and mark success atomically, fenced by the claim.
-
-    A payload of the wrong length is rejected before anything is written. If the claim is
-    stale, nothing is written and LeaseLost is raised: the current claimant's result is
-    the one that counts.
-    """
-    mark = {
-        **_fence(claim),
-        "train_acc": float(outcome.train_accuracy),
-        "test_acc": float(outcome.test_accuracy),
-        "seconds": float(outcome.seconds),
-        "resumed_seconds": float(outcome.resumed_seconds) or None,
-    }
-    payload = {
-        "out_experiment_id": claim.experiment_id,
-        "out_attempt": claim.attempt,
-        "out_train_correct": _packed(outcome.train_correct, n_train, "train_correct"),
-        "out_test_correct": _packed(outcome.test_correct, n_test, "test_correct"),
-        "out_train_margin": _margins(outcome.train_margin, n_train, "train_margin"),
-        "out_test_margin": _margins(outcome.test_margin, n_test, "test_margin"),
-        "out_train_wrong_class": _wrong_classes(outcome),
-    }
-    if is_postgres(engine):
-        with one_statement(engine) as conn:
-            stored = conn.execute(statements.STORE, {**mark, **payload}).rowcount
-    else:
-        with transaction(engine) as conn:
-            stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
-            if stored == 1:
-                conn.execute(statements.INSERT_OUTCOME, {**payload, "out_trial_id": claim.trial_id})
-    if stored != 1:
-        raise LeaseLost(
-            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; result discarded"
-        )
-
-
-def store_features(engine: Engine, claim: Claim, outcome: TrialOutcome, features: Staged) -> None:
-    """Complete a probe's feature trial: mark it succeeded (with its model's accuracies)
-    and make its staged features artifact visible, in one transaction fenced by the claim.
-
-    The feature trial stores no ``trial_outcomes`` row: its model saw every example, and
-    an outcome of it would count as a subset trial in every estimate. If the claim is
-    stale, nothing is written and LeaseLost is raised (the caller discards the artifact).
-    """
-    mark = {
-        **_fence(claim),
-        "train_acc": float(outcome.train_accuracy),
-        "test_acc": float(outcome.test_accuracy),
-        "seconds": float(outcome.seconds),
-        "resumed_seconds": float(outcome.resumed_seconds) or None,
-    }
-    with transaction(engine) as conn:
-        stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
-        if stored == 1:
-            complete(conn, features)
-    if stored != 1:
-        raise LeaseLost(
-            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; "
-            "features discarded"
-        )
-
-
-def _packed(flags: np.ndarray, n: int, what: str) -> bytes:
-    flags = np.asarray(flags)
-    if flags.shape != (n,):
-        raise bits.PayloadError(f"{what}: shape {flags.shape} but the experiment has {n}")
-    return bits.pack(flags)
-
-
-def _margins(values: np.ndarray | None, n: int, what: str) -> bytes | None:
-    if values is None:
-        return None
-    values = np.asarray(values)
-    if values.shape != (n,):
-        raise bits.PayloadError(f"{what}: shape {values.shape} but the experiment has {n}")
-    return values.astype("<f2").tobytes()
-
-
-def _wrong_classes(outcome: TrialOutcome) -> bytes | None:
-    """The predicted classes of the misclassified train examples, one per zero bit."""
-    if outcome.train_wrong_class is None:
-        return None
-    classes = np.asarray(outcome.train_wrong_class)
-    wrong = int(np.count_nonzero(~np.asarray(outcome.train_correct, dtype=bool)))
-    if classes.shape != (wrong,):
-        raise bits.PayloadError(
-            f"train_wrong_class: {classes.size} classes for {wrong} misclassified examples"
-        )
-    if classes.size and classes.min() < 0:
-        raise bits.PayloadError("train_wrong_class: a negative class")
-    # Two bytes a class, four past 65,535 classes; a reader tells them apart by length.
-    wide = classes.size and classes.max() > np.iinfo(np.uint16).max
-    return classes.astype("<u4" if wide else "<u2").tobytes()
 
 
 #: Claims since the last retry that ended in an error (the current one included).
 FAILURES = trials.c.attempts - trials.c.retried_attempts - trials.c.preemptions - trials.c.lost
 
 
-def _released(exhausted: sa.ColumnElement[bool]) -> dict[str, object]:
+def released(exhausted: sa.ColumnElement[bool]) -> dict[str, object]:
     """Column values of a running trial whose claim ended unstored: back to pending, or
     failed for good when ``exhausted``."""
     return {
@@ -221,22 +120,6 @@ def _released(exhausted: sa.ColumnElement[bool]) -> dict[str, object]:
         # A retry needs a new message; the coordinator sends one for NULL.
         "dispatched_at": None,
         "finished_at": sa.case((exhausted, db_now_plus(0)), else_=None),
-    }
-
-
-def _lost(max_lost: int, why: sa.ColumnElement[str]) -> dict[str, object]:
-    """Column values of a running trial whose worker is gone without recording an error:
-    ``lost`` counted, no failed attempt; failed once lost ``max_lost`` times (a trial
-    that kills every worker it meets is reported, not retried forever)."""
-    exhausted = trials.c.lost + 1 >= max_lost
-    reason = (
-        f"lost {max_lost} times (its worker died or was killed under it each time; raise "
-        "MEMTAIL_MAX_LOST, or find what kills it, then `memtail experiment retry`); last: "
-    )
-    return {
-        **_released(exhausted),
-        "lost": trials.c.lost + 1,
-        "error": sa.case((exhausted, sa.literal(reason) + why), else_=why),
     }
 
 
@@ -251,10 +134,10 @@ def fail(engine: Engine, claim: Claim, error: str, max_attempts: int) -> TrialSt
             .where(statements.FENCED)
             .values(
                 error=error[:4000],
-                **_released(FAILURES >= max_attempts),
+                **released(FAILURES >= max_attempts),
             )
             .returning(trials.c.status),
-            _fence(claim),
+            fence(claim),
         ).one_or_none()
     return None if row is None else TrialStatus(row.status)
 
@@ -274,123 +157,14 @@ def hand_back(engine: Engine, claim: Claim, max_preemptions: int) -> TrialStatus
             sa.update(trials)
             .where(statements.FENCED)
             .values(
-                **_released(exhausted),
+                **released(exhausted),
                 preemptions=trials.c.preemptions + 1,
                 error=sa.case((exhausted, sa.literal(message)), else_=trials.c.error),
             )
             .returning(trials.c.status),
-            _fence(claim),
+            fence(claim),
         ).one_or_none()
     return None if row is None else TrialStatus(row.status)
-
-
-@dataclass(frozen=True)
-class ReapResult:
-    requeued: int
-    failed: int
-
-
-def reap(
-    engine: Engine,
-    max_lost: int,
-    grace_after_restart: float = 0.0,
-    *,
-    experiment_id: int | None = None,
-) -> ReapResult:
-    """Return expired leases (of every experiment, or of ``experiment_id``) to pending,
-    each counted as lost, not failed; failed once lost ``max_lost`` times.
-
-    After a PostgreSQL restart every lease looks expired at once, although the workers
-    are alive and were only unable to heartbeat. With ``grace_after_restart`` (a lease
-    length) nothing is reaped until the server has been up that long, so live workers get
-    one lease period to heartbeat again before their finished work would be discarded.
-    """
-    expired = sa.and_(
-        trials.c.status == TrialStatus.RUNNING, trials.c.lease_expires_at < db_now_plus(0)
-    )
-    if experiment_id is not None:
-        expired = sa.and_(expired, trials.c.experiment_id == experiment_id)
-    if grace_after_restart > 0 and is_postgres(engine):
-        expired = sa.and_(
-            expired, sa.func.pg_postmaster_start_time() < db_now_plus(-grace_after_restart)
-        )
-    with transaction(engine) as conn:
-        rows = conn.execute(
-            sa.update(trials)
-            .where(expired)
-            .values(
-                **_lost(
-                    max_lost,
-                    "lease expired (worker "
-                    + sa.func.coalesce(trials.c.worker, "?")
-                    + " stopped heartbeating)",
-                )
-            )
-            .returning(trials.c.status)
-        ).all()
-        blocked = _fail_blocked(conn)
-    failed = sum(1 for row in rows if row.status == TrialStatus.FAILED)
-    return ReapResult(requeued=len(rows) - failed, failed=failed + blocked)
-
-
-def _fail_blocked(conn: sa.Connection) -> int:
-    """Fail the pending probe trials of experiments whose feature trial failed for good:
-    without features they can never run, and a run waiting for them would never end."""
-    feature = trials.alias("feature")
-    blocked = sa.select(experiments.c.id).where(
-        experiments.c.kind == ExperimentKind.PROBE,
-        sa.select(feature.c.id)
-        .where(
-            feature.c.experiment_id == experiments.c.id,
-            feature.c.trial_index == FEATURE_TRIAL,
-            feature.c.status == TrialStatus.FAILED,
-        )
-        .exists(),
-    )
-    return conn.execute(
-        sa.update(trials)
-        .where(trials.c.experiment_id.in_(blocked), trials.c.status == TrialStatus.PENDING)
-        .values(
-            status=TrialStatus.FAILED,
-            finished_at=db_now_plus(0),
-            error="its feature trial (trial index 0) failed; see that trial's error",
-        )
-    ).rowcount
-
-
-def release_running(
-    engine: Engine,
-    experiment_id: int,
-    worker_prefix: str,
-    *,
-    exact: bool = False,
-    died: str | None = None,
-    max_lost: int,
-) -> int:
-    """Return running trials of workers named ``worker_prefix...`` (``exact``: of the one
-    worker of that name) to pending; how many.
-
-    Only for the embedded runner, whose worker processes it knows are stopped (it started
-    and ended them, or found them gone: a killed ``memtail run`` leaves its trials
-    running). Trials of other workers keep their leases. Each released claim counts as
-    lost, not failed, as a reaped lease does (``died``: why, kept as the trial's error);
-    lost ``max_lost`` times, the trial is failed for good, so one that keeps killing its
-    worker cannot loop forever.
-    """
-    why = died or f"local worker {worker_prefix}{'' if exact else '*'} stopped under it"
-    values = _lost(max_lost, sa.literal(why[:4000]))
-    with transaction(engine) as conn:
-        return conn.execute(
-            sa.update(trials)
-            .where(
-                trials.c.experiment_id == experiment_id,
-                trials.c.status == TrialStatus.RUNNING,
-                trials.c.worker == worker_prefix
-                if exact
-                else trials.c.worker.startswith(worker_prefix, autoescape=True),
-            )
-            .values(**values)
-        ).rowcount
 
 
 def status_counts(engine: Engine, experiment_id: int) -> dict[TrialStatus, int]:

@@ -25,8 +25,9 @@ from torch import nn
 
 from memtail.specification import ProbeSpec
 from memtail.stats.outcomes import TrialOutcome
+from memtail.training.device import resolve_device
 from memtail.training.recipe import margin_of
-from memtail.training.trainer import TrainingError, resolve_device
+from memtail.training.trainer import TrainingError
 
 
 class LinearProbe:

@@ -16,7 +16,6 @@ optimizers, and is only reproducible up to cuDNN's nondeterministic kernels.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -31,31 +30,19 @@ from memtail.config import COMPILE_MODES
 from memtail.specification import ModelSpec, TrainingSpec
 from memtail.stats.outcomes import TrialOutcome
 from memtail.training.datasets import Dataset
+from memtail.training.device import EVAL_BATCH, autocast, resolve_device, to_device
 from memtail.training.networks import build_model
 from memtail.training.recipe import augment, lr_factor, margin_of, optimizer_for
 from memtail.training.snapshot import Checkpointing, Saver
 from memtail.training.split import split
 
-__all__ = ["Trainer", "TrainingError", "resolve_device"]
+__all__ = ["Trainer", "TrainingError"]
 
 log = logging.getLogger(__name__)
-
-# Examples per forward pass when grading; only memory-bound, so larger on accelerators.
-_EVAL_BATCH = {"cpu": 1024, "cuda": 4096}
 
 
 class TrainingError(RuntimeError):
     """Training diverged (non-finite loss); retrying with the same recipe will not help."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: the first CUDA device when present, else the CPU; otherwise as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use cpu")
-    return device
 
 
 class Trainer:
@@ -85,23 +72,10 @@ class Trainer:
         # The first optimizer ever built imports torch._dynamo (seconds); pay that here so
         # the first trial's time is representative.
         torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        self.x_train = self._to_device(dataset.x_train)
+        self.x_train = to_device(dataset.x_train, self.device)
         self.y_train = dataset.y_train.to(self.device)
-        self.x_test = self._to_device(dataset.x_test)
+        self.x_test = to_device(dataset.x_test, self.device)
         self.y_test = dataset.y_test.to(self.device)
-
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device)
-        if self.cuda and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        # bf16 on CUDA halves memory traffic with no loss scaling; the CPU path stays
-        # plain float32 (CPU autocast is slow for small models and changes results).
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def run(
         self,
@@ -266,7 +240,7 @@ class Trainer:
             inputs = augment(inputs, training.flip, training.crop, generator)
             if self.cuda:  # gather returns NCHW; the model runs channels-last
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with autocast(self.device):
             logits = model(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=training.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -281,10 +255,10 @@ class Trainer:
         # The uncompiled module: its forward hooks and layers are the split's.
         features = split(getattr(model, "_orig_mod", model)).features
         features.eval()
-        size = _EVAL_BATCH["cuda" if self.cuda else "cpu"]
+        size = EVAL_BATCH["cuda" if self.cuda else "cpu"]
         for x in (self.x_train, self.x_test):
             for lo in range(0, len(x), size):
-                with torch.no_grad(), self._autocast():
+                with torch.no_grad(), autocast(self.device):
                     block = features(x[lo : lo + size])
                 rows = block.float().cpu().numpy().astype(np.float16)
                 if not np.isfinite(rows).all():
@@ -300,12 +274,12 @@ class Trainer:
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Per example: correct or not, the margin (if asked), the predicted class."""
         model.eval()
-        size = _EVAL_BATCH["cuda" if self.cuda else "cpu"]
+        size = EVAL_BATCH["cuda" if self.cuda else "cpu"]
         correct, margin, predicted = [], [], []
         for lo in range(0, len(y), size):
             if self.compile == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
-            with self._autocast():
+            with autocast(self.device):
                 logits = model(x[lo : lo + size]).float()
             target = y[lo : lo + size]
             predicted.append(logits.argmax(dim=1))

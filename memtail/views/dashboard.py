@@ -31,11 +31,11 @@ from memtail.records import Experiment
 from memtail.status import TrialStatus
 from memtail.store.engine import Engine
 from memtail.store.experiments import find_experiment, list_experiments
-from memtail.store.progress import Progress, progress
+from memtail.store.progress import RATE_WINDOW_SECONDS, Progress, progress
 from memtail.store.workers import worker_states
 from memtail.views.pages import ExperimentPage, experiment_page
-from memtail.views.records import plain, progress_record
 from memtail.views.report import TEMPLATES, ImageLoader, no_images
+from memtail.views.rows import plain, progress_record
 from memtail.views.text import duration
 
 #: Names every dashboard answers to: this machine's, as a browser on it spells them.
@@ -66,19 +66,48 @@ def host_name(host: str) -> str:
     return host.partition(":")[0].rstrip(".")
 
 
+def window_text(seconds: float) -> str:
+    """A rate's window as the pages name it: 300 -> "5 min", 90 -> "90 s"."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:g} s"
+
+
+#: The live rate's window, as every page and record names it: from the store's own
+#: constant, so the words cannot drift from what is counted.
+RATE_WINDOW = window_text(RATE_WINDOW_SECONDS)
+
+
+def rate_shown(p: Progress) -> str:
+    """The rate with what it measures: "4.0/min over the last 5 min" while work goes on,
+    "4.0/min on average" over a finished or idle run (a window that holds no trial would
+    say only 0/min), "-" where too few trials say anything."""
+    if not p.rate_is_average:
+        return f"{p.trials_per_minute:.1f}/min over the last {RATE_WINDOW}"
+    return f"{p.trials_per_minute:.1f}/min on average" if p.trials_per_minute else "-"
+
+
 def live_record(p: Progress) -> dict[str, Any]:
     """What the live parts of a page show of one experiment: ``status --format json``'s
-    record, plus the texts the page prints."""
+    record, plus the texts the page prints. ``rate_window_seconds`` is the live rate's
+    window, None when ``rate_is_average``."""
     e = p.experiment
     record = progress_record(p)
     age = None
     if p.last_estimate_at is not None:
         age = (p.now - p.last_estimate_at).total_seconds()
+    if p.done >= e.target_trials:
+        eta = "done"
+    elif p.rate_is_average:
+        eta = "idle"  # no trial runs: nothing to time
+    else:
+        eta = duration(p.eta_seconds)
     record.update(
         done=p.done,
         fraction=min(p.done / e.target_trials, 1.0) if e.target_trials else 0.0,
-        rate=f"{p.trials_per_minute:.1f}/min",
-        eta="done" if p.done >= e.target_trials else duration(p.eta_seconds),
+        rate=rate_shown(p),
+        rate_window_seconds=None if p.rate_is_average else RATE_WINDOW_SECONDS,
+        eta=eta,
         estimate_age_seconds=age,
         estimate_age="none yet" if age is None else f"{duration(age)} old",
     )
@@ -141,6 +170,7 @@ def create_app(
         "version": memtail.__version__,
         "database": database,
         "refresh_ms": int(refresh_seconds * 1000),
+        "rate_window": RATE_WINDOW,
     }
 
     @app.before_request

@@ -8,6 +8,7 @@ from memtail.status import TrialStatus
 from memtail.views import figures, gallery
 from memtail.views.blocks import Number, Section, Table, inline
 from memtail.views.text import duration, mem_confidence, percent
+from memtail.work.stopping import rule_terms
 
 
 def card(findings: Findings) -> Section:
@@ -50,8 +51,7 @@ def stopping(findings: Findings) -> Section | None:
     rows = [
         [
             r["rule"],
-            f"{r['value']:.3f}",
-            f"{r['target']:g}",
+            *rule_terms(r["rule"], r["value"], r["target"], e),
             "yes" if r["met"] else "no",
             str(r["projected_trials"] or "n/a"),
         ]
@@ -69,7 +69,7 @@ def stopping(findings: Findings) -> Section | None:
             Number("max trials", str(e.spec.stopping.max_trials)),
             Number("stopped", e.stop_reason or "not yet", "stop-reason"),
         ],
-        tables=[Table(["rule", "value", "target", "met", "projected trials"], rows)],
+        tables=[Table(["rule", "measured", "target", "met", "projected trials"], rows)],
     )
 
 

@@ -17,6 +17,7 @@ from memtail.status import TrialStatus
 from memtail.store.pairs import InfluencePair
 from memtail.store.progress import Progress
 from memtail.store.results import MemorizedExample
+from memtail.work.stopping import rule_text
 
 
 def bar(fraction: float, width: int = 30) -> str:
@@ -112,9 +113,8 @@ def stopping_lines(p: Progress) -> list[str]:
                 if rule["met"]
                 else (f"about {projected} trials to reach it" if projected else "not met yet")
             )
-            lines.append(
-                f"    {rule['rule']} {rule['value']:.3f} (target {rule['target']:g}): {where}"
-            )
+            said = rule_text(rule["rule"], rule["value"], rule["target"], p.experiment)
+            lines.append(f"    {said}: {where}")
     if p.experiment.stop_reason:
         lines.append(f"  stopped: {p.experiment.stop_reason}")
     return lines

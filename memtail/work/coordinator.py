@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from memtail.config import Settings
-from memtail.store import artifacts, trials
+from memtail.store import artifacts, reaper
 from memtail.store import dispatch as dispatch_state
 from memtail.store.engine import Engine
 from memtail.store.experiments import active_experiment_ids
@@ -69,7 +69,7 @@ def coordinate_once(
     broker_depth: Callable[[], int] | None = None,
 ) -> PassReport:
     """One pass: reap expired leases, re-send lost messages, top up every window."""
-    reaped = trials.reap(engine, settings.max_lost, settings.lease_seconds)
+    reaped = reaper.reap(engine, settings.max_lost, settings.lease_seconds)
     artifacts.sweep(engine, artifacts.ABANDONED_SECONDS, folder=settings.artifact_folder)
     lost = 0
     if broker_depth is not None:

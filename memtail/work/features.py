@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from memtail.records import Experiment
-from memtail.store.artifacts import Staged, read_artifact, stage_artifact
+from memtail.store.artifacts import Staged, stage_artifact
 from memtail.store.engine import Engine
+from memtail.store.retrieval import read_artifact
 
 #: The artifact's name.
 FEATURES = "features"

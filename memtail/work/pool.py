@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 
 from memtail.config import Settings
 from memtail.status import ExperimentStatus, TrialStatus
-from memtail.store import trials
+from memtail.store import reaper, trials
 from memtail.store.engine import Engine, make_engine
 from memtail.store.experiments import get_experiment
 from memtail.work import preemption
@@ -187,7 +187,7 @@ class LocalPool:
                 self._deaths += 1
                 served = self._served.value
                 if served:
-                    trials.release_running(
+                    reaper.release_running(
                         self._engine,
                         served,
                         name,
@@ -220,6 +220,6 @@ class LocalPool:
                 process.kill()
                 process.join()
         for experiment_id in sorted(self._experiments):
-            trials.release_running(
+            reaper.release_running(
                 self._engine, experiment_id, self._prefix, max_lost=self._settings.max_lost
             )

@@ -18,8 +18,8 @@ from pathlib import Path
 from memtail.records import Claim, Experiment
 from memtail.specification import checkpoint_interval
 from memtail.store import checkpoints
-from memtail.store.artifacts import ArtifactCorrupt, ArtifactMissing, read_artifact
 from memtail.store.engine import Engine, with_retries
+from memtail.store.retrieval import ArtifactCorrupt, ArtifactMissing, read_artifact
 from memtail.training.snapshot import Checkpointing, TrainingState, decode, encode
 from memtail.work import preemption
 

@@ -5,11 +5,12 @@
 starting a worker (interpreter, torch, dataset) costs seconds that every batch of a
 stopping run and every removal arm would otherwise pay again. For each experiment given
 to ``run`` it serves the experiment to the workers and shows a progress bar whose rate
-is over the last minute, replaces a worker that dies, reaps dead leases and estimates
-every ``settings.estimate_interval`` seconds; once every trial has ended it estimates,
-and trains the batch that the experiment's stopping rules add, if they do. Ctrl-C or
-SIGTERM stops the workers at once (each handing its trial back, told by the signal that
-stopped the command) and propagates.
+is over the last minute while trials run and the batch's average once they have ended
+(the bar's last line stays on the screen), replaces a worker that dies, reaps dead
+leases and estimates every ``settings.estimate_interval`` seconds; once every trial has
+ended it estimates, and trains the batch that the experiment's stopping rules add, if
+they do. Ctrl-C or SIGTERM stops the workers at once (each handing its trial back, told
+by the signal that stopped the command) and propagates.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from memtail.config import Settings
 from memtail.records import Experiment
 from memtail.status import ExperimentStatus, TrialStatus
-from memtail.store import artifacts, trials
+from memtail.store import artifacts, reaper, trials
 from memtail.store.engine import Engine
 from memtail.store.experiments import get_experiment
 from memtail.store.progress import progress
@@ -124,7 +125,7 @@ class LocalSession:
         engine, settings, pool = self._engine, self._settings, self._pool
         if experiment.id not in self._seen:
             # Only before our own workers first take it: after that, ours may be running.
-            trials.release_running(engine, experiment.id, LOCAL_PREFIX, max_lost=settings.max_lost)
+            reaper.release_running(engine, experiment.id, LOCAL_PREFIX, max_lost=settings.max_lost)
             artifacts.sweep(engine, artifacts.ABANDONED_SECONDS, folder=settings.artifact_folder)
             self._seen.add(experiment.id)
         pool.serve(experiment.id)
@@ -149,14 +150,17 @@ class LocalSession:
                 counts = trials.status_counts(engine, experiment.id)
                 rate.add(_ended(counts) - ended)
                 bar.update(_ended(counts) - bar.n)
+                pool.replace_dead(self._stored + counts[TrialStatus.SUCCEEDED] - stored_before)
+                if _settled(engine, experiment.id, counts):
+                    # The bar's last line stays on the screen: the batch's average, as
+                    # the last minute's rate would pass for the whole run's.
+                    bar.set_postfix_str(_final_postfix(rate, counts), refresh=True)
+                    break
                 bar.set_postfix_str(
                     _postfix(rate, experiment.target_trials - _ended(counts), counts),
                     refresh=False,
                 )
-                pool.replace_dead(self._stored + counts[TrialStatus.SUCCEEDED] - stored_before)
-                if _settled(engine, experiment.id, counts):
-                    break
-                trials.reap(engine, settings.max_lost)
+                reaper.reap(engine, settings.max_lost)
                 if time.monotonic() - last_estimate > settings.estimate_interval:
                     estimate_experiment(engine, experiment.id, device=settings.estimator_device)
                     last_estimate = time.monotonic()
@@ -164,10 +168,10 @@ class LocalSession:
         self._stored += counts[TrialStatus.SUCCEEDED] - stored_before
         trained, seconds = _ended(counts) - ended, rate.elapsed()
         if trained:
-            # The whole batch's average: the bar's last rate is only its last minute's.
+            # The same average the bar ended on, so the two lines agree.
             self._say(
                 f"{experiment.name}: {trained} trials in {_duration(seconds)}, "
-                f"{60 * trained / max(seconds, 1e-9):.1f}/min on average"
+                f"{rate.average() or 0.0:.1f}/min on average"
             )
         return counts
 
@@ -219,6 +223,12 @@ class _Rate:
     def elapsed(self) -> float:
         return time.monotonic() - self._start
 
+    def average(self) -> float | None:
+        """Trials per minute from the start to the latest count (None before a trial
+        ended)."""
+        t1, n1 = self._samples[-1]
+        return 60.0 * n1 / max(t1 - self._start, 1e-9) if n1 > 0 else None
+
 
 def _postfix(rate: _Rate, remaining: int, counts: dict[TrialStatus, int]) -> str:
     per_minute = rate.per_minute()
@@ -227,6 +237,12 @@ def _postfix(rate: _Rate, remaining: int, counts: dict[TrialStatus, int]) -> str
     else:
         eta = _duration(60.0 * remaining / per_minute) if per_minute > 0 else "?"
         speed = f"{per_minute:.1f}/min, ETA {eta}"
+    return f"{speed}, running={counts[TrialStatus.RUNNING]}, failed={counts[TrialStatus.FAILED]}"
+
+
+def _final_postfix(rate: _Rate, counts: dict[TrialStatus, int]) -> str:
+    per_minute = rate.average()
+    speed = "rate ?" if per_minute is None else f"{per_minute:.1f}/min on average"
     return f"{speed}, running={counts[TrialStatus.RUNNING]}, failed={counts[TrialStatus.FAILED]}"
 
 

@@ -138,24 +138,31 @@ def decide(
 
 
 def _describe(values: list[stopping.RuleValue], experiment: Experiment) -> str:
-    """Each rule in its own terms: a share rule says the share reached, of what, and its
-    target share, so that the share is never read as the rule's width or threshold."""
-    rules, estimate = experiment.spec.stopping, experiment.spec.estimate
-    said = []
-    for v in values:
-        if v.rule == "mem_half_width":
-            said.append(
-                f"{_share(v.value)} of examples within +-{rules.mem_half_width:g} "
-                f"(target {_share(v.target)})"
-            )
-        elif v.rule == "decided":
-            said.append(
-                f"decided {_share(v.value)} of examples, interval wholly above or below "
-                f"mem {estimate.mem_threshold:g} (target {_share(v.target)})"
-            )
-        else:
-            said.append(f"{v.rule}: split-half Jaccard {v.value:.3f} (target {v.target:g})")
-    return "; ".join(said)
+    return "; ".join(rule_text(v.rule, v.value, v.target, experiment) for v in values)
+
+
+def rule_text(rule: str, value: float, target: float, experiment: Experiment) -> str:
+    """One rule's value against its target, in words: "mem_half_width: 100% of examples
+    within ±0.9 (target 50%)". The stop reason and ``memtail status`` say it so."""
+    measured, goal = rule_terms(rule, value, target, experiment)
+    return f"{rule}: {measured} (target {goal})"
+
+
+def rule_terms(rule: str, value: float, target: float, experiment: Experiment) -> tuple[str, str]:
+    """What a rule measured and its target, each in the rule's own terms: a share rule
+    gives the share reached and of what ("100% of examples within ±0.9"), and its target
+    share ("50%"), so that the share is never read as the rule's width or threshold."""
+    if rule == "mem_half_width":
+        width = experiment.spec.stopping.mem_half_width
+        return f"{_share(value)} of examples within ±{width:g}", _share(target)
+    if rule == "decided":
+        threshold = experiment.spec.estimate.mem_threshold
+        return (
+            f"{_share(value)} of examples decided, their interval wholly above or below "
+            f"mem {threshold:g}",
+            _share(target),
+        )
+    return f"split-half Jaccard {value:.3f}", f"{target:g}"
 
 
 def _share(x: float) -> str:

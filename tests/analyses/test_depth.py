@@ -21,9 +21,9 @@ from memtail.config import Settings
 from memtail.records import Experiment
 from memtail.specification import ExperimentKind, ProbeSpec, SpecError
 from memtail.store import trials
-from memtail.store.artifacts import find_artifact
 from memtail.store.experiments import get_experiment
 from memtail.store.results import estimate_arrays
+from memtail.store.retrieval import find_artifact
 from memtail.store.tables import trial_outcomes
 from memtail.store.tables import trials as trials_table
 from memtail.views.plots import plot_depth

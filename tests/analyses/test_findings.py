@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.analyses.convergence import convergence, prefix_sizes
 from memtail.analyses.findings import gather, gather_all
-from memtail.store import trials
+from memtail.store import outcomes, trials
 from memtail.store.pairs import pair_summary
 from memtail.store.results import typical_examples
 from memtail.store.workers import worker_states
@@ -92,7 +92,7 @@ def test_workers_are_known_by_their_claims(engine: Engine) -> None:
     assert held is not None
     other = trials.claim(engine, ids[1], "gpu-8", 60)
     assert other is not None
-    trials.store(engine, other, random_outcome(np.random.default_rng(0), 20, 10), 20, 10)
+    outcomes.store(engine, other, random_outcome(np.random.default_rng(0), 20, 10), 20, 10)
     states = {w.worker: w for w in worker_states(engine)}
     assert set(states) == {"gpu-7", "gpu-8"}
     assert states["gpu-7"].current == (exp.name, 0) and states["gpu-7"].last_seen is not None

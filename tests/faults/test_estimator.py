@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from memtail.store import trials
+from memtail.store import outcomes, trials
 from memtail.store.engine import make_engine
 from memtail.work.estimator import estimate_experiment
 from tests.faults.faultinject.faultcluster import VENV_BIN, fault_env
@@ -36,7 +36,7 @@ def _store_some(engine: Engine, experiment_id: int, count: int, seed: int) -> No
     for _ in range(count):
         claim = trials.claim_next(engine, experiment_id, "test-worker", 60)
         assert claim is not None
-        trials.store(engine, claim, random_outcome(rng, N_TRAIN, N_TEST), N_TRAIN, N_TEST)
+        outcomes.store(engine, claim, random_outcome(rng, N_TRAIN, N_TEST), N_TRAIN, N_TEST)
 
 
 def _snapshot(engine: Engine, experiment_id: int) -> tuple[list, list, list]:

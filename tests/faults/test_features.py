@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from memtail.store.artifacts import find_artifact, sweep
+from memtail.store.artifacts import sweep
 from memtail.store.experiments import get_experiment
+from memtail.store.retrieval import find_artifact
 from memtail.work.features import FEATURES
 from tests.faults.faultinject.faultcluster import cluster, spec_toml, tally
 from tests.processes import wait_for

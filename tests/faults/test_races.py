@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.config import Settings
-from memtail.store import trials
+from memtail.store import reaper
 from memtail.store.engine import make_engine
 from memtail.work.broker import Broker
 from memtail.work.runner import TrialRunner
@@ -55,13 +55,13 @@ def _state(engine: Engine, trial_id: int) -> tuple[sa.Row, list[sa.Row]]:
 
 def _runner(url: str, settings: Settings, worker: str, experiment_id: int) -> TrialRunner:
     runner = TrialRunner(make_engine(url), settings, worker)
-    runner._trainer(experiment_id)  # load the dataset now: the race is about claims
+    runner._fitter.trainer(experiment_id)  # load the dataset now: the race is about claims
     return runner
 
 
 def _hold_training(runner: TrialRunner, experiment_id: int, until: threading.Event) -> None:
     """Make the runner's next trial wait (as a slow or frozen worker) before training."""
-    trainer = runner._trainer(experiment_id)[1]
+    trainer = runner._fitter.trainer(experiment_id)[1]
     train = trainer.run
 
     def run(*args: object, **kwargs: object) -> object:
@@ -115,7 +115,7 @@ def test_zombie_cannot_store_after_its_trial_was_reclaimed(pg_url: str, tmp_path
     thread.start()
     wait_for(lambda: _state(engine, first)[0].status == "running", 30, "the zombie's claim")
     time.sleep(1.2)
-    assert trials.reap(engine, max_lost=3).requeued == 1
+    assert reaper.reap(engine, max_lost=3).requeued == 1
     assert _runner(pg_url, healthy, "new", exp.id).run(first).status == "succeeded"
     thaw.set()  # the zombie wakes up, finishes training and tries to store
     thread.join(60)
@@ -141,7 +141,7 @@ def test_zombie_cannot_store_after_its_trial_was_reclaimed(pg_url: str, tmp_path
                 ),
                 {"t": second},
             )
-        if trials.reap(engine, max_lost=3).requeued:
+        if reaper.reap(engine, max_lost=3).requeued:
             break
     assert _runner(pg_url, healthy, "other", exp.id).run(second).status == "succeeded"
     time.sleep(0.5)  # a heartbeat of the slow runner now finds its claim gone
@@ -191,7 +191,7 @@ def test_duplicate_messages_and_a_frozen_worker(pg_empty_url: str, tmp_path: Pat
         assert c.kill_pid(pid, signal.SIGSTOP)
         try:
             wait_for(
-                lambda: trials.reap(c.engine, max_lost=3).requeued == 1,
+                lambda: reaper.reap(c.engine, max_lost=3).requeued == 1,
                 30,
                 "the frozen worker's lease to be reaped",
             )

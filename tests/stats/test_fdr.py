@@ -11,10 +11,13 @@ from scipy.stats import false_discovery_control
 from scipy.stats import hypergeom as scipy_hypergeom
 
 from memtail.stats import hypergeom, influence
-from memtail.stats.fdr import q_values, q_values_of_counts
+from memtail.stats import tally as tally_module
+from memtail.stats.bits import TrialBits
+from memtail.stats.fdr import q_values, q_values_of_counts, q_values_within
 from memtail.stats.hypergeom import run_tails, scipy_tail, tail_cut_table
 from memtail.stats.influence import PairRule, influence_dense, influence_pairs
-from memtail.stats.scan import Tally
+from memtail.stats.scan import gemm_scan, kernel_scan
+from memtail.stats.tally import Tally
 
 
 def planted(rng: np.random.Generator, k: int = 120, n: int = 60, n_test: int = 40):
@@ -115,6 +118,29 @@ def test_q_values_of_counts_are_scipys_over_the_repeated_values(method: str) -> 
         q_values_of_counts(p, counts, int(counts.sum()) - 1)
 
 
+@pytest.mark.parametrize("method", ["bh", "by"])
+def test_q_values_within_are_exact_below_the_cutoff_and_bounds_above(method: str) -> None:
+    rng = np.random.default_rng(8)
+    for study in range(60):
+        null = rng.uniform(0, 0.05, int(rng.integers(10, 20_000)))
+        true = rng.uniform(0, 1e-4, int(rng.integers(0, 300))) ** rng.uniform(1, 4)
+        p = np.concatenate([null, true])
+        if study % 3 == 0:  # ties: many pairs share few values
+            p = np.round(p, int(rng.integers(3, 8)))
+        p = np.unique(p)
+        if study % 2:  # one value under several keys (cells)
+            p = np.concatenate([p, p[: p.size // 5]])
+        counts = rng.integers(1, 4, p.size)
+        n = int(counts.sum() * rng.uniform(1, 20))
+        wanted = rng.choice(p.size, min(p.size, 50), replace=False)
+        cutoff = float(rng.choice([0.01, 0.05, 0.1, 1.0]))
+        want = q_values_of_counts(p, counts, n, method)[wanted]
+        got = q_values_within(p, counts, n, wanted, cutoff, method)
+        exact = want <= cutoff
+        assert np.array_equal(got[exact], want[exact]), study
+        assert np.all(got >= want), study
+
+
 def test_run_tails_sum_down_each_cells_counts_as_scipy_does(monkeypatch) -> None:
     monkeypatch.setattr(hypergeom, "_SCIPY_MAX", 0)  # the summing path, not scipy's
     k, rng = 4000, np.random.default_rng(5)
@@ -152,6 +178,35 @@ def test_tally_counts_alike_by_bincount_and_by_sorting() -> None:
     assert t_count.sum() == rest.sum() and np.all(t_g < h_min[t_n, t_s])
     key = (n_codes[i] * 6 + s_codes[j]) * (k + 1) + g
     assert np.array_equal(np.unique(key[rest]), (t_n * 6 + t_s) * (k + 1) + t_g)
+
+
+@pytest.mark.parametrize("table_cells", [2**23, 3_000])  # one block's codes, or a few
+def test_the_compiled_fold_counts_as_numpy_does(monkeypatch, table_cells: int) -> None:
+    pytest.importorskip("numba", reason="the fold is the numba kernel's")
+    monkeypatch.setattr(tally_module, "_TABLE_CELLS", table_cells)
+    rng, k = np.random.default_rng(7), 200
+    masks, test_correct = planted(rng, k=k, n=300, n_test=120)
+    m, t = TrialBits.from_bool(masks), TrialBits.from_bool(test_correct)
+    n_in, s = m.counts(), t.counts()
+    rows = np.flatnonzero((n_in > 0) & (n_in < k))
+    u_n, n_code = np.unique(n_in[rows], return_inverse=True)
+    n_codes = np.zeros(n_in.size, dtype=np.intp)
+    n_codes[rows] = n_code
+    u_s, s_codes = np.unique(s, return_inverse=True)
+    h_min = hypergeom.min_passing_table(u_n, u_s, k, 0.25)
+    h_scan = np.minimum(h_min, tail_cut_table(u_n, u_s, k, 0.2))
+    cols, tables = np.arange(t.n_examples), (n_codes, s_codes, h_scan)
+    folded = Tally(h_min, h_scan, n_codes, s_codes, k)
+    assert folded.codes_per_block() >= 1
+    kept = kernel_scan(m, t, rows, cols, *tables, 37, folded)
+    by_numpy = Tally(h_min, h_scan, n_codes, s_codes, k)
+    want = gemm_scan(masks, test_correct, rows, cols, *tables, 37, by_numpy)
+    order = np.lexsort((kept[1], kept[0]))
+    for a, b in zip(kept, want, strict=True):
+        assert np.array_equal(a[order], b)
+    for a, b in zip(folded.counts(), by_numpy.counts(), strict=True):
+        assert np.array_equal(a, b)
+    assert by_numpy.counts()[3].sum() > 1_000  # a real tally, not an empty one
 
 
 def simulate(rng: np.random.Generator, threshold: float, method: str, level: float = 0.1):

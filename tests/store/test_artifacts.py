@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.status import ArtifactStatus
-from memtail.store import artifacts, lifecycle
+from memtail.store import artifacts, lifecycle, retrieval
 from memtail.store.tables import artifact_chunks
 from memtail.store.tables import artifacts as artifacts_table
 from tests.helpers import make_experiment
@@ -27,6 +27,7 @@ from tests.processes import wait_for
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     # Many chunks from little data: every path through the chunking runs.
     monkeypatch.setattr(artifacts, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(retrieval, "CHUNK_BYTES", 1000)
 
 
 def _parts(data: bytes) -> Iterator[bytes]:
@@ -53,8 +54,8 @@ def test_round_trip_replace_and_delete(engine: Engine, tmp_path: Path, where: st
     data = np.random.default_rng(1).bytes(12_345)
     written = artifacts.write_artifact(engine, exp.id, "features", _parts(data), folder=folder)
     assert (written.size, len(written.sha256)) == (len(data), 64)
-    assert artifacts.find_artifact(engine, exp.id, "features") == written
-    read = b"".join(artifacts.read_artifact(engine, exp.id, "features", folder=folder))
+    assert retrieval.find_artifact(engine, exp.id, "features") == written
+    read = b"".join(retrieval.read_artifact(engine, exp.id, "features", folder=folder))
     assert read == data
     if folder is None:
         assert _rows(engine) == (1, 13)  # 12,345 bytes in chunks of 1,000
@@ -63,16 +64,16 @@ def test_round_trip_replace_and_delete(engine: Engine, tmp_path: Path, where: st
         assert _rows(engine) == (1, 0)
     # A second write of the name replaces the first only once it is whole.
     newer = artifacts.write_artifact(engine, exp.id, "features", [b"x" * 2500], folder=folder)
-    assert artifacts.find_artifact(engine, exp.id, "features") == newer
-    assert b"".join(artifacts.read_artifact(engine, exp.id, "features", folder=folder)) == (
+    assert retrieval.find_artifact(engine, exp.id, "features") == newer
+    assert b"".join(retrieval.read_artifact(engine, exp.id, "features", folder=folder)) == (
         b"x" * 2500
     )
     assert _rows(engine)[0] == 1
     # Deleted with their experiment.
     lifecycle.delete(engine, exp)
     assert _rows(engine) == (0, 0)
-    with pytest.raises(artifacts.ArtifactMissing, match="has no artifact 'features'"):
-        next(artifacts.read_artifact(engine, exp.id, "features", folder=folder))
+    with pytest.raises(retrieval.ArtifactMissing, match="has no artifact 'features'"):
+        next(retrieval.read_artifact(engine, exp.id, "features", folder=folder))
 
 
 @pytest.mark.parametrize("where", ["database", "folder"])
@@ -91,8 +92,8 @@ def test_a_damaged_artifact_is_refused(engine: Engine, tmp_path: Path, where: st
     else:
         path = folder / written.location
         path.write_bytes(path.read_bytes()[:-1])  # truncated
-    with pytest.raises(artifacts.ArtifactCorrupt) as damaged:
-        b"".join(artifacts.read_artifact(engine, exp.id, "features", folder=folder))
+    with pytest.raises(retrieval.ArtifactCorrupt) as damaged:
+        b"".join(retrieval.read_artifact(engine, exp.id, "features", folder=folder))
     message = str(damaged.value)
     assert "artifact 'features' of experiment" in message and "is damaged" in message
     assert "\n" not in message
@@ -108,7 +109,7 @@ def test_a_failed_write_leaves_nothing(engine: Engine, tmp_path: Path) -> None:
     for folder in (None, tmp_path / "shared"):
         with pytest.raises(RuntimeError, match="out of memory"):
             artifacts.write_artifact(engine, exp.id, "features", broken(), folder=folder)
-        assert artifacts.find_artifact(engine, exp.id, "features") is None
+        assert retrieval.find_artifact(engine, exp.id, "features") is None
         assert _rows(engine) == (0, 0)
     assert not [p for p in (tmp_path / "shared").rglob("*") if p.is_file()]
 
@@ -151,7 +152,7 @@ def test_a_writer_killed_mid_write_leaves_nothing_visible(
     finally:
         if writer.poll() is None:
             writer.kill()
-    assert artifacts.find_artifact(engine, exp.id, "features") is None
+    assert retrieval.find_artifact(engine, exp.id, "features") is None
     with engine.connect() as conn:
         status = conn.execute(sa.select(artifacts_table.c.status)).scalars().all()
     assert status == [ArtifactStatus.WRITING]  # only the dead writer's, which nothing reads

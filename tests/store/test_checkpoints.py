@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.records import Claim, Experiment
 from memtail.stats.outcomes import TrialOutcome
-from memtail.store import checkpoints, trials
+from memtail.store import checkpoints, reaper, trials
 from memtail.store.tables import artifact_chunks, artifacts, trial_outcomes
 from memtail.store.tables import trials as trials_table
 from memtail.training.snapshot import Checkpointing, TrainingState, decode, encode
@@ -69,7 +69,7 @@ def test_the_latest_two_are_kept_and_a_zombie_cannot_write(engine: Engine) -> No
     # The lease expires and another worker claims the trial: the first is a zombie now.
     with engine.begin() as conn:
         conn.execute(sa.update(trials_table).values(lease_expires_at=sa.func.current_timestamp()))
-    trials.reap(engine, max_lost=3)
+    reaper.reap(engine, max_lost=3)
     second = _claim(engine, exp.id)
     assert second.attempt == first.attempt + 1
     checkpoints.save(engine, second, [encode(_state(20))])

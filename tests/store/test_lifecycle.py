@@ -11,7 +11,7 @@ from memtail.specification import SpecError
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import ExperimentStatus, TrialStatus
-from memtail.store import lifecycle, trials
+from memtail.store import lifecycle, reaper, trials
 from memtail.store.experiments import find_experiment, get_experiment
 from memtail.store.tables import metadata
 from memtail.work.estimator import estimate_experiment
@@ -76,7 +76,7 @@ def test_a_paused_experiment_is_not_claimed_until_resumed(engine: Engine) -> Non
     assert claim is not None and claim.trial_index == 0
     # Pausing a complete experiment changes nothing.
     run_all_trials(engine, exp.id, 20, 10)
-    trials.release_running(engine, exp.id, "w", max_lost=20)
+    reaper.release_running(engine, exp.id, "w", max_lost=20)
     run_all_trials(engine, exp.id, 20, 10)
     estimate_experiment(engine, exp.id)
     done = get_experiment(engine, exp.id)

@@ -11,12 +11,12 @@ from sqlalchemy.engine import Engine
 from memtail.cli.main import main
 from memtail.records import Claim
 from memtail.status import ExperimentStatus, TrialStatus
-from memtail.store import lifecycle, trials
+from memtail.store import lifecycle, outcomes, reaper, trials
 from memtail.store.engine import db_now_plus
 from memtail.store.experiments import get_experiment
 from memtail.store.progress import progress
 from memtail.store.tables import trials as trials_table
-from memtail.views.records import progress_record
+from memtail.views.rows import progress_record
 from memtail.views.text import format_progress
 from tests.helpers import make_experiment, random_outcome
 
@@ -50,15 +50,15 @@ def test_kills_are_lost_claims_not_failed_attempts(engine: Engine) -> None:
         claim = _claim(engine, exp.id, f"local:1:{kill}")
         if kill % 3 == 0:
             _expire(engine, claim.trial_id)
-            assert trials.reap(engine, max_lost=20).requeued == 1
+            assert reaper.reap(engine, max_lost=20).requeued == 1
         elif kill % 3 == 1:
             died = f"local worker local:1:{kill} died (exit code -9) under it"
-            released = trials.release_running(
+            released = reaper.release_running(
                 engine, exp.id, f"local:1:{kill}", exact=True, died=died, max_lost=20
             )
             assert released == 1
         else:  # `memtail run` itself was killed: the next run releases its trials
-            assert trials.release_running(engine, exp.id, "local:", max_lost=20) == 1
+            assert reaper.release_running(engine, exp.id, "local:", max_lost=20) == 1
     row = _row(engine, claim.trial_id)
     assert (row.status, row.attempts, row.lost, row.preemptions) == ("pending", 5, 5, 0)
     # `memtail status` says so, apart from failures.
@@ -77,8 +77,8 @@ def test_lost_too_often_fails_with_the_reason(engine: Engine) -> None:
     for n in range(1, 5):
         claim = _claim(engine, exp.id)
         _expire(engine, claim.trial_id)
-        result = trials.reap(engine, max_lost=4)
-        assert result == (trials.ReapResult(0, 1) if n == 4 else trials.ReapResult(1, 0))
+        result = reaper.reap(engine, max_lost=4)
+        assert result == (reaper.ReapResult(0, 1) if n == 4 else reaper.ReapResult(1, 0))
     row = _row(engine, claim.trial_id)
     assert row.status == "failed" and row.lost == 4 and row.finished_at is not None
     assert row.error.startswith("lost 4 times") and "MEMTAIL_MAX_LOST" in row.error
@@ -117,19 +117,19 @@ def test_a_zombie_of_a_retried_trial_cannot_store(engine: Engine) -> None:
     exp = make_experiment(engine, trials_=1, n_train=N_TRAIN, n_test=N_TEST).experiment
     zombie = _claim(engine, exp.id)
     _expire(engine, zombie.trial_id)
-    trials.reap(engine, max_lost=1)  # lost once too often: failed, the zombie still trains
+    reaper.reap(engine, max_lost=1)  # lost once too often: failed, the zombie still trains
     assert _row(engine, zombie.trial_id).status == "failed"
     assert lifecycle.retry_failed(engine, exp) == 1
     outcome = random_outcome(np.random.default_rng(0), N_TRAIN, N_TEST)
     with pytest.raises(trials.LeaseLost):  # retried but not claimed yet
-        trials.store(engine, zombie, outcome, N_TRAIN, N_TEST)
+        outcomes.store(engine, zombie, outcome, N_TRAIN, N_TEST)
     current = _claim(engine, exp.id)
     assert current.attempt == zombie.attempt + 1
     with pytest.raises(trials.LeaseLost):
-        trials.store(engine, zombie, outcome, N_TRAIN, N_TEST)
+        outcomes.store(engine, zombie, outcome, N_TRAIN, N_TEST)
     with pytest.raises(trials.LeaseLost):
         trials.heartbeat(engine, zombie, 60)
-    trials.store(engine, current, outcome, N_TRAIN, N_TEST)
+    outcomes.store(engine, current, outcome, N_TRAIN, N_TEST)
     assert trials.status_counts(engine, exp.id)[TrialStatus.SUCCEEDED] == 1
 
 

@@ -166,7 +166,7 @@ def test_lost_claims_revision_keeps_every_trial(
 ) -> None:
     """0014 adds trials.lost and trials.retried_attempts; down and up, the rows survive
     and the counters come back as 0."""
-    from memtail.store import trials
+    from memtail.store import reaper, trials
     from tests.helpers import make_experiment, run_all_trials
 
     url = (
@@ -179,7 +179,7 @@ def test_lost_claims_revision_keeps_every_trial(
     try:
         exp = make_experiment(engine, n_train=20, n_test=10, trials_=4).experiment
         assert trials.claim_next(engine, exp.id, "local:1:0", 60) is not None
-        assert trials.release_running(engine, exp.id, "local:", max_lost=20) == 1
+        assert reaper.release_running(engine, exp.id, "local:", max_lost=20) == 1
         run_all_trials(engine, exp.id, 20, 10)
 
         def rows() -> list[tuple]:

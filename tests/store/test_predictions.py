@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
-from memtail.store import trials
+from memtail.store import outcomes, trials
 from memtail.store.experiments import get_experiment, labels
 from memtail.store.outcomes import held_out_predictions
 from memtail.store.tables import trial_outcomes
@@ -46,7 +46,7 @@ def _store_all(
             test_accuracy=1.0,
             train_wrong_class=predicted[~correct],
         )
-        trials.store(engine, claim, outcome, exp.n_train, exp.n_test)
+        outcomes.store(engine, claim, outcome, exp.n_train, exp.n_test)
 
 
 def test_held_out_models_predictions_are_counted(engine: Engine) -> None:
@@ -96,7 +96,7 @@ def test_a_wrong_count_of_classes_is_refused_before_writing(engine: Engine) -> N
         train_wrong_class=np.zeros(3, dtype=np.int64),
     )
     with pytest.raises(bits.PayloadError, match="3 classes for 20 misclassified"):
-        trials.store(engine, claim, outcome, 20, 10)
+        outcomes.store(engine, claim, outcome, 20, 10)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(trial_outcomes)).scalar() == 0
 

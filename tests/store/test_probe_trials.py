@@ -22,11 +22,12 @@ from memtail.specification import ExperimentKind
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import TrialStatus
-from memtail.store import dispatch, lifecycle, trials
-from memtail.store.artifacts import find_artifact, stage_artifact
+from memtail.store import dispatch, lifecycle, outcomes, reaper, trials
+from memtail.store.artifacts import stage_artifact
 from memtail.store.experiments import create_experiment
 from memtail.store.outcomes import load_outcomes
 from memtail.store.progress import feature_accuracy, progress
+from memtail.store.retrieval import find_artifact
 from memtail.store.tables import trial_outcomes
 from memtail.store.tables import trials as trials_table
 from tests.helpers import random_outcome, tiny_examples, tiny_spec
@@ -54,7 +55,7 @@ def _feature_trial_done(engine: Engine, experiment: Experiment) -> None:
     assert claim is not None
     staged = stage_artifact(engine, experiment.id, "features", [b"rows of features"])
     outcome = random_outcome(np.random.default_rng(0), N_TRAIN, N_TEST)
-    trials.store_features(engine, claim, outcome, staged)
+    outcomes.store_features(engine, claim, outcome, staged)
 
 
 def test_a_probe_has_a_full_feature_trial_and_subsample_probe_trials(engine: Engine) -> None:
@@ -89,7 +90,7 @@ def test_probe_trials_wait_for_the_features(engine: Engine) -> None:
     staged = stage_artifact(engine, exp.id, "features", [b"x" * 100])
     assert find_artifact(engine, exp.id, "features") is None  # staged: invisible
     outcome = random_outcome(np.random.default_rng(1), N_TRAIN, N_TEST)
-    trials.store_features(engine, feature, outcome, staged)
+    outcomes.store_features(engine, feature, outcome, staged)
 
     artifact = find_artifact(engine, exp.id, "features")
     assert artifact is not None and artifact.size == 100
@@ -112,10 +113,10 @@ def test_a_stale_feature_trial_stores_nothing(engine: Engine) -> None:
     assert first is not None
     staged = stage_artifact(engine, exp.id, "features", [b"old"])
     time.sleep(0.1)
-    assert trials.reap(engine, max_lost=3).requeued == 1  # its lease expired
+    assert reaper.reap(engine, max_lost=3).requeued == 1  # its lease expired
     outcome = random_outcome(np.random.default_rng(2), N_TRAIN, N_TEST)
     with pytest.raises(trials.LeaseLost):
-        trials.store_features(engine, first, outcome, staged)
+        outcomes.store_features(engine, first, outcome, staged)
     assert find_artifact(engine, exp.id, "features") is None
     assert _rows(engine, exp.id)[0].status == "pending"
 
@@ -125,10 +126,10 @@ def test_probe_outcomes_are_estimated_like_any_trials(engine: Engine) -> None:
     _feature_trial_done(engine, exp)
     rng = np.random.default_rng(3)
     while (claim := trials.claim_next(engine, exp.id, "w", 60)) is not None:
-        trials.store(engine, claim, random_outcome(rng, N_TRAIN, N_TEST), N_TRAIN, N_TEST)
-    outcomes = load_outcomes(engine, exp)
-    assert outcomes.n_trials == PROBES
-    assert outcomes.masks.sum(axis=1).tolist() == [exp.subset_size] * PROBES
+        outcomes.store(engine, claim, random_outcome(rng, N_TRAIN, N_TEST), N_TRAIN, N_TEST)
+    loaded = load_outcomes(engine, exp)
+    assert loaded.n_trials == PROBES
+    assert loaded.masks.sum(axis=1).tolist() == [exp.subset_size] * PROBES
     report = progress(engine, exp)
     assert report.counts[TrialStatus.SUCCEEDED] == PROBES + 1
     # The models' accuracy describes the probes, not the feature network.
@@ -150,7 +151,7 @@ def test_a_failed_feature_trial_fails_its_probe_trials(engine: Engine) -> None:
         assert claim is not None and claim.trial_index == FEATURE_TRIAL
         status = trials.fail(engine, claim, f"CUDA out of memory ({attempt})", max_attempts=2)
     assert status == "failed"
-    result = trials.reap(engine, max_lost=2)
+    result = reaper.reap(engine, max_lost=2)
     assert result.failed == PROBES
     rows = _rows(engine, exp.id)
     assert {r.status for r in rows} == {"failed"}

@@ -14,7 +14,7 @@ from memtail.specification import SpecError
 from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
 from memtail.stats.subsets import subset_mask, training_seed
-from memtail.store import trials
+from memtail.store import outcomes, reaper, trials
 from memtail.store.engine import db_now_plus, one_statement, with_retries
 from memtail.store.experiments import create_experiment, get_experiment
 from memtail.store.tables import examples, experiments, trial_outcomes
@@ -90,7 +90,7 @@ def test_claim_is_exclusive_and_store_is_fenced(engine: Engine) -> None:
 
     # w1 stops heartbeating: its lease runs out, the reaper frees the trial, w2 claims it.
     _expire(engine, trial_id)
-    assert trials.reap(engine, max_lost=3) == trials.ReapResult(requeued=1, failed=0)
+    assert reaper.reap(engine, max_lost=3) == reaper.ReapResult(requeued=1, failed=0)
     second = trials.claim(engine, trial_id, "w2", lease_seconds=60)
     assert second is not None and second.attempt == 2
 
@@ -99,11 +99,11 @@ def test_claim_is_exclusive_and_store_is_fenced(engine: Engine) -> None:
     with pytest.raises(trials.LeaseLost):
         trials.heartbeat(engine, first, lease_seconds=60)
     with pytest.raises(trials.LeaseLost):
-        trials.store(engine, first, zombie_result, 20, 10)
+        outcomes.store(engine, first, zombie_result, 20, 10)
     assert _count(engine, trial_outcomes) == 0
 
     fresh = random_outcome(rng, 20, 10)
-    trials.store(engine, second, fresh, 20, 10)
+    outcomes.store(engine, second, fresh, 20, 10)
     row = _trial(engine, trial_id)
     assert row.status == "succeeded" and row.attempts == 2
     with engine.connect() as conn:
@@ -112,7 +112,7 @@ def test_claim_is_exclusive_and_store_is_fenced(engine: Engine) -> None:
     assert np.array_equal(bits.unpack(out.train_correct, 20), fresh.train_correct)
     # A late duplicate store of the same claim cannot add a second row.
     with pytest.raises(trials.LeaseLost):
-        trials.store(engine, second, fresh, 20, 10)
+        outcomes.store(engine, second, fresh, 20, 10)
     assert _count(engine, trial_outcomes) == 1
 
 
@@ -137,7 +137,7 @@ def test_wrong_payload_length_is_rejected_and_nothing_written(engine: Engine) ->
         test_accuracy=1.0,
     )
     with pytest.raises(bits.PayloadError, match="train_correct: shape"):
-        trials.store(engine, claim, bad, 20, 10)
+        outcomes.store(engine, claim, bad, 20, 10)
     assert _trial(engine, trial_id).status == "running"
     assert _count(engine, trial_outcomes) == 0
 
@@ -155,7 +155,7 @@ def test_margins_are_stored_as_float16(engine: Engine) -> None:
         train_margin=margin,
         test_margin=np.zeros(10),
     )
-    trials.store(engine, claim, outcome, 20, 10)
+    outcomes.store(engine, claim, outcome, 20, 10)
     with engine.connect() as conn:
         out = conn.execute(sa.select(trial_outcomes)).one()
     assert np.array_equal(np.frombuffer(out.train_margin, dtype="<f2"), margin)
@@ -181,9 +181,9 @@ def test_reaper_fails_trials_out_of_attempts(engine: Engine) -> None:
     trial_id = _first_trial_id(engine, exp.id)
     claim = trials.claim(engine, trial_id, "w1", 60)
     assert claim is not None
-    assert trials.reap(engine, max_lost=1) == trials.ReapResult(0, 0)  # lease still valid
+    assert reaper.reap(engine, max_lost=1) == reaper.ReapResult(0, 0)  # lease still valid
     _expire(engine, trial_id)
-    assert trials.reap(engine, max_lost=1) == trials.ReapResult(requeued=0, failed=1)
+    assert reaper.reap(engine, max_lost=1) == reaper.ReapResult(requeued=0, failed=1)
     row = _trial(engine, trial_id)
     assert row.status == "failed" and "lease expired (worker w1" in row.error
 
@@ -192,9 +192,9 @@ def test_real_lease_expiry_by_database_clock(engine: Engine) -> None:
     exp = make_experiment(engine).experiment
     trial_id = _first_trial_id(engine, exp.id)
     assert trials.claim(engine, trial_id, "w1", lease_seconds=0.2) is not None
-    assert trials.reap(engine, 3).requeued == 0
+    assert reaper.reap(engine, 3).requeued == 0
     time.sleep(1.2)
-    assert trials.reap(engine, 3).requeued == 1
+    assert reaper.reap(engine, 3).requeued == 1
     assert _trial(engine, trial_id).status == "pending"
 
 
@@ -219,8 +219,8 @@ def test_reaper_waits_a_lease_after_a_server_restart(pg_engine: Engine) -> None:
     _expire(pg_engine, trial_id)
     # The server has been up for less than "a year-long lease": nothing is reaped, since
     # the worker may only have been unable to heartbeat while the server was down.
-    assert trials.reap(pg_engine, 3, grace_after_restart=3e7) == trials.ReapResult(0, 0)
-    assert trials.reap(pg_engine, 3, grace_after_restart=0) == trials.ReapResult(1, 0)
+    assert reaper.reap(pg_engine, 3, grace_after_restart=3e7) == reaper.ReapResult(0, 0)
+    assert reaper.reap(pg_engine, 3, grace_after_restart=0) == reaper.ReapResult(1, 0)
 
 
 @pytest.mark.postgres
@@ -251,6 +251,6 @@ def test_release_running_only_touches_the_named_workers(engine: Engine) -> None:
     local = trials.claim_next(engine, exp.id, "local:123:0", 60)
     celery = trials.claim_next(engine, exp.id, "gpu-host:77", 60)
     assert local is not None and celery is not None
-    assert trials.release_running(engine, exp.id, worker_prefix="local:", max_lost=20) == 1
+    assert reaper.release_running(engine, exp.id, worker_prefix="local:", max_lost=20) == 1
     assert _trial(engine, local.trial_id).status == "pending"
     assert _trial(engine, celery.trial_id).status == "running"

@@ -10,8 +10,9 @@ import torch
 
 from memtail.specification import DatasetSpec, ModelSpec, TrainingSpec
 from memtail.training.datasets import Dataset, load_dataset
+from memtail.training.device import resolve_device
 from memtail.training.recipe import augment, lr_factor
-from memtail.training.trainer import Trainer, TrainingError, resolve_device
+from memtail.training.trainer import Trainer, TrainingError
 
 # One intra-op thread, as workers use: robust when other processes share the cores.
 THREADS = 1

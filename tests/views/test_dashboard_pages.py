@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from memtail.store.engine import make_engine
-from memtail.views.dashboard import SECURITY_HEADERS
+from memtail.views.dashboard import RATE_WINDOW, SECURITY_HEADERS
 from tests.browser import browser, check_page, new_page
 from tests.cli.test_first_hour import MEMTAIL, memtail, one_line_error
 from tests.helpers import make_experiment, planted, run_all_trials
@@ -132,9 +132,9 @@ def _styled_page(chromium: Any, url: str) -> tuple[Any, list[str]]:
     page.add_init_script(WATCH_POLICY)
     response = page.goto(url)
     assert response.status == 200
-    assert response.headers["content-security-policy"] == SECURITY_HEADERS[
-        "Content-Security-Policy"
-    ]
+    assert (
+        response.headers["content-security-policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+    )
     return page, errors
 
 
@@ -153,11 +153,15 @@ def test_the_pages_run_under_the_policy_and_stay_live(
     base = f"http://127.0.0.1:{port}"
     done = '[data-live-experiment="waiting"] [data-field="done"]'
     bar = '[data-live-experiment="waiting"] progress.bar'
+    rate = '[data-live-experiment="waiting"] [data-field="rate"]'
     with browser() as chromium:
         index, errors = _styled_page(chromium, base + "/")
         _check_secured(index, errors, tmp_path / "index.png")
         assert "password=***" in index.text_content("header")
         assert index.text_content(done) == "0"
+        # The page names the live rate's window the code counts; no trial yet, no rate.
+        assert f"over the last {RATE_WINDOW}" in index.text_content("#experiments .what")
+        assert index.text_content(rate) == "-"
         # Trials land: the page's script (a file, not inline) shows them without a reload.
         index.evaluate("window.notReloaded = true")
         run_all_trials(engine, waiting, 20, 10)
@@ -165,6 +169,8 @@ def test_the_pages_run_under_the_policy_and_stay_live(
             f"() => document.querySelector('{done}').textContent === '12'", timeout=60_000
         )
         assert index.evaluate(f"document.querySelector('{bar}').value") == 1
+        # Finished, it shows its average over the whole run, labelled so.
+        assert index.text_content(rate).endswith("/min on average")
         assert index.evaluate("window.notReloaded") is True
         index.wait_for_function(
             "() => document.getElementById('live-status').textContent.startsWith('live, updated')"
@@ -215,4 +221,3 @@ def test_a_malformed_configured_host_is_one_line(sqlite_url: str, tmp_path: Path
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     one_line_error(result, "MEMTAIL_DASHBOARD_HOSTS: 'not/a/host' is not a host name")
-

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from memtail.specification import ExperimentKind
-from memtail.store import artifacts
-from memtail.store.artifacts import ArtifactCorrupt, complete
+from memtail.store.artifacts import complete
 from memtail.store.engine import transaction
 from memtail.store.experiments import create_experiment
+from memtail.store.retrieval import ArtifactCorrupt, ArtifactMissing
 from memtail.work.features import FeaturesError, decode, encode, load_features, stage_features
 from tests.helpers import tiny_examples, tiny_spec
 
@@ -55,7 +55,7 @@ def test_features_round_trip_through_the_store(
     folder = tmp_path / "artifacts" if in_folder else None
     features = np.random.default_rng(1).normal(size=(30, 5)).astype(np.float16)
     staged = stage_features(engine, exp, _blocks(features, 8), folder=folder, writer="w")
-    with pytest.raises(artifacts.ArtifactMissing):
+    with pytest.raises(ArtifactMissing):
         load_features(engine, exp, folder=folder)  # staged, not complete
     with transaction(engine) as conn:
         complete(conn, staged)

@@ -161,6 +161,61 @@ def test_memtail_worker_is_refused_before_it_claims(
     assert _attempts(pending) == [("pending", 0)] * 3
 
 
+@pytest.fixture
+def estimated(sqlite_url: str) -> str:
+    """An SQLite database holding one estimated experiment, "a", to analyse."""
+    from memtail.store.engine import make_engine
+    from tests.helpers import planted
+
+    engine = make_engine(sqlite_url)
+    try:
+        planted(engine, "a")
+    finally:
+        engine.dispose()
+    return sqlite_url
+
+
+def _experiments(url: str) -> list[str]:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return [name for (name,) in conn.execute("SELECT name FROM experiments ORDER BY name")]
+
+
+#: The analyses that train their own trials here with --run: its arms, its probe.
+TRAIN_HERE = [["removal", "a", "--trials-per-arm", "1"], ["probe", "a", "--trials", "2"]]
+
+
+@pytest.mark.parametrize(("env", "message"), BAD, ids=_ids(BAD))
+def test_removal_and_probe_run_are_refused_before_they_create(
+    estimated: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    url = [] if "MEMTAIL_DATABASE_URL" in env else ["--database-url", estimated]
+    out = tmp_path / "out"
+    capsys.readouterr()
+    for command in TRAIN_HERE:
+        code = main([*url, *command, "--run", "--workers", "1", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2, (command, err[-2000:])
+        assert err.startswith(f"memtail: error: {message}") and err.count("\n") == 1, err
+        assert _experiments(estimated) == ["a"], command  # no arm, no probe
+    assert not out.exists()
+
+
+def test_without_run_this_hosts_devices_are_not_asked(
+    estimated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The service's workers train what it creates, on their own hosts.
+    monkeypatch.setenv("MEMTAIL_DEVICE", "cuda")
+    assert main(["--database-url", estimated, *TRAIN_HERE[1]]) == 0
+    assert _experiments(estimated) == ["a", "a-probe"]
+
+
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.integration

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.config import Settings
-from memtail.store import trials
+from memtail.store import outcomes
 from memtail.store.tables import trial_outcomes
 from memtail.store.tables import trials as trials_table
 from memtail.work.runner import TrialRunner
@@ -109,7 +109,7 @@ def test_chain_stops_after_a_failed_trial(engine: Engine, db_url: str, tmp_path:
     exp = trained_experiment(engine, tmp_path, "poison", 5)
     rows = _rows(engine, exp.id)
     runner = _runner(engine, db_url)
-    trainer = runner._trainer(exp.id)[1]
+    trainer = runner._fitter.trainer(exp.id)[1]
     train = trainer.run
     calls = []
 
@@ -143,7 +143,7 @@ def test_stores_run_on_the_writer_thread_and_finish_before_the_chain_returns(
 ) -> None:
     exp = trained_experiment(engine, tmp_path, "writer", 4)
     rows = _rows(engine, exp.id)
-    store = trials.store
+    store = outcomes.store
     threads: list[str] = []
     started = [0]  # trainings begun so far
     changed = threading.Condition()
@@ -157,9 +157,9 @@ def test_stores_run_on_the_writer_thread_and_finish_before_the_chain_returns(
             overlapped.append(changed.wait_for(lambda: started[0] > seen, timeout=5))
         store(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(trials, "store", recording_store)
+    monkeypatch.setattr(outcomes, "store", recording_store)
     runner = _runner(engine, db_url)
-    trainer = runner._trainer(exp.id)[1]
+    trainer = runner._fitter.trainer(exp.id)[1]
     train = trainer.run
 
     def signalling_train(*args: object, **kwargs: object) -> object:

@@ -45,7 +45,9 @@ def _workers(engine: Engine, experiment: Experiment) -> set[str]:
 
 
 @pytest.mark.timeout(240)
-def test_one_pool_trains_every_batch_and_experiment(sqlite_url: str, tmp_path: Path) -> None:
+def test_one_pool_trains_every_batch_and_experiment(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     engine = make_engine(sqlite_url)
     settings = Settings(database_url=sqlite_url, device="cpu", data_root=tmp_path)
     first = _experiment(engine, tmp_path, "first", 4)
@@ -73,5 +75,10 @@ def test_one_pool_trains_every_batch_and_experiment(sqlite_url: str, tmp_path: P
     # Each batch ends with its average rate, not the bar's last reading.
     assert [line.split(":")[0] for line in said] == ["first", "first", "second"]
     assert all(line.endswith("/min on average") for line in said)
+    # The bar's last line, left on the screen, shows that average too.
+    bars = capsys.readouterr().err
+    for line in said:
+        average = line.rsplit(", ", 1)[1]
+        assert f"{average}, running=0, failed=0]" in bars, (line, bars[-2000:])
     # The workers are gone with the session.
     assert all(not process.is_alive() for process in pool._workers.values())

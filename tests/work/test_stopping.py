@@ -6,6 +6,7 @@ between the estimate and the next batch is decided again."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -47,14 +48,15 @@ def test_unmet_rules_add_the_next_batch_until_the_cap(engine: Engine) -> None:
             break
     assert targets == [30, 45, 50, 50]
     assert exp.spec_hash == spec_hash and exp.spec.trials == 20  # the spec as written
-    assert exp.stop_reason.startswith("max_trials (50) reached with rules unmet: decided ")
+    assert exp.stop_reason.startswith("max_trials (50) reached with rules unmet: decided: ")
     assert exp.stop_reason.endswith(
-        "of examples, interval wholly above or below mem 0.25 (target 99%)"
+        "of examples decided, their interval wholly above or below mem 0.25 (target 99%)"
     )
     state = progress(engine, exp)
     assert state.stopping["look"] == 4 and state.stopping["looks"] == 4
     text = format_progress(state)
     assert "stopping rules at 50 trials (look 4 of 4; intervals at" in text
+    assert re.search(r"    decided: \d+(\.\d)?% of examples decided, their .* \(target 99%\)", text)
     assert "stopped: max_trials (50) reached" in text
     # The stored intervals are at the last look's spent confidence, not the spec's 95%.
     sizes = stats_stopping.look_sizes(20, 1.5, 50)
@@ -88,12 +90,16 @@ def test_met_rules_complete_the_experiment_with_the_reason(engine: Engine) -> No
     exp = get_experiment(engine, exp.id)
     assert exp.status == ExperimentStatus.COMPLETE and exp.target_trials == 60
     # The share covered, of what, against the target share: not "1.000 >= 0.5".
-    assert exp.stop_reason == "rules met at 60 trials: 100% of examples within +-0.9 (target 50%)"
+    met = "mem_half_width: 100% of examples within ±0.9 (target 50%)"
+    assert exp.stop_reason == f"rules met at 60 trials: {met}"
+    assert f"    {met}: met" in format_progress(progress(engine, exp))
     # The report and dashboard show the rules and the reason.
     page = experiment_page(gather(engine, exp, stability=False), None)
     section = next(s for s in page.sections if s.key == "stopping")
     assert [n.value for n in section.numbers if n.metric == "stop-reason"] == [exp.stop_reason]
-    assert section.tables[0].rows[0][:4] == ["mem_half_width", "1.000", "0.5", "yes"]
+    table = section.tables[0]
+    assert table.headers[:4] == ["rule", "measured", "target", "met"]
+    assert table.rows[0][:4] == ["mem_half_width", "100% of examples within ±0.9", "50%", "yes"]
 
 
 def test_a_crash_before_the_next_batch_is_decided_again(

@@ -1,4 +1,4 @@
-"""Results as records for scripts and notebooks: JSON or CSV instead of text tables.
+"""Results as rows for scripts and notebooks: JSON or CSV instead of text tables.
 
 ``render`` writes a list of flat records (one dict per row) as JSON (a list of objects;
 NaN and infinities become null) or CSV (a header, then one line per row; missing values
@@ -66,6 +66,7 @@ def progress_record(p: Progress) -> dict[str, Any]:
         "target_trials": e.target_trials,
         **{str(status): count for status, count in p.counts.items()},
         "trials_per_minute": p.trials_per_minute,
+        "rate_is_average": p.rate_is_average,
         "eta_seconds": p.eta_seconds,
         "test_accuracy_mean": accuracy[0],
         "test_accuracy_std": accuracy[1],

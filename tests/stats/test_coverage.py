@@ -10,7 +10,11 @@ import pytest
 from scipy.stats import binom
 
 from memtail.stats.coverage import miss_probability
-from memtail.stats.intervals import newcombe_interval
+from memtail.stats.intervals import (
+    clopper_pearson_interval,
+    exact_mover_interval,
+    newcombe_interval,
+)
 from memtail.stats.stopping import look_sizes, spent_confidence
 
 
@@ -57,3 +61,26 @@ def test_spent_newcombe_intervals_miss_more_than_their_budget_at_extreme_accurac
     )
     assert total == pytest.approx(0.221, abs=0.002)
     assert miss_probability(400, 0.95, 0.05, 0.95).probability < 0.06  # one look holds
+
+
+def test_clopper_pearson_limits_are_betas_quantiles() -> None:
+    from scipy.stats import beta
+
+    x, n = np.array([0, 1, 7, 19, 20]), 20
+    low, high = clopper_pearson_interval(x, n, 0.99)
+    want_low = np.where(x > 0, beta.ppf(0.005, np.maximum(x, 1), n - x + 1), 0.0)
+    want_high = np.where(x < n, beta.ppf(0.995, x + 1, np.maximum(n - x, 1)), 1.0)
+    np.testing.assert_allclose(low, want_low, atol=1e-12)
+    np.testing.assert_allclose(high, want_high, atol=1e-12)
+    assert np.isnan(clopper_pearson_interval(0, 0)[0])
+
+
+@pytest.mark.parametrize("k", [20, 45, 102])
+def test_exact_limits_miss_less_than_wilsons_where_accuracies_are_extreme(k: int) -> None:
+    # A memorized example at the confidence of an early sequential look.
+    exact = miss_probability(k, 0.95, 0.05, 0.99, interval=exact_mover_interval).probability
+    wilson = miss_probability(k, 0.95, 0.05, 0.99).probability
+    assert exact < wilson / 2
+    low, high = exact_mover_interval(19, 20, 1, 10, 0.95)
+    n_low, n_high = newcombe_interval(19, 20, 1, 10, 0.95)
+    assert low < n_low and high > n_high  # wider, on both sides

@@ -28,12 +28,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
     """``MEMTAIL_*`` settings, overridden by the global flags that were given."""
     settings = Settings.from_env()
     overrides = {}
-    if getattr(args, "database_url", None):
-        overrides["database_url"] = args.database_url
-    if getattr(args, "broker_url", None):
-        overrides["broker_url"] = args.broker_url
-    if getattr(args, "data_root", None):
-        overrides["data_root"] = args.data_root
+    for attr in ("database_url", "broker_url", "data_root"):
+        value = getattr(args, attr, None)
+        if value is not None and not value.strip():
+            # `--database-url "$URL"` with URL unset: the default would be used instead,
+            # and results land in a database no one meant.
+            flag = "--" + attr.replace("_", "-")
+            raise UsageError(
+                f"{flag} is empty; give a value, or leave the flag out to use "
+                f"MEMTAIL_{attr.upper()} or the default"
+            )
+        if value:
+            overrides[attr] = value
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
@@ -52,10 +58,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so that both take the same way out."""
 
 
+def checked_path(path: str, flag: str) -> Path:
+    """A path given on the command line, refused when it cannot be what was meant: empty
+    (``Path("")`` is the current folder: `--out "$DIR"` with DIR unset would write there)
+    or with a control character (a newline is most likely a pasting slip, and would break
+    every one-line message that names the path)."""
+    if not path.strip():
+        raise UsageError(f"{flag} is empty; give a path (. for the current folder)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise UsageError(
+            f"{flag} {path!r} contains a control character (e.g. a newline); give the path "
+            "without it"
+        )
+    return Path(path)
+
+
 def output_folder(path: str, flag: str = "--out") -> Path:
     """``--out``: a folder the command can write in, checked before any work starts; the
     writers make it when they write (a file there is a one-line error)."""
-    folder = Path(path)
+    folder = checked_path(path, flag)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{flag} {path} is a file; give a folder for the outputs")
     _check_writable(folder, flag, path)
@@ -65,7 +86,7 @@ def output_folder(path: str, flag: str = "--out") -> Path:
 def output_file(path: str, example: str, flag: str = "--out") -> Path:
     """``--out``: a file the command can write, checked before any work starts (a folder
     there is a one-line error naming ``example``, a file name to give inside it)."""
-    file = Path(path)
+    file = checked_path(path, flag)
     if file.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file name, e.g. {file / example}")
     _check_writable(file.parent, flag, path)

@@ -8,7 +8,13 @@ import os
 import socket
 from pathlib import Path
 
-from memtail.cli.arguments import UsageError, open_engine, output_folder, settings_from
+from memtail.cli.arguments import (
+    UsageError,
+    checked_path,
+    open_engine,
+    output_folder,
+    settings_from,
+)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -45,6 +51,13 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
 
     if not args.dry_run:  # the script and the logs: refused before anything is submitted
         output_folder(args.logs, "--logs")
+    env_file = None
+    if args.env_file is not None:  # given but empty is a mistake, not "no env file"
+        env_file = checked_path(args.env_file, "--env-file")
+        if env_file.is_dir():
+            raise UsageError(
+                f"--env-file {args.env_file} is a folder; give the file of VAR=value lines"
+            )
     settings = settings_from(args)
     if settings.database_url.startswith("sqlite"):
         raise UsageError(
@@ -67,7 +80,7 @@ def cmd_slurm_submit(args: argparse.Namespace) -> int:
         idle_exit=args.idle_exit,
         warning_seconds=int(settings.stop_grace_seconds) + 60,
         logs=Path(args.logs),
-        env_file=Path(args.env_file) if args.env_file else None,
+        env_file=env_file,
     )
     job.check()
     script = render(job)

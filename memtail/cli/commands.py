@@ -99,7 +99,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     engine = open_engine(settings)
     device = settings.estimator_device
-    if args.name:
+    if args.name is not None:  # an empty name is no experiment: never estimate them all
         exp = get_experiment(engine, args.name)
         try:
             summary = estimate_experiment(engine, exp.id, force=True, device=device)

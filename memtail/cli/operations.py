@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from memtail.cli import cluster, commands
-from memtail.cli.parser import DAY, at_least, command, host, port, positive_seconds, seconds
+from memtail.cli.parser import DAY, at_least, command, host, port, refresh_seconds, seconds
 from memtail.specification import MAX_TRIALS
 
 
@@ -52,7 +52,7 @@ def process_commands(sub: argparse._SubParsersAction) -> None:
     dashboard.add_argument("--port", type=port, default=8050, help="port to listen on")
     dashboard.add_argument(
         "--refresh",
-        type=positive_seconds,
+        type=refresh_seconds,
         default=5.0,
         help="seconds between the pages' live updates",
     )

@@ -74,21 +74,26 @@ def port(text: str) -> int:
     return port
 
 
-def seconds(high: float) -> Callable[[str], float]:
+def seconds(high: float, low: float = 0.0) -> Callable[[str], float]:
+    """Seconds in ``(0, high]``, and at least ``low`` where a shorter wait would only spin."""
+
     def parse(text: str) -> float:
         if not _REAL.fullmatch(text.strip().lower()):
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds")
         value = float(text)
-        if not 0 < value <= high:  # NaN fails too
+        if not (0 < value <= high and value >= low):  # NaN fails too
+            least = f"at least {low:g} and " if low else ""
             raise argparse.ArgumentTypeError(
-                f"must be a positive number of seconds, at most {high:,.0f}, got {text}"
+                f"must be a positive number of seconds, {least}at most {high:,.0f}, got {text}"
             )
         return value
 
     return parse
 
 
-positive_seconds = seconds(DAY)
+#: Between refreshes (`status --watch`, the dashboard's pages): 1e-9 would poll the
+#: database in a loop, and the pages' timer rounds anything under 1 ms to none at all.
+refresh_seconds = seconds(DAY, low=0.1)
 ROWS = at_least(1, LIMIT, " (`memtail export` writes them all)")
 ARM_TRIALS = at_least(1, MAX_TRIALS, " (the bound of a spec's trials)")
 WORKERS = at_least(0, MAX_WORKERS)

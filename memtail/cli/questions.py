@@ -14,7 +14,7 @@ from memtail.cli.parser import (
     WORKERS,
     at_least,
     command,
-    positive_seconds,
+    refresh_seconds,
     threshold,
 )
 from memtail.specification import MAX_TRIALS
@@ -36,7 +36,7 @@ def result_commands(sub: argparse._SubParsersAction) -> None:
     status.add_argument("name", nargs="?", help="one experiment (default: all)")
     status.add_argument("--watch", action="store_true", help="refresh until complete")
     status.add_argument(
-        "--interval", type=positive_seconds, default=5.0, help="seconds between refreshes"
+        "--interval", type=refresh_seconds, default=5.0, help="seconds between refreshes"
     )
     _format(status)
     for name, handler, what in (

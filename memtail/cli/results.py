@@ -32,7 +32,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     # Clearing the screen is for a person watching a terminal, never for a file or pipe.
     clear = args.watch and args.format == "table" and sys.stdout.isatty()
     while True:
-        if args.name:
+        # An empty name (`status "$NAME"`, NAME unset) is no experiment, not all of them.
+        if args.name is not None:
             shown = [get_experiment(engine, args.name)]
         else:
             shown = list_experiments(engine)

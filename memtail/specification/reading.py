@@ -48,13 +48,19 @@ def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     ``overrides`` maps dotted fields to values. A path that exists wins over a bundled
     spec of the same name.
     """
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(source)):
+        # A newline would also cut the one-line error that names the path in two.
+        raise SpecError(
+            "file", f"{str(source)!r} contains a control character; give the spec's path"
+        )
     path = Path(source)
     bundled = resources.files(_BUNDLED) / f"{source}.toml"
     try:
         if not path.is_file() and str(source) in bundled_specs():
             text = bundled.read_text()
         else:
-            text = path.read_text()
+            # TOML is UTF-8; utf-8-sig also reads the byte-order mark some editors put first.
+            text = path.read_text(encoding="utf-8-sig")
         raw = tomllib.loads(text)
     except FileNotFoundError:
         raise SpecError(
@@ -72,6 +78,9 @@ def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         raise SpecError("file", f"{path} cannot be read (permission denied)") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError("file", f"{path} is not valid TOML ({error}); fix the syntax") from None
+    except OSError as error:  # e.g. a device that cannot be read (EIO), a name too long
+        reason = error.strerror or type(error).__name__
+        raise SpecError("file", f"{path} cannot be read ({reason}); pass a TOML spec") from None
     return spec_from_dict(raw, overrides)
 
 
@@ -101,6 +110,11 @@ def spec_from_dict(
             retargeted = True
     for dotted, value in overrides.items():
         section, _, key = dotted.rpartition(".")
+        if "." in section:
+            # Sections hold fields, not further tables: dataset.options.x is dataset.x.
+            raise SpecError(
+                dotted, f"spec fields are FIELD or SECTION.FIELD; e.g. {dotted.split('.')[0]}.{key}"
+            )
         target = raw.setdefault(section, {}) if section else raw
         target[key] = value
     named_by_flags = "name" not in raw and {"dataset.name", "model.name"} & set(overrides)
@@ -131,6 +145,10 @@ def _section(prefix: str, cls: type, values: dict[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in values.items():
+        if key == "options" and "options" in known and not isinstance(value, dict):
+            raise SpecError(
+                f"{prefix}.options", f"must be a table of options, got {type(value).__name__}"
+            )
         if key == "options" and isinstance(value, dict):
             continue  # merged below: stored specs keep options in their own table
         if key in known and key != "options":

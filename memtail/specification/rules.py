@@ -29,9 +29,19 @@ MAX_SEED = 2**63 - 1
 
 
 def _check(field_name: str, value: float, low: float, high: float, hint: str = "") -> None:
-    """``low <= value <= high``, and finite: NaN and infinities never pass a comparison."""
-    if not (math.isfinite(value) and low <= value <= high):
-        raise SpecError(field_name, f"must be in [{low:g}, {high:g}] (got {value!r}){hint}")
+    """``low <= value <= high``, and finite: NaN and infinities never pass a comparison.
+    An int is compared as it is: math.isfinite(10**400) raises OverflowError, and :g
+    would round a bound such as MAX_SEED."""
+    finite = isinstance(value, int) or math.isfinite(value)
+    if not (finite and low <= value <= high):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}..."
+        raise SpecError(
+            field_name, f"must be in [{_bound(low)}, {_bound(high)}] (got {shown}){hint}"
+        )
+
+
+def _bound(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def validate(spec: ExperimentSpec) -> None:

@@ -32,11 +32,12 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from memtail.stats.numba_counts import fold_block, run_walk, table_counts
+from memtail.stats.numba_counts import fold_block, fold_shares, run_walk, table_counts
 
 __all__ = [
     "compact",
     "fold_block",
+    "fold_shares",
     "run_walk",
     "table_counts",
     "tail_walk",
@@ -251,12 +252,12 @@ def transpose_rows(rows, n, row_bytes):
     return out
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def tail_walk(term, x, n, c, upper, lo, hi, k, rest):
     """Sum pmf terms from term = P(H = x) away from the mode, per value (see
     memtail.stats.hypergeom.upper_tail, whose numpy loop does the same operations)."""
     total = np.zeros(term.size)
-    for i in range(term.size):
+    for i in prange(term.size):
         t, xi, ni, ci, up = term[i], x[i], n[i], c[i], upper[i]
         acc = 0.0
         while True:

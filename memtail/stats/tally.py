@@ -18,8 +18,9 @@ import numpy as np
 
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # train index, test index, count
 
-# Cells of the table ``fold`` fills for one block: 32 MB of int32 at most. A block holds
-# as many n_in codes as fit (``codes_per_block``), or the numpy path runs instead.
+# Cells of the table ``fold`` fills for one block: 32 MB of int32 at most (per parallel
+# share, ``numba_counts.fold_shares``: at most 4). A block holds as many n_in codes as
+# fit (``codes_per_block``), or the numpy path runs instead.
 _TABLE_CELLS = 2**23
 
 
@@ -47,7 +48,9 @@ class Tally:
         self._keys: list[np.ndarray] = []
         self._counts: list[np.ndarray] = []
         self._size = self._merged = 0
+        self._sorted = True  # the parts, concatenated, are sorted and distinct
         self._table: np.ndarray | None = None
+        self._tops = np.zeros(0, dtype=np.int32)
 
     def codes_per_block(self) -> int:
         """How many n_in codes one ``fold`` may take (0: its table would not fit)."""
@@ -74,23 +77,62 @@ class Tally:
         codes = self._n_codes[rows]
         lo, hi = int(codes.min()), int(codes.max())
         n_s = self._h_min.shape[1]
-        if self._table is None:  # zeroed again by every read, so allocated once
-            self._table = np.zeros((self.codes_per_block(), n_s, self._width), dtype=np.int32)
-        table = self._table[: hi - lo + 1]
+        shares = compiled.fold_shares()
+        cells = (hi - lo + 1) * n_s * self._width
+        if self._table is None or self._table.size < shares * cells:
+            # Zeroed again by every read, so allocated once, at the size of the largest
+            # block (contiguous, so that the compiled code takes one array layout).
+            size = shares * self.codes_per_block() * n_s
+            self._table = np.zeros(size * self._width, dtype=np.int32)
+            self._tops = np.zeros(size, dtype=np.int32)
+        n_code = hi - lo + 1
+        table = self._table[: shares * cells].reshape(shares, n_code, n_s, self._width)
+        tops = self._tops[: shares * n_code * n_s].reshape(shares, n_code, n_s)
         li, jj, g = compiled.fold_block(
             *buffers, block_cols, rows.size, (codes - lo).astype(np.int64),
             self._s_codes[cols].astype(np.int64), self._h_min[lo : hi + 1],
-            self._h_scan[lo : hi + 1], table,
+            self._h_scan[lo : hi + 1], table, tops,
         )  # fmt: skip
-        self._add(*compiled.table_counts(table, self._h_scan[lo : hi + 1], lo, n_s, self._k))
+        self._add(*compiled.table_counts(table, tops, self._h_scan[lo : hi + 1], lo, n_s, self._k))
         return rows[li], cols[jj], g
 
     def _add(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        self._keys.append(keys)
-        self._counts.append(counts)
-        self._size += keys.size
-        if self._size > 4 * max(self._merged, 2**16):  # merge now and then: memory stays
-            self._merge()  # near the distinct counts, the time near linear
+        """Append one block's sorted distinct keys and their pairs. The kernel's blocks
+        come in order of n_in, overlapping at one n_in value at most: then only that
+        overlap is merged, and the parts stay sorted end to end with no sort at all.
+        Blocks in any other order are merged by sorting, now and then and at the end."""
+        if keys.size == 0:
+            return
+        if self._sorted and self._keys and keys[0] <= self._keys[-1][-1]:
+            before = self._keys[-2][-1] if len(self._keys) > 1 else None
+            if before is None or keys[0] > before:
+                keys, counts = self._merge_overlap(keys, counts)
+            else:
+                self._sorted = False
+        if keys.size:
+            self._keys.append(keys)
+            self._counts.append(counts)
+            self._size += keys.size
+        if not self._sorted and self._size > 4 * max(self._merged, 2**16):
+            self._merge()  # merge now and then: memory stays near the distinct counts
+
+    def _merge_overlap(self, keys: np.ndarray, counts: np.ndarray) -> tuple:
+        """Fold the last part's keys from keys[0] on and this block's up to the last
+        part's end into one sorted run; returns what is left of the block."""
+        last, last_counts = self._keys[-1], self._counts[-1]
+        a = int(np.searchsorted(last, keys[0], side="left"))
+        b = int(np.searchsorted(keys, last[-1], side="right"))
+        both = np.concatenate([last[a:], keys[:b]])
+        merged, at = np.unique(both, return_inverse=True)
+        summed = np.bincount(at, weights=np.concatenate([last_counts[a:], counts[:b]]))
+        if a:
+            self._keys[-1], self._counts[-1] = last[:a], last_counts[:a]
+        else:  # parts are never empty: the check before a merge reads their last key
+            del self._keys[-1], self._counts[-1]
+        self._keys.append(merged)
+        self._counts.append(summed.astype(np.int64))
+        self._size += merged.size - (last.size - a)
+        return keys[b:], counts[b:]
 
     def _histogram(self, cell: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Distinct keys (cell, G), ascending, of one block's pairs, and their pairs."""
@@ -113,10 +155,13 @@ class Tally:
     def _merge(self) -> None:
         keys = np.concatenate(self._keys) if self._keys else np.zeros(0, dtype=np.int64)
         counts = np.concatenate(self._counts) if self._counts else np.zeros(0, dtype=np.int64)
+        if self._sorted:
+            self._keys, self._counts = [keys], [counts]
+            self._size = self._merged = keys.size
+            return
         if keys.size and not np.all(keys[1:] >= keys[:-1]):
-            # Each block's keys are sorted and the kernel's blocks come in order of n_in,
-            # overlapping at one n_in value at most: a run-merging sort (timsort, numpy's
-            # "stable" for int64) is near linear on that.
+            # Each block's keys are sorted: a run-merging sort (timsort, numpy's "stable"
+            # for int64) is near linear in the number of blocks' runs.
             order = np.argsort(keys, kind="stable")
             keys, counts = keys[order], counts[order]
         if keys.size:
@@ -124,6 +169,7 @@ class Tally:
             keys, counts = keys[start], np.add.reduceat(counts, start)
         self._keys, self._counts = [keys], [counts]
         self._size = self._merged = keys.size
+        self._sorted = True
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(code of n_in, code of S, G, number of pairs) of every pair not passed on,

@@ -25,6 +25,12 @@ class DatabaseUnavailable(RuntimeError):
 
 def _parsed(url: str) -> sa.engine.URL:
     """``url`` parsed, with a dialect and driver this installation has, or a one-line error."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        # A newline would make a SQLite file of that name, and cut the error naming it.
+        raise DatabaseUnavailable(
+            f"{display_url(url)!r} contains a control character (e.g. a newline); give the "
+            "URL without it (--database-url, MEMTAIL_DATABASE_URL)"
+        )
     try:
         parsed = sa.engine.make_url(url)
         # The driver too: a dialect whose DBAPI module is missing (postgresql:// means
@@ -51,6 +57,12 @@ def upgrade(url: str) -> None:
         migrate.upgrade(url)
     except sa.exc.DBAPIError as error:
         raise _unusable(url, error) from None
+    except OSError as error:  # a SQLite file's folder cannot be made: a file in its path
+        where, _ = describe_database(url)
+        raise DatabaseUnavailable(
+            f"cannot create the database at {where} ({error.strerror or error}); give a "
+            "path in a folder you can write to (--database-url, MEMTAIL_DATABASE_URL)"
+        ) from None
 
 
 def _unusable(url: str, error: sa.exc.DBAPIError) -> DatabaseUnavailable:

@@ -64,7 +64,11 @@ def stopping(findings: Findings) -> Section | None:
         "look's intervals spend part of the error rate, so they cover under optional stopping.",
         int(record["trials"]),
         numbers=[
-            Number("look", f"{record['look']} of {record['looks']}"),
+            Number(
+                "look",
+                f"{record['look']} of {record['looks']}"
+                + (" (provisional: its batch still running)" if record.get("provisional") else ""),
+            ),
             Number("interval confidence at this look", percent(record["confidence"])),
             Number("max trials", str(e.spec.stopping.max_trials)),
             Number("stopped", e.stop_reason or "not yet", "stop-reason"),

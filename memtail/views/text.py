@@ -101,10 +101,12 @@ def stopping_lines(p: Progress) -> list[str]:
     lines = []
     record = p.stopping
     if record:
+        # Older records have no "provisional": they were written at looks only when final.
+        between = " provisional, its batch still running;" if record.get("provisional") else ""
         lines.append(
             f"  stopping rules at {record['trials']} trials (look {record['look']} of "
-            f"{record['looks']}; intervals at {record['confidence']:.2%}, the error rate "
-            "spent over the looks):"
+            f"{record['looks']};{between} intervals at {record['confidence']:.2%}, the error "
+            "rate spent over the looks):"
         )
         for rule in record["rules"]:
             projected = rule["projected_trials"]

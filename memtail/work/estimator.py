@@ -109,7 +109,7 @@ def _run(
     try:
         rule = experiment.spec.estimate
         y = (labels(engine, experiment.id, "train"), labels(engine, experiment.id, "test"))
-        confidence = stopping.confidence_for(experiment, outcomes.n_trials)
+        confidence = stopping.confidence_for(experiment)
         mem = memorization(outcomes.mem_counts(), confidence)
         backend, scan_device = scan_backend(device)
         pairs = influence_pairs(

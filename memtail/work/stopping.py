@@ -36,6 +36,8 @@ class Decision:
     stop: bool  # the experiment is done (only at a look with every trial ended)
     reason: str | None
     next_target: int | None  # the next batch's total, when the rules add one
+    # Measured while the look's batch still runs: the rules only decide at the look.
+    provisional: bool = False
 
     def record(self) -> dict[str, Any]:
         """The JSON stored with the estimate run (``estimate_runs.rules``)."""
@@ -44,6 +46,7 @@ class Decision:
             "look": self.look,
             "looks": self.looks,
             "confidence": self.confidence,
+            "provisional": self.provisional,
             "rules": [asdict(r) for r in self.rules],
         }
 
@@ -53,15 +56,22 @@ def _schedule(experiment: Experiment) -> list[int]:
     return stopping.look_sizes(experiment.spec.trials, rules.growth, rules.max_trials)
 
 
-def confidence_for(experiment: Experiment, trials: int) -> float:
-    """The confidence of the intervals (memorization and influence) at ``trials``
-    trials: the spec's, or with stopping rules the spent confidence of the look those
-    trials are."""
+def look_for(experiment: Experiment) -> int:
+    """The look (1-based) the experiment's current batch is: the schedule's looks up to
+    its target. Its estimates are at that look's confidence whatever number of trials
+    succeeded: a batch that ends with a failed trial is still that look, and estimates
+    while the batch runs are provisional ones at the look they lead to."""
+    return stopping.look_of(experiment.target_trials, _schedule(experiment))
+
+
+def confidence_for(experiment: Experiment) -> float:
+    """The confidence of the intervals (memorization and influence) of the experiment's
+    current estimates: the spec's, or with stopping rules the spent confidence of the
+    look of its current batch (``look_for``)."""
     confidence = experiment.spec.estimate.confidence
     if not experiment.spec.stopping.active:
         return confidence
-    sizes = _schedule(experiment)
-    return stopping.spent_confidence(confidence, stopping.look_of(trials, sizes), sizes)
+    return stopping.spent_confidence(confidence, look_for(experiment), _schedule(experiment))
 
 
 def pairs_jaccard(
@@ -119,8 +129,8 @@ def decide(
             stopping.RuleValue("pairs_stable", j, rules.pairs_stable, j >= rules.pairs_stable, None)
         )
     sizes = _schedule(experiment)
-    look = stopping.look_of(k, sizes)
-    confidence = stopping.spent_confidence(estimate.confidence, look, sizes)
+    look = look_for(experiment)
+    confidence = confidence_for(experiment)
     met = all(v.met for v in values)
     following = [size for size in sizes if size > max(k, experiment.target_trials)]
     stop, reason, next_target = False, None, None
@@ -134,7 +144,7 @@ def decide(
         )
     elif final:
         next_target = following[0]
-    return Decision(values, k, look, len(sizes), confidence, stop, reason, next_target)
+    return Decision(values, k, look, len(sizes), confidence, stop, reason, next_target, not final)
 
 
 def _describe(values: list[stopping.RuleValue], experiment: Experiment) -> str:

@@ -83,7 +83,10 @@ FIELDS = [
     ("model.width", 65_536, "spec field 'model.width': gives mlp 4,"),
     ("dataset.num_classes", 1_000_000_000, "spec field 'dataset.num_classes'"),
     ("dataset.noise", float("nan"), "spec field 'dataset.noise': must be a finite number"),
-    ("seed", -1, "spec field 'seed': must be in [0, "),
+    ("seed", -1, "spec field 'seed': must be in [0, 9223372036854775807]"),
+    # Integers too large for a float: compared as integers, shown shortened.
+    pytest.param("seed", 2**1024, "spec field 'seed': must be in [0, ", id="seed-2**1024"),
+    pytest.param("model.width", 2**1024, "must be in [0, 65536] (got 1797", id="width-2**1024"),
     ("name", "a\u0000b", "spec field 'name'"),
     ("name", "a/b", "spec field 'name': 'a/b' is not a valid name: use 1-200 letters"),
     ("name", "../../escape", "spec field 'name'"),
@@ -375,6 +378,8 @@ def test_an_experiment_is_not_compared_with_itself(
         (["status", "--interval", "1e300"], "--interval: must be a positive number of seconds"),
         (["status", "--interval", "nan"], "--interval: must be a positive number of seconds"),
         (["dashboard", "--refresh", "0"], "--refresh: must be a positive number of seconds"),
+        (["dashboard", "--refresh", "1e-300"], "--refresh: must be a positive number of se"),
+        (["status", "--interval", "0.01"], "--interval: must be a positive number of seconds, at"),
         (["worker", "--idle-exit", "1e12"], "--idle-exit: must be a positive number of seconds"),
         (["worker", "--idle-exit=-inf"], "--idle-exit: must be a positive number of seconds"),
         (["run", "--trials", "\u0665"], "--trials: '\u0665' is not a whole number"),  # Arabic 5

@@ -30,6 +30,8 @@ DATASET_VALUES = [
     (SYNTHETIC, "dim", 0, "spec field 'dataset.dim': must be in [1, "),
     (SYNTHETIC, "num_classes", 1, "spec field 'dataset.num_classes': must be in [2, 60]"),
     (SYNTHETIC, "noise", 1e300, "spec field 'dataset.noise': must be in [0, 1,000]"),
+    # Beyond a float's range, as TOML may write it.
+    pytest.param(SYNTHETIC, "noise", 2**1024, "'dataset.noise': must be a finite", id="noise-big"),
     (SYNTHETIC, "exponent", -1.0, "spec field 'dataset.exponent': must be in [0, 100]"),
     (SYNTHETIC, "label_noise", 1.0, "spec field 'dataset.label_noise': must be in [0, 1)"),
     (SYNTHETIC, "seed", True, "spec field 'dataset.seed': must be an integer, got True"),
@@ -260,4 +262,27 @@ def test_an_imagefolder_of_one_class_is_refused(
     spec.write_text(_spec_text({**BASE, "dataset": dataset}))
     code = main(["--database-url", sqlite_url, "experiment", "create", str(spec)])
     _refused(capsys, code, "spec field 'dataset.path':", "train has one class folder (cat)")
+    assert _rows(sqlite_url) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("options = 3", "spec field 'model.options': must be a table of options, got int"),
+        ("options = [1]", "spec field 'model.options': must be a table of options, got list"),
+    ],
+)
+def test_options_are_a_table(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    spec = tmp_path / "spec.toml"
+    spec.write_text(_spec_text(BASE).replace("width = 16", f"width = 16\n{text}"))
+    _refused(capsys, main(["--database-url", sqlite_url, "experiment", "create", str(spec)]),
+             message)  # fmt: skip
+    # --set reaches fields of sections, never tables below them.
+    create = ["--database-url", sqlite_url, "experiment", "create", str(spec), "--set"]
+    spec.write_text(_spec_text(BASE))
+    _refused(capsys, main([*create, "dataset.options.noise=1"]),
+             "spec field 'dataset.options.noise': spec fields are FIELD or SECTION.FIELD; "
+             "e.g. dataset.noise")  # fmt: skip
     assert _rows(sqlite_url) == 0

@@ -180,10 +180,13 @@ def test_tally_counts_alike_by_bincount_and_by_sorting() -> None:
     assert np.array_equal(np.unique(key[rest]), (t_n * 6 + t_s) * (k + 1) + t_g)
 
 
-@pytest.mark.parametrize("table_cells", [2**23, 3_000])  # one block's codes, or a few
-def test_the_compiled_fold_counts_as_numpy_does(monkeypatch, table_cells: int) -> None:
-    pytest.importorskip("numba", reason="the fold is the numba kernel's")
+# One block's codes, or a few; the rows folded in one share, or split into several (one
+# per thread, whatever this machine's count: 1 and 3 cover a single table and uneven ones).
+@pytest.mark.parametrize(("table_cells", "shares"), [(2**23, 1), (2**23, 3), (3_000, 3)])
+def test_the_compiled_fold_counts_as_numpy_does(monkeypatch, table_cells: int, shares: int) -> None:
+    compiled = pytest.importorskip("memtail.stats.numba_kernels", reason="the fold is numba's")
     monkeypatch.setattr(tally_module, "_TABLE_CELLS", table_cells)
+    monkeypatch.setattr(compiled, "fold_shares", lambda: shares)
     rng, k = np.random.default_rng(7), 200
     masks, test_correct = planted(rng, k=k, n=300, n_test=120)
     m, t = TrialBits.from_bool(masks), TrialBits.from_bool(test_correct)
@@ -207,6 +210,36 @@ def test_the_compiled_fold_counts_as_numpy_does(monkeypatch, table_cells: int) -
     for a, b in zip(folded.counts(), by_numpy.counts(), strict=True):
         assert np.array_equal(a, b)
     assert by_numpy.counts()[3].sum() > 1_000  # a real tally, not an empty one
+
+
+@pytest.mark.parametrize("order", ["ascending", "overlapping", "shuffled"])
+def test_the_tally_sums_blocks_given_in_any_order(order: str) -> None:
+    """Blocks in key order (no sort), overlapping at their ends (only the overlap
+    merged) or in any order (sorted): the same distinct keys and sums."""
+    rng, k = np.random.default_rng(11), 50
+    h_min = np.full((4, 3), k + 1, dtype=np.int32)
+    tally = Tally(h_min, np.zeros((4, 3), dtype=np.int32), np.zeros(1, np.intp),
+                  np.zeros(1, np.intp), k)  # fmt: skip
+    keys = np.sort(rng.choice(12 * (k + 1), size=400, replace=False))
+    counts = rng.integers(1, 9, size=keys.size)
+    cuts = np.sort(rng.choice(np.arange(1, keys.size), size=30, replace=False))
+    blocks = list(zip(np.split(keys, cuts), np.split(counts, cuts), strict=True))
+    if order == "overlapping":  # each block also repeats a few of the previous one's keys
+        blocks = [blocks[0]] + [
+            (np.r_[prev[0][-3:], cur[0]], np.r_[prev[1][-3:], cur[1]])
+            for prev, cur in zip(blocks, blocks[1:], strict=False)
+        ]
+    if order == "shuffled":
+        blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+    for block_keys, block_counts in blocks:
+        tally._add(block_keys, block_counts)
+    assert tally._sorted == (order != "shuffled")  # no sort was needed, or one is
+    want = np.bincount(np.concatenate([b[0] for b in blocks]),
+                       weights=np.concatenate([b[1] for b in blocks]))  # fmt: skip
+    n_code, s_code, g, got = tally.counts()
+    got_keys = (n_code * 3 + s_code) * (k + 1) + g
+    assert np.array_equal(got_keys, np.flatnonzero(want))
+    assert np.array_equal(got, want[want > 0].astype(np.int64))
 
 
 def simulate(rng: np.random.Generator, threshold: float, method: str, level: float = 0.1):

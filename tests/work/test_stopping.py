@@ -153,6 +153,38 @@ def test_rules_without_a_batch_done_only_measure(engine: Engine) -> None:
     assert exp.target_trials == 21 and exp.status == ExperimentStatus.ACTIVE
     assert progress(engine, exp).stopping["trials"] == 20
     assert np.isfinite(progress(engine, exp).stopping["rules"][0]["value"])
+    # Between looks the estimate is provisional, and says so.
+    state = progress(engine, exp)
+    assert state.stopping["provisional"] is True
+    assert "provisional, its batch still running" in format_progress(state)
+
+
+def test_a_batch_ending_with_a_failed_trial_is_judged_at_its_own_look(engine: Engine) -> None:
+    """Look 2's batch (to 30 trials) ends with 29 stored and one failed: the rules decide
+    at look 2, at look 2's confidence, not at look 1's with 29 taken for look 1."""
+    from memtail.store import trials
+
+    exp = _ruled(engine, StoppingSpec(max_trials=100, decided=0.99, growth=1.5), trials=20)
+    run_all_trials(engine, exp.id, 40, 30)
+    estimator.estimate_experiment(engine, exp.id)  # look 1: unmet, the batch to 30 added
+    exp = get_experiment(engine, exp.id)
+    assert exp.target_trials == 30
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.text("SELECT max(id) FROM trials WHERE experiment_id = :e"), {"e": exp.id}
+        ).scalar_one()
+    claim = trials.claim(engine, last, "test-worker", 60)
+    assert trials.fail(engine, claim, "RuntimeError: boom", max_attempts=1) is not None
+    run_all_trials(engine, exp.id, 40, 30)
+    estimator.estimate_experiment(engine, exp.id)
+    state = progress(engine, get_experiment(engine, exp.id))
+    sizes = stats_stopping.look_sizes(20, 1.5, 100)
+    assert state.stopping["trials"] == 29 and state.stopping["look"] == 2
+    assert state.stopping["provisional"] is False
+    assert state.stopping["confidence"] == pytest.approx(
+        stats_stopping.spent_confidence(0.95, 2, sizes)
+    )
+    assert get_experiment(engine, exp.id).target_trials == 45  # look 2 unmet: on to look 3
 
 
 def test_pairs_stable_is_the_split_half_jaccard(engine: Engine) -> None:

@@ -118,7 +118,8 @@ def parse_options(spec: DatasetSpec, defaults: Mapping[str, Any]) -> dict[str, A
         expected = type(defaults[key]) if defaults[key] is not None else str
         ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
+            # An int beyond a float's range (TOML reads 10**400) is as unusable as inf.
+            value, ok = (float(value) if abs(value) < 2**1024 else math.inf), True
         if not ok:
             raise DatasetError(field_name, f"must be {_KIND[expected]}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):

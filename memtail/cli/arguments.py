@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memtail.config import ConfigError, Settings
+from memtail.specification.rules import has_control_character
 
 if TYPE_CHECKING:  # sqlalchemy and torch stay out of the CLI's import time
     from memtail.specification import ExperimentSpec
@@ -65,7 +66,7 @@ def checked_path(path: str, flag: str) -> Path:
     every one-line message that names the path)."""
     if not path.strip():
         raise UsageError(f"{flag} is empty; give a path (. for the current folder)")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if has_control_character(path):
         raise UsageError(
             f"{flag} {path!r} contains a control character (e.g. a newline); give the path "
             "without it"

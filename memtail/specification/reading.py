@@ -18,7 +18,7 @@ from memtail.specification.fields import (
     StoppingSpec,
     TrainingSpec,
 )
-from memtail.specification.rules import validate
+from memtail.specification.rules import has_control_character, validate
 
 # The package that holds the bundled specs (package data, so an installed wheel has them).
 _BUNDLED = "memtail.specification.bundled"
@@ -48,7 +48,7 @@ def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     ``overrides`` maps dotted fields to values. A path that exists wins over a bundled
     spec of the same name.
     """
-    if any(ord(c) < 32 or ord(c) == 127 for c in str(source)):
+    if has_control_character(str(source)):
         # A newline would also cut the one-line error that names the path in two.
         raise SpecError(
             "file", f"{str(source)!r} contains a control character; give the spec's path"

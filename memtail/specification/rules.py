@@ -28,6 +28,12 @@ MAX_TRIALS = 100_000
 MAX_SEED = 2**63 - 1
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (C0 or DEL): in a path or URL a newline
+    is a pasting slip, and it would break every one-line message that names the text."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def _check(field_name: str, value: float, low: float, high: float, hint: str = "") -> None:
     """``low <= value <= high``, and finite: NaN and infinities never pass a comparison.
     An int is compared as it is: math.isfinite(10**400) raises OverflowError, and :g

@@ -14,6 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from memtail.specification.rules import has_control_character
 from memtail.store import migrate
 from memtail.store.engine import describe_database, make_engine
 from memtail.store.urls import display_url, without_secrets
@@ -25,7 +26,7 @@ class DatabaseUnavailable(RuntimeError):
 
 def _parsed(url: str) -> sa.engine.URL:
     """``url`` parsed, with a dialect and driver this installation has, or a one-line error."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+    if has_control_character(url):
         # A newline would make a SQLite file of that name, and cut the error naming it.
         raise DatabaseUnavailable(
             f"{display_url(url)!r} contains a control character (e.g. a newline); give the "

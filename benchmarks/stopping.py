@@ -6,9 +6,12 @@ Each dataset runs `memtail run` embedded in a scratch folder with
 ``--stop-half-width W`` (a share of 0.95 of examples within +-W at the look's spent
 confidence) and, separately, ``--stop-decided 0.99``; the first batch is 50 trials,
 growth 1.5, the cap 2,000. The fixed k is ``trials_for_half_width(W, m/n)`` at 95%, what
-a user who wants +-W for every example must otherwise ask for up front.
+a user who wants +-W for every example must otherwise ask for up front. Each run is
+repeated for every ``--spending`` (how the looks share the error: the Bonferroni split,
+the default, and O'Brien-Fleming's repeated confidence intervals), side by side.
 
-    python benchmarks/stopping.py [--width 0.1] [--workers 2]
+    python benchmarks/stopping.py [--width 0.1] [--workers 2] [--only digits/half-width]
+        [--spending bonferroni --spending obrien_fleming]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memtail.stats.intervals import trials_for_half_width  # noqa: E402
+from memtail.stats.spending import SPENDINGS  # noqa: E402
 
 MEMTAIL = str(Path(sys.executable).parent / "memtail")
 DATASETS = {
@@ -53,22 +57,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--spending", action="append", choices=SPENDINGS,
+                        help="repeatable; default: bonferroni and obrien_fleming")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="DATASET/RULE",
+        help="e.g. digits/half-width or synthetic-longtail/decided (repeatable)",
+    )
     args = parser.parse_args()
-    print(f"{'dataset':<20} {'rule':<26} {'trials':>7} {'fixed k':>8} {'ratio':>6} {'seconds':>8}")
+    spendings = args.spending or ["bonferroni", "obrien_fleming"]
+    print(f"{'dataset':<20} {'rule':<18} {'spending':<15} {'trials':>7} {'fixed k':>8} "
+          f"{'ratio':>6} {'seconds':>8}")  # fmt: skip
     results = {}
     for name, flags in DATASETS.items():
         for rule, extra in (
-            (f"half-width {args.width:g}", ["--stop-half-width", str(args.width)]),
-            ("decided 0.99", ["--stop-decided", "0.99"]),
+            ("half-width", ["--stop-half-width", str(args.width)]),
+            ("decided", ["--stop-decided", "0.99"]),
         ):
-            with tempfile.TemporaryDirectory() as folder:
-                used, reason, fraction, seconds = run(Path(folder), [*flags, *extra], args.workers)
-            fixed = trials_for_half_width(args.width, fraction, 0.95)
-            results[f"{name}/{rule}"] = {"trials": used, "fixed": fixed, "reason": reason}
-            print(
-                f"{name:<20} {rule:<26} {used:>7} {fixed:>8} {used / fixed:>6.2f} {seconds:>8.0f}"
-            )
-            print(f"  {reason}")
+            if args.only and f"{name}/{rule}" not in args.only:
+                continue
+            for kind in spendings:
+                with tempfile.TemporaryDirectory() as folder:
+                    used, reason, fraction, seconds = run(
+                        Path(folder),
+                        [*flags, *extra, "--set", f"stopping.spending={kind}"],
+                        args.workers,
+                    )
+                fixed = trials_for_half_width(args.width, fraction, 0.95)
+                key = f"{name}/{rule}/{kind}"
+                results[key] = {"trials": used, "fixed": fixed, "reason": reason}
+                print(f"{name:<20} {rule:<18} {kind:<15} {used:>7} {fixed:>8} "
+                      f"{used / fixed:>6.2f} {seconds:>8.0f}")  # fmt: skip
+                print(f"  {reason}")
     print(json.dumps(results))
 
 

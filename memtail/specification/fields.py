@@ -79,9 +79,11 @@ class EstimateSpec:
     #: times stricter).
     fdr_method: str = "bh"
 
-    def pair_rule(self, confidence: float | None = None, q_values: bool = True) -> PairRule:
-        """The influence scan's rule for these settings (``confidence``: a stopping rule's
-        spent level instead of the plain one)."""
+    def pair_rule(
+        self, confidence: float | None = None, q_values: bool = True, interval: str = "newcombe"
+    ) -> PairRule:
+        """The influence scan's rule for these settings (``confidence`` and ``interval``: a
+        stopping rule's spent level and its interval method instead of the plain ones)."""
         return PairRule(
             threshold=self.infl_threshold,
             same_class=self.same_class,
@@ -89,6 +91,7 @@ class EstimateSpec:
             fdr=self.fdr,
             fdr_method=self.fdr_method,  # type: ignore[arg-type]  # checked by the rules
             q_values=q_values,
+            interval=interval,
         )
 
 
@@ -122,6 +125,10 @@ class StoppingSpec:
     pairs_stable: float = 0.0
     #: Each batch multiplies the total number of trials by this.
     growth: float = 1.5
+    #: How the looks share the error rate (``memtail.stats.spending``): "bonferroni" (in
+    #: proportion to their trials, by the union bound), "obrien_fleming" or "pocock"
+    #: (repeated confidence intervals from the looks' joint normal law).
+    spending: str = "bonferroni"
 
     @property
     def active(self) -> bool:
@@ -223,6 +230,9 @@ class ExperimentSpec:
         if self.stopping == StoppingSpec():
             # Likewise: specs without stopping rules keep their JSON and hash.
             del values["stopping"]
+        elif values["stopping"]["spending"] == "bonferroni":
+            # And stopping specs from before the spending could be chosen.
+            del values["stopping"]["spending"]
         if values["training"]["checkpoint_every"] == "auto":
             # And specs that leave checkpoints to the default.
             del values["training"]["checkpoint_every"]

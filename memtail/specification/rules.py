@@ -18,6 +18,7 @@ from memtail.specification.fields import (
     checkpoint_interval,
 )
 from memtail.stats.fdr import METHODS as FDR_METHODS
+from memtail.stats.spending import SPENDINGS
 
 #: Experiment names are data, and also the stems of plot files: no separators or controls.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -153,6 +154,8 @@ def _check_stopping(spec: ExperimentSpec) -> None:
     _check("stopping.decided", rules.decided, 0, 1, "; e.g. 0.99")
     _check("stopping.pairs_stable", rules.pairs_stable, 0, 1, "; e.g. 0.8")
     _check("stopping.growth", rules.growth, 1.05, 4, "; each batch multiplies the trials")
+    if rules.spending not in SPENDINGS:
+        raise SpecError("stopping.spending", f"choose one of {', '.join(SPENDINGS)}")
 
 
 def _check_storable(field_name: str, value: Any) -> None:

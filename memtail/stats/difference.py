@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from memtail.stats.intervals import diff_std_err, newcombe_interval
+from memtail.stats.intervals import diff_std_err, difference_interval
 
 
 def readonly(a: np.ndarray) -> np.ndarray:
@@ -61,6 +61,7 @@ class Estimate:
     defined: np.ndarray  # n_in > 0 and n_out > 0
     n_trials: int
     confidence: float
+    interval: str = "newcombe"  # the method of ci_low, ci_high (intervals.DIFFERENCE_INTERVALS)
 
 
 def difference(
@@ -69,8 +70,10 @@ def difference(
     n_out: np.ndarray,
     hits_out: np.ndarray,
     confidence: float,
+    interval: str = "newcombe",
 ) -> dict[str, np.ndarray]:
-    """Accuracies, their difference, its standard error and Newcombe interval.
+    """Accuracies, their difference, its standard error and ``interval``'s interval
+    (Newcombe's by default; ``memtail.stats.intervals.difference_interval``).
 
     The fields of an ``Estimate`` except the counts, as read-only arrays; never warns
     (empty arms give NaN).
@@ -80,7 +83,7 @@ def difference(
     # Dividing by a substituted 1 in empty arms, then masking, never warns.
     acc_in = np.where(has_in, hits_in / np.where(has_in, n_in, 1), nan)
     acc_out = np.where(has_out, hits_out / np.where(has_out, n_out, 1), nan)
-    low, high = newcombe_interval(hits_in, n_in, hits_out, n_out, confidence)
+    low, high = difference_interval(hits_in, n_in, hits_out, n_out, confidence, interval)
     out = {
         "value": acc_in - acc_out,
         "std_err": diff_std_err(hits_in, n_in, hits_out, n_out),

@@ -159,9 +159,9 @@ def q_values_within(
         return np.ones(0)
     if p.min() < 0 or counts.min() < 1 or counts.sum() > n_examined:
         raise ValueError("p must be >= 0, counts positive and adding up to at most n_examined")
-    bits = p.view(np.int64) >> _BIN_SHIFT
-    first = int(bits.min())
-    b = bits - first
+    b = p.view(np.int64) >> _BIN_SHIFT
+    first = int(b.min())
+    b -= first  # in place: one array of p's size fewer
     n_bins = int(b.max()) + 1
     if n_bins > 4 * p.size + 2**20:  # values spread over more bins than they fill
         return q_values_of_counts(p, counts, n_examined, method)[wanted]

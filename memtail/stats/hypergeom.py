@@ -22,14 +22,21 @@ import numpy as np
 
 from memtail.stats import kernels
 
-# Relative size of the neglected rest of a tail sum.
-_REST = 2.0**-60
+# Relative size of the neglected rest of a tail sum (the compiled walks take it too).
+REST = 2.0**-60
 # Fewer tails than this are summed with numpy even when numba is installed.
 _COMPILED_MIN = 4096
 # Per-pair p-values come from scipy for up to this many distinct (n_in, S, hits).
-_SCIPY_MAX = 2**16
+SCIPY_MAX = 2**16
 # Cells per step of the (n_in, S) tables, bounding their temporaries to a few MB each.
 _CELLS = 2**20
+
+
+def log_factorials(k: int) -> np.ndarray:
+    """log t! for t = 0 .. k, the table every pmf term here is computed from."""
+    from scipy.special import gammaln
+
+    return gammaln(np.arange(k + 1, dtype=np.float64) + 1.0)
 
 
 def passes(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int, threshold: float):
@@ -77,7 +84,6 @@ def upper_tail(
     ``compiled``: sum with the numba kernel (None: when installed and worth it); both
     give the same bits.
     """
-    from scipy.special import gammaln
 
     hits, n_in, s = (np.asarray(x, dtype=np.int64) for x in (hits, n_in, s))
     lo = np.maximum(0, s - (k - n_in))
@@ -93,12 +99,12 @@ def upper_tail(
     upper = h > mode
     x = np.where(upper, h, h - 1)
     # log P(H = x) = log C(c, x) + log C(k - c, n - x) - log C(k, n), from log t! values.
-    term = _pmf(x, n, c, k, gammaln(np.arange(k + 1, dtype=np.float64) + 1.0))
+    term = _pmf(x, n, c, k, log_factorials(k))
     walk = (
         kernels.compiled() if compiled is None else (kernels.compiled(True) if compiled else None)
     )
     if walk is not None and inside.size >= _COMPILED_MIN:
-        total = walk.tail_walk(term, x, n, c, upper, lo, hi, k, _REST)
+        total = walk.tail_walk(term, x, n, c, upper, lo, hi, k, REST)
     else:
         total = _tail_walk(term, x, n, c, upper, lo, hi, k)
     out[inside] = np.clip(np.where(upper, total, 1.0 - total), 0.0, 1.0)
@@ -142,7 +148,7 @@ def _tail_walk(
         x[live] = xl + np.where(up, 1, -1)
         # Ratios fall further along the walk, so the rest is at most term / (1 - ratio).
         ended = np.where(up, x[live] > hi[live], x[live] < lo[live])
-        keep = ~(ended | (term == 0) | (term < _REST * total[live] * (1.0 - ratio)))
+        keep = ~(ended | (term == 0) | (term < REST * total[live] * (1.0 - ratio)))
         live, term = live[keep], term[keep]
     return total
 
@@ -164,12 +170,17 @@ def tail_cut_table(u_n: np.ndarray, u_s: np.ndarray, k: int, level: float) -> np
     between ``upper_tail`` and scipy: callers give ``level`` that slack). Each entry starts
     from the normal approximation's quantile, whose tail ``upper_tail`` sums, and steps
     one count at a time (the tail changes by one pmf term per step) to the exact entry:
-    a step or two for most cells, all cells at once.
+    a step or two for most cells, all cells at once (or each in compiled code, the same
+    steps, when numba is installed).
     """
-    from scipy.special import gammaln, ndtri
+    from scipy.special import ndtri
 
-    log_fact = gammaln(np.arange(k + 1, dtype=np.float64) + 1.0)
+    log_fact = log_factorials(k)
     z = ndtri(1.0 - level) if 0.0 < level < 1.0 else (np.inf if level <= 0.0 else -np.inf)
+    compiled = kernels.compiled()
+    if compiled is not None and u_n.size * u_s.size >= _COMPILED_MIN:
+        return compiled.cut_table(np.asarray(u_n, dtype=np.int64), np.asarray(u_s, dtype=np.int64),
+                                  k, float(level), float(z), log_fact, REST)  # fmt: skip
     table = np.empty((u_n.size, u_s.size), dtype=np.int32)
     step = max(1, _CELLS // max(1, u_s.size))
     for a in range(0, u_n.size, step):
@@ -245,14 +256,14 @@ def expected_passes(
 
 def p_values(hits: np.ndarray, n_in: np.ndarray, s: np.ndarray, k: int) -> np.ndarray:
     """P(H >= hits) per pair, computed once per distinct (n_in, s, hits): by scipy for up
-    to ``_SCIPY_MAX`` distinct values, by ``upper_tail`` (~1e-11 from scipy, ~100x faster)
+    to ``SCIPY_MAX`` distinct values, by ``upper_tail`` (~1e-11 from scipy, ~100x faster)
     beyond, as false-discovery control collects every pair with a small p-value."""
     if hits.size == 0 or (k + 1) ** 3 >= 2**63:  # the key below would overflow
         return scipy_tail(hits, n_in, s, k)
     key = (n_in * (k + 1) + s) * (k + 1) + hits
     uniq, inverse = np.unique(key, return_inverse=True)
     u_hits, rest = uniq % (k + 1), uniq // (k + 1)
-    tail = scipy_tail if uniq.size <= _SCIPY_MAX else upper_tail
+    tail = scipy_tail if uniq.size <= SCIPY_MAX else upper_tail
     return tail(u_hits, rest // (k + 1), rest % (k + 1), k)[inverse]
 
 
@@ -267,11 +278,10 @@ def run_tails(
     ``compiled``: walk with the numba kernel (None: when installed).
     """
     hits, n_in, s = (np.asarray(x, dtype=np.int64) for x in (hits, n_in, s))
-    if hits.size <= _SCIPY_MAX:
+    if hits.size <= SCIPY_MAX:
         return scipy_tail(hits, n_in, s, k)
-    from scipy.special import gammaln
 
-    log_fact = gammaln(np.arange(k + 1, dtype=np.float64) + 1.0)
+    log_fact = log_factorials(k)
     start = np.flatnonzero(np.r_[True, (n_in[1:] != n_in[:-1]) | (s[1:] != s[:-1])])
     last = np.r_[start[1:], hits.size] - 1
     out = np.empty(hits.size)

@@ -237,7 +237,7 @@ def influence_pairs(
         else np.full(p_value.shape, np.nan)
     )  # fmt: skip
     pair_n_in = n_in[tr]
-    stats = difference(pair_n_in, h_in, k - pair_n_in, s[te] - h_in, rule.confidence)
+    stats = difference(pair_n_in, h_in, k - pair_n_in, s[te] - h_in, rule.confidence, rule.interval)
     del stats["defined"]  # every reported pair is defined
     stats["infl"] = stats.pop("value")
     return InfluencePairs(
@@ -346,20 +346,22 @@ def _q_values(
     ``cells`` = (distinct n_in values, distinct S values, k)."""
     hits, n_in, s = pairs
     u_n, u_s, k = cells
-    t_n, t_s, t_h, t_count = tally.counts()  # sorted by cell, then count
-    p_tally = hypergeom.run_tails(t_h, u_n[t_n], u_s[t_s], k)
-    small = p_tally <= cutoff
+    # Every tallied count reaches h_scan, so its p-value is within the cutoff up to the
+    # table's slack; the few just above it are kept: a term N p / F(p) with p above the
+    # cutoff is above it too, so they change no q-value within the cutoff, and the rest
+    # stay upper bounds (``fdr.q_values_within``). Not filtering saves two 4M-value copies.
+    p_tally, t_count = tally.p_values(u_n, u_s)
     key = (n_in * (k + 1) + s) * (k + 1) + hits
     _, first, inverse, count = np.unique(
         key, return_index=True, return_inverse=True, return_counts=True
     )
     p_pairs = p_value[first]
     mine = p_pairs <= cutoff
-    n_tally = int(small.sum())
+    n_tally = p_tally.size
     q = np.ones(p_pairs.size)
     q[mine] = fdr_control.q_values_within(
-        np.concatenate([p_tally[small], p_pairs[mine]]),
-        np.concatenate([t_count[small], count[mine]]),
+        np.concatenate([p_tally, p_pairs[mine]]),
+        np.concatenate([t_count, count[mine]]),
         pairs_examined,
         n_tally + np.arange(int(mine.sum())),
         cutoff,

@@ -166,6 +166,28 @@ def exact_mover_interval(
     return _square_and_add(p1, l1, u1, p2, l2, u2)
 
 
+#: Intervals for a difference of proportions: Newcombe's (Wilson limits) and the same
+#: square-and-add from Clopper-Pearson limits, which holds its coverage better at the high
+#: confidences of early sequential looks (``memtail.stats.coverage`` measures both).
+DIFFERENCE_INTERVALS = ("newcombe", "exact_mover")
+
+
+def difference_interval(
+    hits_in: ArrayLike,
+    n_in: ArrayLike,
+    hits_out: ArrayLike,
+    n_out: ArrayLike,
+    confidence: float = 0.95,
+    method: str = "newcombe",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interval ``method`` (one of DIFFERENCE_INTERVALS) for hits_in/n_in - hits_out/n_out."""
+    if method == "newcombe":
+        return newcombe_interval(hits_in, n_in, hits_out, n_out, confidence)
+    if method == "exact_mover":
+        return exact_mover_interval(hits_in, n_in, hits_out, n_out, confidence)
+    raise ValueError(f"interval must be one of {', '.join(DIFFERENCE_INTERVALS)}; got {method!r}")
+
+
 def _square_and_add(p1, l1, u1, p2, l2, u2) -> tuple[np.ndarray, np.ndarray]:
     """The interval for p1 - p2 from each proportion's (low, high): Newcombe's method 10."""
     d = p1 - p2

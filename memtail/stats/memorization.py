@@ -116,13 +116,16 @@ class MemCounts:
         )
 
 
-def memorization(counts: MemCounts, confidence: float = 0.95) -> Estimate:
-    """mem(i) = acc_in(i) - acc_out(i) with its Newcombe interval, for every example."""
+def memorization(
+    counts: MemCounts, confidence: float = 0.95, interval: str = "newcombe"
+) -> Estimate:
+    """mem(i) = acc_in(i) - acc_out(i) with its interval, for every example: Newcombe's, or
+    ``interval`` (``memtail.stats.intervals.difference_interval``)."""
     if not isinstance(counts, MemCounts):
         raise TypeError("counts must be a MemCounts; build one with MemCounts.from_trials")
     z_for(confidence)  # validate before any work
     n_out, hits_out = readonly(counts.n_out), readonly(counts.hits_out)
-    stats = difference(counts.n_in, counts.hits_in, n_out, hits_out, confidence)
+    stats = difference(counts.n_in, counts.hits_in, n_out, hits_out, confidence, interval)
     return Estimate(
         n_in=counts.n_in,
         n_out=n_out,
@@ -130,5 +133,6 @@ def memorization(counts: MemCounts, confidence: float = 0.95) -> Estimate:
         hits_out=hits_out,
         n_trials=counts.n_trials,
         confidence=float(confidence),
+        interval=interval,
         **stats,
     )

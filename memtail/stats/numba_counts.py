@@ -1,12 +1,10 @@
 """Compiled (numba) kernels that count for false-discovery control; optional, as
 ``numba_kernels`` (which imports them, so that ``kernels.compiled()`` gives every kernel).
 
-* ``fold_block``: splits the pairs one block of ``numba_kernels.threshold_pairs`` wrote
-  into those that pass the reporting rule (kept as pairs) and those collected only for
-  their p-values (counted in a table by n_in code, S code and count), in one pass;
-  ``table_counts`` reads the table's nonzero counts out, sorted.
-* ``run_walk``: ``memtail.stats.hypergeom.run_tails``' walk down each cell's counts, one
-  pmf term per step, with the same float64 operations as its numpy loop.
+* ``threshold_tally``: the scan of ``numba_kernels.threshold_pairs``, splitting the pairs
+  it finds into those that pass the reporting rule (kept as pairs) and those collected
+  only for their p-values (counted in tables by n_in code, S code and count) as it finds
+  them; ``table_counts`` reads the tables' nonzero counts out, sorted.
 """
 
 from __future__ import annotations
@@ -14,74 +12,79 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-# Tables fold_block fills side by side (one per parallel share of a block's rows): at
-# most this many, so that their memory stays bounded on machines with many threads.
-MAX_FOLD_SHARES = 4
+from memtail.stats.numba_popcount import COLS, LANES, ROWS, TILE, block_masks
 
 
-def fold_shares() -> int:
-    """How many tables ``fold_block`` should be given: one per thread, at most 4."""
-    return max(1, min(get_num_threads(), MAX_FOLD_SHARES))
+def tally_shares(cells_per_code: int, budget: int) -> int:
+    """How many tables ``threshold_tally`` should be given: one per thread, as many as
+    fit one n_in code's ``cells_per_code`` cells each in ``budget`` cells (at least 1)."""
+    return max(1, min(get_num_threads(), budget // max(1, cells_per_code)))
+
+
+@njit(cache=True, inline="always")
+def _sort_lanes(mask, r, q, code, j, block, c0, scratch, thr, keep, cell, width, buffers, table,
+                top):  # fmt: skip
+    """One micro-kernel row's passes: into row r's block buffer if they reach keep, else
+    counted in the share's table."""
+    out_j, out_g, counts = buffers
+    for lane in range(LANES):
+        if (mask >> lane) & 1:
+            g, col = scratch[q, lane], j + lane
+            if g >= keep[code, col]:
+                c = counts[r, block]
+                out_j[r, c0 + c] = col
+                out_g[r, c0 + c] = g
+                counts[r, block] = c + 1
+            else:
+                at, offset = cell[code, col], g - thr[code, col]
+                table[at * width + offset] += 1
+                if offset >= top[at]:
+                    top[at] = offset + 1
 
 
 @njit(parallel=True, cache=True)
-def fold_block(
-    out_j, out_g, counts, block_cols, n_rows, row_code, col_code, h_min, h_scan, tables, tops
-):
-    """Rows 0 .. n_rows - 1 of a threshold_pairs block (out_j, out_g, counts: its
-    buffers, in column blocks of ``block_cols``, its COLS). Row r's n_in code is
-    row_code[r], column j's S code col_code[j]. A pair with count g >= h_min[code, s] is
-    returned in (rows, cols, g), by row then column; any other adds 1 to
-    tables[share, code, s, g - h_scan[code, s]], its share's table (the rows are split
-    into tables.shape[0] contiguous shares, folded in parallel; ``table_counts`` sums
-    the tables as it reads them). tops[share, code, s] grows to one past the largest
-    offset its share counted there, so that reading a table visits only what was used
-    (pairs of a cell crowd its lowest counts: the table is mostly empty)."""
+def threshold_tally(a, a_code, bt, thr, keep, cell, out_j, out_g, counts, tables, tops):
+    """``numba_kernels.threshold_pairs`` (same arguments and buffers), keeping in its
+    buffers only the passes whose count g also reaches keep[a_code[r], c] (the reporting
+    rule); every other pass, collected only for its p-value, adds 1 to tables[share,
+    cell[code, c] * width + g - thr[code, c]] and raises tops[share, cell[code, c]] to one
+    past that offset (width = tables.shape[1] // tops.shape[1]).
+
+    The tiles are dealt out to tables.shape[0] shares, run in parallel, each counting in
+    its own table, so that no two threads add to one entry; ``table_counts`` sums them.
+    Counting as the kernel finds the pairs, instead of writing them all out and reading
+    them back, saves the pass over ~15M pairs at paper scale.
+    """
+    n_rows = a.shape[0]
+    n_cols = bt.shape[1]
+    n_blocks = (n_cols + COLS - 1) // COLS
+    n_tasks = ((n_rows + TILE - 1) // TILE) * n_blocks
     shares = tables.shape[0]
-    first = np.empty(shares + 1, np.int64)
-    start = np.zeros(shares + 1, np.int64)
-    for q in range(shares + 1):
-        first[q] = (q * n_rows) // shares
-    for q in range(shares):
-        total = 0
-        for r in range(first[q], first[q + 1]):
-            for b in range(counts.shape[1]):
-                total += counts[r, b]
-        start[q + 1] = start[q] + total
-    rows = np.empty(start[shares], np.int64)
-    cols = np.empty(start[shares], np.int64)
-    hits = np.empty(start[shares], np.int64)
-    kept = np.zeros(shares, np.int64)
-    for q in prange(shares):
-        table, top = tables[q], tops[q]
-        p = start[q]
-        for r in range(first[q], first[q + 1]):
-            code = row_code[r]
-            for b in range(counts.shape[1]):
-                for c in range(b * block_cols, b * block_cols + counts[r, b]):
-                    j, g = out_j[r, c], out_g[r, c]
-                    s = col_code[j]
-                    if g >= h_min[code, s]:
-                        rows[p], cols[p], hits[p] = r, j, g
-                        p += 1
-                    else:
-                        offset = g - h_scan[code, s]
-                        table[code, s, offset] += 1
-                        if offset >= top[code, s]:
-                            top[code, s] = offset + 1
-        kept[q] = p - start[q]
-    # The kept pairs are few (those reported): close the gaps between shares serially.
-    p = 0
-    for q in range(shares):
-        for at in range(start[q], start[q] + kept[q]):
-            rows[p], cols[p], hits[p] = rows[at], cols[at], hits[at]
-            p += 1
-    return rows[:p], cols[:p], hits[:p]
+    width = tables.shape[1] // max(1, tops.shape[1])
+    buffers = (out_j, out_g, counts)
+    for share in prange(shares):
+        table, top = tables[share], tops[share]
+        scratch = np.empty((ROWS, LANES), np.int64)
+        for task in range(share, n_tasks, shares):  # dealt in turn: passes even out
+            tile, block = task // n_blocks, task % n_blocks
+            r0, c0 = tile * TILE, block * COLS
+            r1, c1 = min(r0 + TILE, n_rows), min(c0 + COLS, n_cols)
+            for r in range(r0, r1):
+                counts[r, block] = 0
+            for r in range(r0, r1, ROWS):
+                codes = (a_code[r], a_code[r + 1], a_code[r + 2], a_code[r + 3])
+                for j in range(c0, c1, LANES):
+                    m0, m1, m2, m3 = block_masks(a, bt, thr, r, j, codes, scratch)
+                    if m0 | m1 | m2 | m3:
+                        for q, m in ((0, m0), (1, m1), (2, m2), (3, m3)):
+                            if m:
+                                _sort_lanes(m, r + q, q, codes[q], j, block, c0, scratch, thr,
+                                            keep, cell, width, buffers, table, top)  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
 def table_counts(tables, tops, h_scan, first_code, n_codes_s, k):
-    """The nonzero entries of fold_block's tables, summed over shares, as keys ((code,
+    """The nonzero entries of threshold_tally's tables, summed over shares, as keys ((code,
     S code) cell, count), cell = (first_code + code) * n_codes_s + S code, key = cell *
     (k + 1) + count, ascending, with how many pairs each; the tables and their tops
     are left zeroed for the next block."""
@@ -119,25 +122,3 @@ def table_counts(tables, tops, h_scan, first_code, n_codes_s, k):
                     p += 1
             tops[0, code, s] = 0
     return keys, pairs
-
-
-@njit(parallel=True, cache=True)
-def run_walk(hits, n, c, start, last, tail, k, log_fact, out):
-    """Per cell q (rows start[q] .. last[q] of ``hits``, ascending and distinct), from
-    tail[q] = P(H >= hits[last[q]]) down: out[row] = min(1, P(H >= hits[row]))."""
-    log_k = log_fact[k]
-    for q in prange(start.size):
-        nq, cq = n[q], c[q]
-        log_norm = log_k - log_fact[nq] - log_fact[k - nq]
-        acc = tail[q]
-        out[last[q]] = acc
-        x = hits[last[q]]
-        for row in range(last[q] - 1, start[q] - 1, -1):
-            while x > hits[row]:
-                x -= 1
-                acc += np.exp(
-                    (log_fact[cq] - log_fact[x] - log_fact[cq - x])
-                    + (log_fact[k - cq] - log_fact[nq - x] - log_fact[k - cq - nq + x])
-                    - log_norm
-                )
-            out[row] = min(1.0, acc)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from memtail.stats.fdr import METHODS, Method
-from memtail.stats.intervals import z_for
+from memtail.stats.intervals import DIFFERENCE_INTERVALS, z_for
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class PairRule:
     fdr: float = 0.0
     fdr_method: Method = "bh"
     q_values: bool = True
+    interval: str = "newcombe"  # of the pairs' intervals (intervals.DIFFERENCE_INTERVALS)
 
     def __post_init__(self) -> None:
         if math.isnan(float(self.threshold)):
@@ -37,5 +38,7 @@ class PairRule:
             raise ValueError(f"fdr must be in [0, 1), e.g. 0.1 (0: no level); got {self.fdr}")
         if self.fdr and not self.q_values:
             raise ValueError("fdr needs q-values: leave q_values=True or set fdr=0")
+        if self.interval not in DIFFERENCE_INTERVALS:
+            raise ValueError(f"interval must be one of {', '.join(DIFFERENCE_INTERVALS)}")
         if self.fdr_method not in METHODS:
             raise ValueError(f'fdr_method must be "bh" or "by"; got {self.fdr_method!r}')

@@ -93,9 +93,9 @@ def kernel_scan(
     # Rows in order of n_in, so that a block needs the thresholds of few n_in values.
     rows = rows[np.argsort(n_codes[rows], kind="stable")]
     step = block_rows or max(1, _BLOCK_BYTES // (8 * n_cols))
-    # A Tally folds each block's buffers in one compiled pass when its table fits.
-    fold = isinstance(collect, Tally) and collect.codes_per_block() > 0
-    bounds = _row_blocks(n_codes[rows], step, collect.codes_per_block() if fold else 0)
+    # A Tally counts the pairs it does not pass on inside the kernel when its tables fit.
+    tallied = isinstance(collect, Tally) and collect.codes_per_block(compiled) > 0
+    bounds = _row_blocks(n_codes[rows], step, collect.codes_per_block(compiled) if tallied else 0)
     size = -(-max(b - a for a, b in bounds) // compiled.ROWS) * compiled.ROWS if bounds else 0
     out_j = np.empty((size, n_cols), dtype=np.int32)
     out_g = np.empty((size, n_cols), dtype=np.int32)
@@ -112,14 +112,13 @@ def kernel_scan(
         thr = np.full((codes.size + 1, n_cols), _NEVER, dtype=np.int32)
         thr[:-1, : cols.size] = h_min[codes[:, None], col_codes[None, :]]
         a_code = np.concatenate([a_code, np.full(used - r.size, codes.size)]).astype(np.intp)
-        compiled.threshold_pairs(
-            a_words[:used], a_code, bt, thr, out_j[:used], out_g[:used], counts[:used]
-        )
         buffers = (out_j[:used], out_g[:used], counts[:used])
-        if fold:
+        if tallied:
             assert isinstance(collect, Tally)
-            found.append(collect.fold(compiled, buffers, compiled.COLS, r, cols))
+            block = (a_words[:used], a_code, bt, thr)
+            found.append(collect.scan(compiled, block, buffers, codes, r, cols))
             continue
+        compiled.threshold_pairs(a_words[:used], a_code, bt, thr, *buffers)
         li, jj, g = compiled.compact(*buffers)
         found.append(collect(r[li], cols[jj], g.astype(np.int64)))
     return tuple(np.concatenate(parts) for parts in zip(*found, strict=True))

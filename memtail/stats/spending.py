@@ -36,9 +36,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["SPENDINGS", "boundaries", "look_confidences", "spent"]
+__all__ = ["MAX_LOOK_CONFIDENCE", "SPENDINGS", "boundaries", "look_confidences", "spent"]
 
-SPENDINGS = ("obrien_fleming", "pocock", "bonferroni")
+SPENDINGS = ("bonferroni", "obrien_fleming", "pocock")
+
+# A look's interval confidence at most (z = 7.13): an O'Brien-Fleming first look's spend
+# can underflow to 0 (confidence 1, no finite interval); capped, each such look spends at
+# most 1e-12 more than the design, so the total stays within alpha + L 1e-12.
+MAX_LOOK_CONFIDENCE = 1.0 - 1e-12
 
 # The grid of S_l covers +-_SPAN standard deviations of S_l (mass outside: ~1e-19) or the
 # boundary, whichever is narrower, with _POINTS points (odd, for Simpson's rule).
@@ -111,14 +116,16 @@ def look_confidences(
 ) -> list[float]:
     """Each look's interval confidence, 1 - 2 P(Z > c_l): the level at which a look's
     interval is computed so that all of them cover at once with ``confidence``. (Early
-    looks of an O'Brien-Fleming design round to 1.0: their intervals are all of [-1, 1].)"""
+    looks of an O'Brien-Fleming design would round to 1.0: they get MAX_LOOK_CONFIDENCE,
+    intervals nearly all of [-1, 1].)"""
     from scipy.stats import norm
 
     if kind == "bonferroni":  # the same floats the stopping rules have always used
         k = _check(sizes, 1.0 - confidence, kind)
-        return [1.0 - (1.0 - confidence) * x / k.sum() for x in k]
-    c = boundaries(sizes, 1.0 - confidence, kind)
-    return [float(1.0 - 2.0 * norm.sf(z)) for z in c]
+        levels = [1.0 - (1.0 - confidence) * x / k.sum() for x in k]
+    else:
+        levels = [float(1.0 - 2.0 * norm.sf(z)) for z in boundaries(sizes, 1.0 - confidence, kind)]
+    return [min(level, MAX_LOOK_CONFIDENCE) for level in levels]
 
 
 def _miss(bound: float, grid: np.ndarray, weighted: np.ndarray, step: float) -> float:

@@ -4,10 +4,9 @@ False-discovery control (``memtail.stats.fdr``) ranks every examined pair's p-va
 p-value depends on a pair only through (n_in, S_j, hits_in). So the influence scan
 (``memtail.stats.scan``) hands each block's collected pairs to a ``Tally``: those that pass
 the reporting rule go on as pairs, the others become counts by (code of n_in, code of S,
-count), costing memory per distinct count, not per pair. With numba the kernel's block
-buffers are folded in one compiled pass into a dense table over the block's n_in codes
-(``fold``); otherwise numpy counts the pairs handed over (``__call__``). Both give the same
-counts.
+count), costing memory per distinct count, not per pair. With numba the kernel itself
+counts them, as it finds them, in dense tables over the block's n_in codes (``scan``);
+otherwise numpy counts the pairs handed over (``__call__``). Both give the same counts.
 """
 
 from __future__ import annotations
@@ -16,12 +15,14 @@ from types import ModuleType
 
 import numpy as np
 
+from memtail.stats import hypergeom, kernels
+
 Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]  # train index, test index, count
 
-# Cells of the table ``fold`` fills for one block: 32 MB of int32 at most (per parallel
-# share, ``numba_counts.fold_shares``: at most 4). A block holds as many n_in codes as
-# fit (``codes_per_block``), or the numpy path runs instead.
-_TABLE_CELLS = 2**23
+# Cells of the tables ``scan`` fills for one block, all parallel shares together (one per
+# thread, ``numba_counts.tally_shares``): 64 MB of int32 at most. A block holds as many
+# n_in codes as fit (``codes_per_block``), or the numpy path runs instead.
+_TABLE_CELLS = 2**24
 
 
 class Tally:
@@ -52,9 +53,10 @@ class Tally:
         self._table: np.ndarray | None = None
         self._tops = np.zeros(0, dtype=np.int32)
 
-    def codes_per_block(self) -> int:
-        """How many n_in codes one ``fold`` may take (0: its table would not fit)."""
-        return _TABLE_CELLS // (self._h_min.shape[1] * self._width)
+    def codes_per_block(self, compiled: ModuleType) -> int:
+        """How many n_in codes one ``scan`` block may take (0: not one code's table fits)."""
+        per_code = self._h_min.shape[1] * self._width
+        return _TABLE_CELLS // (compiled.tally_shares(per_code, _TABLE_CELLS) * per_code)
 
     def __call__(self, i: np.ndarray, j: np.ndarray, g: np.ndarray) -> Pairs:
         cell = self._n_codes[i].astype(np.int64) * self._h_min.shape[1] + self._s_codes[j]
@@ -63,38 +65,45 @@ class Tally:
         self._add(*self._histogram(cell[rest], g[rest]))
         return i[passed], j[passed], g[passed]
 
-    def fold(
+    def scan(
         self,
         compiled: ModuleType,
+        block: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         buffers: tuple[np.ndarray, np.ndarray, np.ndarray],
-        block_cols: int,
+        codes: np.ndarray,
         rows: np.ndarray,
         cols: np.ndarray,
     ) -> Pairs:
-        """``__call__`` on the pairs of one ``threshold_pairs`` block, read from its
-        ``buffers`` (out_j, out_g, counts) by the compiled ``fold_block``: train rows
-        ``rows`` (of at most ``codes_per_block`` n_in codes), test columns ``cols``."""
-        codes = self._n_codes[rows]
+        """One block of ``kernel_scan`` by the compiled ``threshold_tally``, which counts the
+        pairs not passed on as it finds them: ``block`` = (train words, each row's index
+        into ``codes``, test words, thresholds: h_scan by (index, column)) as for
+        ``threshold_pairs``, ``codes`` the block's distinct n_in codes (at most
+        ``codes_per_block`` apart) of train rows ``rows``; test columns ``cols``."""
+        a_words, a_code, bt, thr = block
         lo, hi = int(codes.min()), int(codes.max())
-        n_s = self._h_min.shape[1]
-        shares = compiled.fold_shares()
-        cells = (hi - lo + 1) * n_s * self._width
-        if self._table is None or self._table.size < shares * cells:
+        n_s, n_code = self._h_min.shape[1], hi - lo + 1
+        per_code = n_s * self._width
+        shares = compiled.tally_shares(per_code, _TABLE_CELLS)
+        if self._table is None or self._table.size < shares * n_code * per_code:
             # Zeroed again by every read, so allocated once, at the size of the largest
             # block (contiguous, so that the compiled code takes one array layout).
-            size = shares * self.codes_per_block() * n_s
+            size = shares * max(n_code, self.codes_per_block(compiled)) * n_s
             self._table = np.zeros(size * self._width, dtype=np.int32)
             self._tops = np.zeros(size, dtype=np.int32)
-        n_code = hi - lo + 1
-        table = self._table[: shares * cells].reshape(shares, n_code, n_s, self._width)
+        table = self._table[: shares * n_code * per_code].reshape(shares, n_code, n_s, self._width)
         tops = self._tops[: shares * n_code * n_s].reshape(shares, n_code, n_s)
-        li, jj, g = compiled.fold_block(
-            *buffers, block_cols, rows.size, (codes - lo).astype(np.int64),
-            self._s_codes[cols].astype(np.int64), self._h_min[lo : hi + 1],
-            self._h_scan[lo : hi + 1], table, tops,
-        )  # fmt: skip
+        # Per (code index, column): the reporting rule's count and the table cell; padded
+        # rows and columns never pass thr, so their entries are never read.
+        col_codes = self._s_codes[cols]
+        keep = np.zeros(thr.shape, dtype=np.int32)
+        keep[:-1, : cols.size] = self._h_min[codes[:, None], col_codes[None, :]]
+        cell = np.zeros(thr.shape, dtype=np.int32)
+        cell[:-1, : cols.size] = (codes[:, None] - lo) * n_s + col_codes[None, :]
+        compiled.threshold_tally(a_words, a_code, bt, thr, keep, cell, *buffers,
+                                 table.reshape(shares, -1), tops.reshape(shares, -1))  # fmt: skip
         self._add(*compiled.table_counts(table, tops, self._h_scan[lo : hi + 1], lo, n_s, self._k))
-        return rows[li], cols[jj], g
+        li, jj, g = compiled.compact(*buffers)
+        return rows[li], cols[jj], g.astype(np.int64)
 
     def _add(self, keys: np.ndarray, counts: np.ndarray) -> None:
         """Append one block's sorted distinct keys and their pairs. The kernel's blocks
@@ -170,6 +179,21 @@ class Tally:
         self._keys, self._counts = [keys], [counts]
         self._size = self._merged = keys.size
         self._sorted = True
+
+    def p_values(self, u_n: np.ndarray, u_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p-value, number of pairs) of every distinct (code of n_in, code of S, G) counted,
+        in ``counts``' order; n_in = u_n[code], S = u_s[code]. Compiled when numba is
+        installed: one pass over the keys, never decoded into arrays."""
+        self._merge()
+        keys, counts = self._keys[0], self._counts[0]
+        compiled = kernels.compiled()
+        if compiled is None or keys.size <= hypergeom.SCIPY_MAX:
+            t_n, t_s, t_h, _ = self.counts()
+            return hypergeom.run_tails(t_h, u_n[t_n], u_s[t_s], self._k), counts
+        p = compiled.key_tails(keys, self._h_min.shape[1], u_n.astype(np.int64),
+                               u_s.astype(np.int64), self._k, hypergeom.log_factorials(self._k),
+                               hypergeom.REST)  # fmt: skip
+        return p, counts
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(code of n_in, code of S, G, number of pairs) of every pair not passed on,

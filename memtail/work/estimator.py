@@ -110,7 +110,8 @@ def _run(
         rule = experiment.spec.estimate
         y = (labels(engine, experiment.id, "train"), labels(engine, experiment.id, "test"))
         confidence = stopping.confidence_for(experiment)
-        mem = memorization(outcomes.mem_counts(), confidence)
+        interval = stopping.interval_for(experiment)
+        mem = memorization(outcomes.mem_counts(), confidence, interval)
         backend, scan_device = scan_backend(device)
         pairs = influence_pairs(
             outcomes.mask_bits,
@@ -118,7 +119,7 @@ def _run(
             # The look's spent confidence for the pairs' intervals too, so that every
             # interval of a stopped experiment keeps the spec's promise (q-values and
             # p-values do not depend on it).
-            rule.pair_rule(confidence),
+            rule.pair_rule(confidence, interval=interval),
             train_labels=y[0] if rule.same_class else None,
             test_labels=y[1] if rule.same_class else None,
             backend=backend,

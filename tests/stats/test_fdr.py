@@ -76,7 +76,13 @@ def test_a_small_collection_budget_lowers_the_cutoff_not_the_truth(monkeypatch) 
     assert np.array_equal(at_level.q_value <= 0.3, want <= 0.3)
 
 
-def test_tail_cut_table_is_the_smallest_count_under_the_level() -> None:
+@pytest.mark.parametrize("compiled", [True, False])
+def test_tail_cut_table_is_the_smallest_count_under_the_level(monkeypatch, compiled: bool) -> None:
+    if compiled:
+        pytest.importorskip("memtail.stats.numba_kernels", reason="the compiled table is numba's")
+        monkeypatch.setattr(hypergeom, "_COMPILED_MIN", 0)
+    else:
+        monkeypatch.setattr(hypergeom.kernels, "compiled", lambda required=False: None)
     k = 50
     u_n, u_s = np.arange(1, k), np.arange(0, k + 1)
     for level in (0.0, 1e-6, 0.05, 0.5, 1.0):
@@ -89,6 +95,20 @@ def test_tail_cut_table_is_the_smallest_count_under_the_level() -> None:
                 tail = scipy_hypergeom(k, s, n).sf  # P(H > x)
                 assert h == hi + 1 or tail(h - 1) <= level * (1 + 1e-9)
                 assert h == lo or tail(h - 2) > level * (1 - 1e-9)
+
+
+def test_the_compiled_tail_cut_table_is_numpys(monkeypatch) -> None:
+    """At the paper's k, over cells at and far from the mode: the same table both ways."""
+    pytest.importorskip("memtail.stats.numba_kernels", reason="the compiled table is numba's")
+    rng, k = np.random.default_rng(12), 4000
+    u_n = np.unique(rng.integers(1, k, 60))
+    u_s = np.unique(np.r_[0, k, rng.integers(0, k + 1, 90)])
+    for level in (1e-9, 0.0336, 0.3):
+        compiled = tail_cut_table(u_n, u_s, k, level)
+        with monkeypatch.context() as patch:
+            patch.setattr(hypergeom.kernels, "compiled", lambda required=False: None)
+            want = tail_cut_table(u_n, u_s, k, level)
+        assert np.array_equal(compiled, want)
 
 
 def test_q_values_refuse_what_they_cannot_rank() -> None:
@@ -142,7 +162,7 @@ def test_q_values_within_are_exact_below_the_cutoff_and_bounds_above(method: str
 
 
 def test_run_tails_sum_down_each_cells_counts_as_scipy_does(monkeypatch) -> None:
-    monkeypatch.setattr(hypergeom, "_SCIPY_MAX", 0)  # the summing path, not scipy's
+    monkeypatch.setattr(hypergeom, "SCIPY_MAX", 0)  # the summing path, not scipy's
     k, rng = 4000, np.random.default_rng(5)
     n = np.repeat(rng.integers(2000, 3000, 40), 25)
     s = np.repeat(rng.integers(1000, 3900, 40), 25)
@@ -155,6 +175,33 @@ def test_run_tails_sum_down_each_cells_counts_as_scipy_does(monkeypatch) -> None
     want = scipy_tail(hits, n, s, k)
     assert want.min() < 1e-20  # deep in the tail, where a difference would cancel
     np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_tallys_p_values_are_scipys(monkeypatch, compiled: bool) -> None:
+    """Compiled (one pass over the keys) or decoded and summed by run_tails: both give
+    scipy's tails, for cells of one count or many, at and below the mode and deep in it."""
+    if compiled:
+        pytest.importorskip("memtail.stats.numba_kernels", reason="the compiled pass is numba's")
+    else:
+        monkeypatch.setattr(tally_module.kernels, "compiled", lambda required=False: None)
+    monkeypatch.setattr(hypergeom, "SCIPY_MAX", 0)  # the summing paths, not scipy's
+    k, rng = 600, np.random.default_rng(8)
+    u_n, u_s = np.array([100, 300, 450]), np.array([40, 200, 310, 590])
+    n_codes, s_codes = rng.integers(0, 3, 200), rng.integers(0, 4, 90)
+    h_scan = np.zeros((3, 4), dtype=np.int32)
+    tally = Tally(np.full((3, 4), k + 1, dtype=np.int32), h_scan, n_codes, s_codes, k)
+    i, j = rng.integers(0, 200, 20_000), rng.integers(0, 90, 20_000)
+    n, s = u_n[n_codes[i]], u_s[s_codes[j]]
+    lo, hi = np.maximum(0, s - (k - n)), np.minimum(n, s)
+    g = np.clip(np.round(n * s / k + rng.normal(0, 12, i.size)), lo, hi).astype(np.int64)
+    tally(i, j, g)
+    p, counts = tally.p_values(u_n, u_s)
+    t_n, t_s, t_g, t_count = tally.counts()
+    assert np.array_equal(counts, t_count) and p.size > 300
+    want = scipy_tail(t_g, u_n[t_n], u_s[t_s], k)
+    assert want.min() < 1e-12 and want.max() == 1.0
+    np.testing.assert_allclose(p, want, rtol=1e-9, atol=1e-15)
 
 
 def test_tally_counts_alike_by_bincount_and_by_sorting() -> None:
@@ -180,13 +227,13 @@ def test_tally_counts_alike_by_bincount_and_by_sorting() -> None:
     assert np.array_equal(np.unique(key[rest]), (t_n * 6 + t_s) * (k + 1) + t_g)
 
 
-# One block's codes, or a few; the rows folded in one share, or split into several (one
+# One block's codes, or a few; the tiles counted in one share, or dealt to several (one
 # per thread, whatever this machine's count: 1 and 3 cover a single table and uneven ones).
-@pytest.mark.parametrize(("table_cells", "shares"), [(2**23, 1), (2**23, 3), (3_000, 3)])
-def test_the_compiled_fold_counts_as_numpy_does(monkeypatch, table_cells: int, shares: int) -> None:
-    compiled = pytest.importorskip("memtail.stats.numba_kernels", reason="the fold is numba's")
+@pytest.mark.parametrize(("table_cells", "shares"), [(2**23, 1), (2**23, 3), (9_000, 3)])
+def test_the_kernels_tally_counts_as_numpy_does(monkeypatch, table_cells: int, shares: int) -> None:
+    compiled = pytest.importorskip("memtail.stats.numba_kernels", reason="the tally is numba's")
     monkeypatch.setattr(tally_module, "_TABLE_CELLS", table_cells)
-    monkeypatch.setattr(compiled, "fold_shares", lambda: shares)
+    monkeypatch.setattr(compiled, "tally_shares", lambda per_code, budget: shares)
     rng, k = np.random.default_rng(7), 200
     masks, test_correct = planted(rng, k=k, n=300, n_test=120)
     m, t = TrialBits.from_bool(masks), TrialBits.from_bool(test_correct)
@@ -200,7 +247,7 @@ def test_the_compiled_fold_counts_as_numpy_does(monkeypatch, table_cells: int, s
     h_scan = np.minimum(h_min, tail_cut_table(u_n, u_s, k, 0.2))
     cols, tables = np.arange(t.n_examples), (n_codes, s_codes, h_scan)
     folded = Tally(h_min, h_scan, n_codes, s_codes, k)
-    assert folded.codes_per_block() >= 1
+    assert folded.codes_per_block(compiled) >= 1
     kept = kernel_scan(m, t, rows, cols, *tables, 37, folded)
     by_numpy = Tally(h_min, h_scan, n_codes, s_codes, k)
     want = gemm_scan(masks, test_correct, rows, cols, *tables, 37, by_numpy)

@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import multivariate_normal, norm
 
 from memtail.stats import spending
+from memtail.stats.memorization import MemCounts, memorization
 from memtail.stats.stopping import look_sizes, spent_confidence
 
 
@@ -63,7 +64,10 @@ def test_bonferroni_keeps_the_stopping_rules_levels() -> None:
 def test_early_looks_of_an_obrien_fleming_design_cannot_miss() -> None:
     sizes = look_sizes(20, 1.5, 10_000)
     levels = spending.look_confidences(sizes, 0.95)
-    assert levels[0] == 1.0  # its miss probability is below float64's resolution of 1
+    # Its miss probability is below float64's resolution of 1: capped, so that its
+    # interval exists (the cap spends at most 1e-12 more).
+    assert levels[0] == spending.MAX_LOOK_CONFIDENCE
+    memorization(MemCounts(20, np.array([10]), np.array([9]), np.array([10])), levels[0])
     assert np.isinf(spending.boundaries(sizes)[0]) or spending.boundaries(sizes)[0] > 8
     assert all(a >= b for a, b in zip(levels[:-2], levels[1:-1], strict=True))
     assert 0.95 < levels[-1] < 0.97

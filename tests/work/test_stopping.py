@@ -15,8 +15,10 @@ from sqlalchemy.engine import Engine
 
 from memtail.analyses.findings import gather
 from memtail.specification import SpecError, StoppingSpec, spec_from_dict
+from memtail.stats import spending
 from memtail.stats import stopping as stats_stopping
 from memtail.stats.influence import influence_dense
+from memtail.stats.memorization import memorization as stats_memorization
 from memtail.status import ExperimentStatus
 from memtail.store import lifecycle
 from memtail.store.experiments import create_experiment, get_experiment
@@ -129,6 +131,13 @@ def test_the_spec_checks_its_rules() -> None:
     assert "stopping" not in plain.to_json()  # specs without rules keep their hash
     ruled = spec_from_dict({**base, "stopping": {"max_trials": 400, "decided": 0.99}})
     assert ruled.stopping.active and ruled.spec_hash() != plain.spec_hash()
+    # The default spending (the split that came first) keeps the JSON stopping specs had.
+    assert "spending" not in ruled.to_json()["stopping"]
+    obf = spec_from_dict(
+        {**base, "stopping": {"max_trials": 400, "decided": 0.99, "spending": "obrien_fleming"}}
+    )
+    assert obf.to_json()["stopping"]["spending"] == "obrien_fleming"
+    assert obf.spec_hash() != ruled.spec_hash()
     bad = [
         ({"decided": 0.99}, "stopping.max_trials"),
         ({"max_trials": 400}, "sets no rule"),
@@ -137,6 +146,7 @@ def test_the_spec_checks_its_rules() -> None:
         ({"max_trials": 400, "mem_half_width": float("nan")}, "stopping.mem_half_width"),
         ({"max_trials": 400, "decided": 0.9, "growth": 1.0}, "stopping.growth"),
         ({"max_trials": 400, "decided": 0.9, "patience": 3}, "stopping.patience"),
+        ({"max_trials": 400, "decided": 0.9, "spending": "lan_demets"}, "stopping.spending"),
     ]
     for rules, message in bad:
         with pytest.raises(SpecError, match=message.replace("(", r"\(")):
@@ -185,6 +195,51 @@ def test_a_batch_ending_with_a_failed_trial_is_judged_at_its_own_look(engine: En
         stats_stopping.spent_confidence(0.95, 2, sizes)
     )
     assert get_experiment(engine, exp.id).target_trials == 45  # look 2 unmet: on to look 3
+
+
+@pytest.mark.parametrize("kind", ["obrien_fleming", "pocock"])
+def test_the_spending_sets_each_looks_confidence(engine: Engine, kind: str) -> None:
+    """With a joint-law spending, each look's intervals are at its boundary's confidence:
+    O'Brien-Fleming's first looks nearly certain (capped below 1, so that they have an
+    interval), its last narrower than the Bonferroni split's; the rules still decide."""
+    rules = StoppingSpec(max_trials=100, decided=0.99, growth=1.5, spending=kind)
+    exp = _ruled(engine, rules, trials=20)
+    sizes = stats_stopping.look_sizes(20, 1.5, 100)
+    levels = spending.look_confidences(sizes, 0.95, kind)
+    split = spending.look_confidences(sizes, 0.95, "bonferroni")
+    assert levels[-1] > 0.95 and levels[-1] < split[-1]
+    assert all(level <= spending.MAX_LOOK_CONFIDENCE for level in levels)
+    run_all_trials(engine, exp.id, 40, 30)
+    estimator.estimate_experiment(engine, exp.id)
+    exp = get_experiment(engine, exp.id)
+    state = progress(engine, exp)
+    assert state.stopping["look"] == 1 and exp.target_trials == 30  # unmet: next batch
+    assert state.stopping["confidence"] == pytest.approx(levels[0])
+    with engine.connect() as conn:
+        lows = (
+            conn.execute(
+                sa.select(memorization.c.ci_low).where(memorization.c.experiment_id == exp.id)
+            )
+            .scalars()
+            .all()
+        )
+    assert lows and all(np.isfinite(low) and -1.0 <= low <= 1.0 for low in lows)
+    # Clopper-Pearson square-and-add intervals, not Newcombe's, at the look's level.
+    counts = load_outcomes(engine, exp).mem_counts()
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(memorization.c.example_index, memorization.c.ci_low)
+            .where(memorization.c.experiment_id == exp.id)
+            .order_by(memorization.c.example_index)
+        ).all()
+    at = np.array([r.example_index for r in stored])
+    exact = stats_memorization(counts, levels[0], "exact_mover").ci_low[at]
+    newcombe = stats_memorization(counts, levels[0]).ci_low[at]
+    np.testing.assert_allclose([r.ci_low for r in stored], exact, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(exact, newcombe)
+    assert state.stopping["interval"] == "exact_mover" and state.stopping["spending"] == kind
+    if kind == "obrien_fleming":  # an almost certain first look: intervals near [-1, 1]
+        assert levels[0] > 0.9999 and np.median(lows) < -0.5
 
 
 def test_pairs_stable_is_the_split_half_jaccard(engine: Engine) -> None:

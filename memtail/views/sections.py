@@ -7,7 +7,7 @@ from memtail.analyses.findings import Findings
 from memtail.status import TrialStatus
 from memtail.views import figures, gallery
 from memtail.views.blocks import Number, Section, Table, inline
-from memtail.views.text import duration, mem_confidence, percent
+from memtail.views.text import duration, mem_confidence, percent, spending_words
 from memtail.work.stopping import rule_terms
 
 
@@ -70,6 +70,7 @@ def stopping(findings: Findings) -> Section | None:
                 + (" (provisional: its batch still running)" if record.get("provisional") else ""),
             ),
             Number("interval confidence at this look", percent(record["confidence"])),
+            Number("spent by", spending_words(record)),
             Number("max trials", str(e.spec.stopping.max_trials)),
             Number("stopped", e.stop_reason or "not yet", "stop-reason"),
         ],

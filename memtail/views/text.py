@@ -95,6 +95,23 @@ def rate_text(p: Progress) -> str:
     return f"{p.trials_per_minute:.1f}/min on average" if p.trials_per_minute else "rate -"
 
 
+_SPENDING_WORDS = {
+    "bonferroni": "the error rate split over the looks",
+    "obrien_fleming": "O'Brien-Fleming boundaries over the looks",
+    "pocock": "Pocock boundaries over the looks",
+}
+_INTERVAL_WORDS = {"newcombe": "Newcombe", "exact_mover": "Clopper-Pearson square-and-add"}
+
+
+def spending_words(record: dict) -> str:
+    """How a look's intervals keep their promise, in words: "the error rate split over the
+    looks" (older records, from before the spending could be chosen, were all split) or
+    "O'Brien-Fleming boundaries over the looks, Clopper-Pearson square-and-add"."""
+    spending = _SPENDING_WORDS.get(record.get("spending", "bonferroni"), "spent over the looks")
+    interval = record.get("interval", "newcombe")
+    return spending if interval == "newcombe" else f"{spending}, {_INTERVAL_WORDS[interval]}"
+
+
 def stopping_lines(p: Progress) -> list[str]:
     """Each stopping rule's value against its target, with the trials projected to reach
     it, and why the rules stopped the experiment once they did."""
@@ -105,8 +122,8 @@ def stopping_lines(p: Progress) -> list[str]:
         between = " provisional, its batch still running;" if record.get("provisional") else ""
         lines.append(
             f"  stopping rules at {record['trials']} trials (look {record['look']} of "
-            f"{record['looks']};{between} intervals at {record['confidence']:.2%}, the error "
-            "rate spent over the looks):"
+            f"{record['looks']};{between} intervals at {record['confidence']:.2%}, "
+            f"{spending_words(record)}):"
         )
         for rule in record["rules"]:
             projected = rule["projected_trials"]

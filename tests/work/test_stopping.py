@@ -58,6 +58,7 @@ def test_unmet_rules_add_the_next_batch_until_the_cap(engine: Engine) -> None:
     assert state.stopping["look"] == 4 and state.stopping["looks"] == 4
     text = format_progress(state)
     assert "stopping rules at 50 trials (look 4 of 4; intervals at" in text
+    assert "the error rate split over the looks):" in text
     assert re.search(r"    decided: \d+(\.\d)?% of examples decided, their .* \(target 99%\)", text)
     assert "stopped: max_trials (50) reached" in text
     # The stored intervals are at the last look's spent confidence, not the spec's 95%.
@@ -238,6 +239,9 @@ def test_the_spending_sets_each_looks_confidence(engine: Engine, kind: str) -> N
     np.testing.assert_allclose([r.ci_low for r in stored], exact, rtol=1e-9, atol=1e-12)
     assert not np.allclose(exact, newcombe)
     assert state.stopping["interval"] == "exact_mover" and state.stopping["spending"] == kind
+    name = {"obrien_fleming": "O'Brien-Fleming", "pocock": "Pocock"}[kind]
+    text = format_progress(state)
+    assert f"{name} boundaries over the looks, Clopper-Pearson square-and-add):" in text
     if kind == "obrien_fleming":  # an almost certain first look: intervals near [-1, 1]
         assert levels[0] > 0.9999 and np.median(lows) < -0.5
 

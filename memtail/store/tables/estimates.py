@@ -20,7 +20,13 @@ memorization = sa.Table(
     sa.Column("example_index", sa.Integer, primary_key=True, comment="train example"),
     sa.Column("mem", sa.Float, nullable=True, comment="acc_in - acc_out; NULL if an arm is empty"),
     sa.Column("std_err", sa.Float, nullable=True),
-    sa.Column("ci_low", sa.Float, nullable=True, comment="Newcombe hybrid score interval"),
+    sa.Column(
+        "ci_low",
+        sa.Float,
+        nullable=True,
+        comment="Newcombe hybrid score interval, or Clopper-Pearson square-and-add "
+        "(estimate_runs.rules.interval)",
+    ),
     sa.Column("ci_high", sa.Float, nullable=True),
     sa.Column("n_in", sa.Integer, nullable=False, comment="trials whose subset held it"),
     sa.Column("n_out", sa.Integer, nullable=False),

@@ -15,6 +15,7 @@ from memtail.cli.arguments import (
     output_folder,
     settings_from,
 )
+from memtail.specification.rules import has_control_character
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -22,6 +23,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from memtail.work import preemption, preflight
     from memtail.work.puller import pull
 
+    if args.name is not None and (not args.name.strip() or has_control_character(args.name)):
+        # An unset shell variable (`--name "$NODE"`) would claim as HOST:PID unseen, and a
+        # newline would break every log line that names the worker.
+        raise UsageError(
+            "--name is empty or contains a control character; give the name the worker "
+            "claims under, or leave --name out for HOST:PID"
+        )
     settings = settings_from(args)
     preflight.check(settings, estimates=False)  # refused before it claims a trial
     engine = open_engine(settings)

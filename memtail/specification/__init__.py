@@ -25,7 +25,7 @@ from memtail.specification.fields import (
     checkpoint_interval,
 )
 from memtail.specification.reading import bundled_specs, load_spec, spec_from_dict
-from memtail.specification.rules import MAX_SEED, MAX_TRIALS, NAME_PATTERN, validate
+from memtail.specification.rules import MAX_SEED, MAX_TRIALS, NAME_PATTERN, shown, validate
 
 __all__ = [
     "AUTO_CHECKPOINT_SECONDS",
@@ -46,6 +46,7 @@ __all__ = [
     "bundled_specs",
     "checkpoint_interval",
     "load_spec",
+    "shown",
     "spec_from_dict",
     "validate",
 ]

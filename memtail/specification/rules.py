@@ -35,15 +35,21 @@ def has_control_character(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
+def shown(value: Any) -> str:
+    """A value as an error line quotes it: its repr, cut to 20 characters and "..." when
+    longer than 40 (a 400-digit number would otherwise fill the terminal)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}..."
+
+
 def _check(field_name: str, value: float, low: float, high: float, hint: str = "") -> None:
     """``low <= value <= high``, and finite: NaN and infinities never pass a comparison.
     An int is compared as it is: math.isfinite(10**400) raises OverflowError, and :g
     would round a bound such as MAX_SEED."""
     finite = isinstance(value, int) or math.isfinite(value)
     if not (finite and low <= value <= high):
-        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}..."
         raise SpecError(
-            field_name, f"must be in [{_bound(low)}, {_bound(high)}] (got {shown}){hint}"
+            field_name, f"must be in [{_bound(low)}, {_bound(high)}] (got {shown(value)}){hint}"
         )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from memtail.specification import ModelSpec
+from memtail.specification import ModelSpec, shown
 
 __all__ = ["ModelError", "build_model", "count_parameters", "is_known_model"]
 
@@ -97,7 +97,7 @@ def _mlp_depth(spec: ModelSpec) -> int:
     if not 0 <= depth <= MAX_DEPTH:
         raise ModelError(
             "model.depth",
-            f"must be in [0, {MAX_DEPTH:,}] (got {depth}); plain ReLU stacks much deeper "
+            f"must be in [0, {MAX_DEPTH:,}] (got {shown(depth)}); plain ReLU stacks much deeper "
             "do not train",
         )
     return depth

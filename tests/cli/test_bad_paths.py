@@ -68,6 +68,19 @@ def test_an_empty_name_is_no_experiment(
         _refused(capsys, main(["--database-url", sqlite_url, command, ""]), "no experiment ''")
 
 
+@pytest.mark.parametrize("name", ["", "  ", "node\n7"])
+def test_a_worker_name_that_names_no_one_is_refused(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # Before, an empty --name fell back to HOST:PID without a word.
+    _planted_db(sqlite_url, "a")
+    rows = _rows(sqlite_url)
+    capsys.readouterr()
+    argv = ["--database-url", sqlite_url, "worker", "a", "--name", name, "--idle-exit", "1"]
+    _refused(capsys, main(argv), "--name is empty or contains a control character")
+    assert _rows(sqlite_url) == rows  # nothing claimed
+
+
 def test_database_urls_that_cannot_be_made(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

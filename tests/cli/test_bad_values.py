@@ -24,6 +24,8 @@ DATASET_VALUES = [
     (SYNTHETIC, "subpopulations", HUGE, "spec field 'dataset.subpopulations': must be in [10, "),
     (SYNTHETIC, "subpopulations", 3, "spec field 'dataset.subpopulations': must be in [10, "),
     (SYNTHETIC, "n_train", HUGE, "spec field 'dataset.n_train': must be in [2, 10,000,000]"),
+    # A 400-digit value is quoted cut short, not in full.
+    (SYNTHETIC, "n_train", 10**400, "must be in [2, 10,000,000] (got 10000000000000000000...)"),
     (SYNTHETIC, "n_test", HUGE, "spec field 'dataset.n_test': must be in [1, 10,000,000]"),
     (SYNTHETIC, "n_test", 0, "spec field 'dataset.n_test': must be in [1, "),
     (SYNTHETIC, "dim", HUGE, "spec field 'dataset.dim': must be in [1, 100,000]"),
@@ -96,6 +98,7 @@ def test_checkpoint_every_takes_ascii_digits_only(
     [
         ({"depth": 1_000_000}, "spec field 'model.depth': must be in [0, 1,000] (got 1000000)"),
         ({"depth": -1}, "spec field 'model.depth': must be in [0, 1,000]"),
+        ({"depth": 10**400}, "'model.depth': must be in [0, 1,000] (got 10000000000000000000...)"),
         # 1,000 layers of 65,536 x 65,536: counted at 4.3 x 10^12, never built.
         ({"depth": 1_000, "width": 65_536}, "'model.depth': gives mlp 4,290,740,617,226 "),
         ({"name": "cnn", "width": 65_536}, "spec field 'model.width': gives cnn 386,"),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from memtail.records import ExampleSet
-from memtail.specification import MAX_SEED, DatasetSpec
+from memtail.specification import MAX_SEED, DatasetSpec, shown
 
 #: Class labels are indexes 0..C-1 with C at most this: a trial's output layer has C units.
 MAX_CLASSES = 100_000
@@ -132,7 +132,9 @@ def check_bound(field_name: str, value: float, low: float, high: float, why: str
     """``low <= value <= high``, or DatasetError with the bound and ``why`` it is there:
     sizes are checked before anything is allocated from them."""
     if not low <= value <= high:
-        raise DatasetError(field_name, f"must be in [{low:,}, {high:,}] (got {value!r}); {why}")
+        raise DatasetError(
+            field_name, f"must be in [{low:,}, {high:,}] (got {shown(value)}); {why}"
+        )
 
 
 def check_seed(opts: Mapping[str, Any]) -> int:

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memtail.stats.coverage import miss_probability  # noqa: E402
+from memtail.stats.coverage import looks_coverage, miss_probability  # noqa: E402
 from memtail.stats.intervals import exact_mover_interval, newcombe_interval  # noqa: E402
 from memtail.stats.spending import look_confidences  # noqa: E402
 from memtail.stats.stopping import look_sizes  # noqa: E402
@@ -97,7 +97,9 @@ def main() -> None:
                     miss_probability(k, p_in, p_out, min(c, _TOP), SHARE, interval).probability
                     for k, c in zip(sizes, levels, strict=True)
                 )
-                text += f" misses<= {misses:.3f}"
+                capped = [min(c, _TOP) for c in levels]
+                exact = looks_coverage(sizes, capped, p_in, p_out, SHARE, interval)
+                text += f" misses<= {misses:.3f} exact {exact.every_look:.4f}"
             line.append(text)
             if name == "obf-exact":
                 worst_width, worst_cover = max(worst_width, width / fixed), min(worst_cover, cover)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from memtail.stats.coverage import miss_probability
+from memtail.stats.coverage import looks_coverage, miss_probability
 from memtail.stats.intervals import (
     clopper_pearson_interval,
     exact_mover_interval,
@@ -84,3 +84,54 @@ def test_exact_limits_miss_less_than_wilsons_where_accuracies_are_extreme(k: int
     low, high = exact_mover_interval(19, 20, 1, 10, 0.95)
     n_low, n_high = newcombe_interval(19, 20, 1, 10, 0.95)
     assert low < n_low and high > n_high  # wider, on both sides
+
+
+def test_one_look_covers_as_its_miss_probability_says() -> None:
+    got = looks_coverage([30], [0.95], 0.9, 0.2)
+    assert got.every_look == pytest.approx(1 - miss_probability(30, 0.9, 0.2, 0.95).probability)
+    assert got.at_stop == pytest.approx(got.every_look) and got.left_out < 1e-12
+
+
+def _simulated_looks(sizes, levels, p_in, p_out, studies, stop=None) -> tuple[float, float]:
+    """(every look covers, the stopping look covers) over simulated studies."""
+    rng = np.random.default_rng(3)
+    n_in, h_in, h_out = (np.zeros(studies, dtype=np.int64) for _ in range(3))
+    every, running, at_stop, before = np.ones(studies, bool), np.ones(studies, bool), 0, 0
+    for k, level in zip(sizes, levels, strict=True):
+        held = rng.binomial(k - before, 0.7, studies)
+        h_in += rng.binomial(held, p_in)
+        h_out += rng.binomial(k - before - held, p_out)
+        n_in += held
+        before = k
+        ok = (n_in > 0) & (n_in < k)
+        low, high = newcombe_interval(h_in, np.maximum(n_in, 1), h_out, np.maximum(k - n_in, 1),
+                                      level)  # fmt: skip
+        covers = ~ok | ((p_in - p_out >= low) & (p_in - p_out <= high))
+        every &= covers
+        ends = running & (ok & stop(low, high) if stop else np.zeros(studies, bool))
+        if k == sizes[-1]:
+            ends = running.copy()
+        at_stop += int((ends & covers).sum())
+        running &= ~ends
+    return float(every.mean()), at_stop / studies
+
+
+@pytest.mark.parametrize(("p_in", "p_out"), [(0.95, 0.05), (0.6, 0.4)])
+def test_the_looks_path_is_what_simulated_studies_see(p_in: float, p_out: float) -> None:
+    # Looks share their trials: coverage at every look at once is below each look's own
+    # (no union bound), and stopping where an interval is narrow is judged at that look.
+    sizes, levels, studies = [10, 20, 40], [0.98, 0.97, 0.96], 200_000
+
+    def narrow(low, high):
+        return high - low < 0.9
+
+    got = looks_coverage(sizes, levels, p_in, p_out, stop=narrow)
+    every, at_stop = _simulated_looks(sizes, levels, p_in, p_out, studies, narrow)
+    tolerance = 4 * np.sqrt(0.05 / studies)
+    assert got.every_look == pytest.approx(every, abs=tolerance)
+    assert got.at_stop == pytest.approx(at_stop, abs=tolerance)
+    assert sum(got.stopped) == pytest.approx(1.0)
+    own = zip(sizes, levels, strict=True)
+    each = min(1 - miss_probability(k, p_in, p_out, c).probability for k, c in own)
+    assert got.every_look < each
+    assert got.left_out < 1e-9

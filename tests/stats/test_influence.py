@@ -307,7 +307,9 @@ def _planted(k: int, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, 
 
 # k around and not at multiples of 64 and 512, n not multiples of 8 or of the kernel's
 # 16-column and 4-row blocks.
-SHAPES = [(1, 3, 2), (63, 9, 17), (64, 8, 16), (65, 31, 7), (130, 41, 33), (600, 23, 70)]
+# 2,100 trials: 33 words per row, a long word loop.
+SHAPES = [(1, 3, 2), (63, 9, 17), (64, 8, 16), (65, 31, 7), (130, 41, 33), (600, 23, 70),
+          (2100, 13, 45)]  # fmt: skip
 
 
 @pytest.mark.parametrize("k, n_train, n_test", SHAPES)

@@ -166,7 +166,7 @@ def _step(mass: np.ndarray, steps: np.ndarray) -> np.ndarray:
 
 
 def _prune(mass: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Drop the grid's edge slices (per axis) that hold less than _PRUNE of either path."""
+    """Drop the grid's edge slices (per axis) holding less than _PRUNE, both paths together."""
     before = float(mass.sum())
     origin = origin.copy()
     for axis in range(3):

@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,34 @@ def _check_writable(folder: Path, flag: str, given: str) -> None:
         for step in reversed(made):
             with contextlib.suppress(OSError):
                 step.rmdir()
+
+
+@contextlib.contextmanager
+def undone_if_refused(folder: Path, files: tuple[str, ...]) -> Iterator[None]:
+    """Inside: work that may still refuse the command (the spec checked against its data,
+    the model's size). If it raises, ``files`` in ``folder`` that did not exist before
+    (a database it created, with SQLite's side files) and the folders it made are
+    removed again, so a refused command leaves nothing behind; existing ones are kept."""
+    missing, existing = [], folder
+    while not existing.exists():
+        missing.append(existing)
+        existing = existing.parent
+    new = [folder / name for name in files if not (folder / name).exists()]
+    try:
+        yield
+    except BaseException:
+        for file in new:
+            for path in (file, *(file.with_name(file.name + s) for s in _SIDE_FILES)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        for step in missing:
+            with contextlib.suppress(OSError):
+                step.rmdir()  # only if empty: something else written there stays
+        raise
+
+
+#: SQLite's files beside a database (rollback journal, write-ahead log, shared memory).
+_SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
 def open_engine(settings: Settings) -> Engine:

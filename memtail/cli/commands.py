@@ -23,6 +23,7 @@ from memtail.cli.arguments import (
     open_engine,
     output_folder,
     settings_from,
+    undone_if_refused,
 )
 from memtail.config import Settings
 
@@ -157,16 +158,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     preflight.check(settings_from(args))  # refused before anything is written or claimed
     spec = load_spec_arg(args.spec, args)
-    settings = embedded_settings(settings_from(args), out)
     # torch and matplotlib load only once the arguments and the spec are good.
     from memtail.training.datasets import load_dataset
     from memtail.views.plots import file_stem, plot_experiment
     from memtail.views.report import render_report, write_report
     from memtail.work.launch import launch
 
-    upgrade(settings.database_url)
-    engine = open_engine(settings)
-    launched = launch(engine, spec, settings.data_root, download=args.download)
+    with undone_if_refused(out, ("memtail.db",)):
+        settings = embedded_settings(settings_from(args), out)
+        upgrade(settings.database_url)
+        engine = open_engine(settings)
+        try:
+            launched = launch(engine, spec, settings.data_root, download=args.download)
+        except BaseException:
+            engine.dispose()  # closes the file before a new one is removed
+            raise
     experiment = launched.experiment
     if experiment.status == ExperimentStatus.PAUSED:
         raise UsageError(

@@ -84,7 +84,6 @@ def upper_tail(
     ``compiled``: sum with the numba kernel (None: when installed and worth it); both
     give the same bits.
     """
-
     hits, n_in, s = (np.asarray(x, dtype=np.int64) for x in (hits, n_in, s))
     lo = np.maximum(0, s - (k - n_in))
     hi = np.minimum(n_in, s)

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from memtail.cli.main import main
+from memtail.store.database import upgrade
 from memtail.store.engine import make_engine
 
 BASE = {
@@ -420,3 +421,19 @@ def test_delete_without_a_terminal_names_yes(
     capsys.readouterr()  # pytest's standard input is no terminal, as a pipe is not
     _refused(capsys, main(["--database-url", sqlite_url, "experiment", "delete", "a"]), "--yes")
     assert _rows(sqlite_url) == rows
+
+
+def test_a_run_refused_by_its_model_leaves_no_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The model's size is checked against the dataset's shapes, after the run's database
+    # was made: a new one (and its folders) goes again, an existing one stays.
+    deep = tmp_path / "new" / "deeper"
+    too_deep = ["run", "--set", "model.depth=1000000", "--out"]
+    _refused(capsys, main([*too_deep, str(deep)]), "spec field 'model.depth'")
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    upgrade(f"sqlite:///{kept / 'memtail.db'}")
+    _refused(capsys, main([*too_deep, str(kept)]), "spec field 'model.depth'")
+    assert [p.name for p in kept.iterdir()] == ["memtail.db"]

@@ -5,10 +5,13 @@ interval half-width for every example (the README's bound table), as a ratio.
 Each dataset runs `memtail run` embedded in a scratch folder with
 ``--stop-half-width W`` (a share of 0.95 of examples within +-W at the look's spent
 confidence) and, separately, ``--stop-decided 0.99``; the first batch is 50 trials,
-growth 1.5, the cap 2,000. The fixed k is ``trials_for_half_width(W, m/n)`` at 95%, what
-a user who wants +-W for every example must otherwise ask for up front. Each run is
-repeated for every ``--spending`` (how the looks share the error: the Bonferroni split,
-the default, and O'Brien-Fleming's repeated confidence intervals), side by side.
+the cap 2,000. The fixed k is ``trials_for_half_width(W, m/n)`` at 95%, what a user who
+wants +-W for every example must otherwise ask for up front. Each run is repeated for
+every ``--spending`` (how the looks share the error), side by side: the Bonferroni split
+as it ran before (looks growing by 1.5), and the default design (O'Brien-Fleming
+repeated confidence intervals, looks planned at growth 1.2 and ending where the
+half-width rule must be met, batches that skip the looks the rules project they cannot
+be met at).
 
     python benchmarks/stopping.py [--width 0.1] [--workers 2] [--only digits/half-width]
         [--spending bonferroni --spending obrien_fleming]
@@ -78,11 +81,12 @@ def main() -> None:
             if args.only and f"{name}/{rule}" not in args.only:
                 continue
             for kind in spendings:
+                design = ["--set", f"stopping.spending={kind}"]
+                if kind == "bonferroni":  # as it ran before the joint-law designs
+                    design += ["--set", "stopping.growth=1.5"]
                 with tempfile.TemporaryDirectory() as folder:
                     used, reason, fraction, seconds = run(
-                        Path(folder),
-                        [*flags, *extra, "--set", f"stopping.spending={kind}"],
-                        args.workers,
+                        Path(folder), [*flags, *extra, *design], args.workers
                     )
                 fixed = trials_for_half_width(args.width, fraction, 0.95)
                 key = f"{name}/{rule}/{kind}"

@@ -24,7 +24,7 @@ from memtail.specification.fields import (
     TrainingSpec,
     checkpoint_interval,
 )
-from memtail.specification.reading import bundled_specs, load_spec, spec_from_dict
+from memtail.specification.reading import bundled_specs, load_spec, spec_from_dict, stored_spec
 from memtail.specification.rules import MAX_SEED, MAX_TRIALS, NAME_PATTERN, shown, validate
 
 __all__ = [
@@ -48,5 +48,6 @@ __all__ = [
     "load_spec",
     "shown",
     "spec_from_dict",
+    "stored_spec",
     "validate",
 ]

@@ -123,12 +123,14 @@ class StoppingSpec:
     decided: float = 0.0
     #: Stop when the split-half Jaccard of the high-influence pairs reaches this.
     pairs_stable: float = 0.0
-    #: Each batch multiplies the total number of trials by this.
-    growth: float = 1.5
-    #: How the looks share the error rate (``memtail.stats.spending``): "bonferroni" (in
-    #: proportion to their trials, by the union bound), "obrien_fleming" or "pocock"
-    #: (repeated confidence intervals from the looks' joint normal law).
-    spending: str = "bonferroni"
+    #: The planned looks: each multiplies the total number of trials by this. With a
+    #: joint-law spending a batch may end several looks on, where the rules project.
+    growth: float = 1.2
+    #: How the looks share the error rate (``memtail.stats.spending``): "obrien_fleming"
+    #: or "pocock" (repeated confidence intervals from the looks' joint normal law), or
+    #: "bonferroni" (in proportion to their trials, by the union bound; the default of
+    #: experiments created before the others existed, at growth 1.5).
+    spending: str = "obrien_fleming"
 
     @property
     def active(self) -> bool:

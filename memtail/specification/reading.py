@@ -84,6 +84,18 @@ def load_spec(source: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     return spec_from_dict(raw, overrides)
 
 
+def stored_spec(raw: dict[str, Any]) -> ExperimentSpec:
+    """The spec of a stored experiment, from its JSON: unchecked (see ``spec_from_dict``),
+    and where the JSON leaves a field out because it was the default when the experiment
+    was created (so its hash stayed the same), that old default, not today's."""
+    stopping = raw.get("stopping")
+    if isinstance(stopping, dict) and "spending" not in stopping:
+        # Stopping specs from before the spending could be chosen used the Bonferroni
+        # split; ``ExperimentSpec.to_json`` still leaves it out of their JSON.
+        raw = {**raw, "stopping": {**stopping, "spending": "bonferroni"}}
+    return spec_from_dict(raw, check=False)
+
+
 def spec_from_dict(
     raw: dict[str, Any], overrides: dict[str, Any] | None = None, *, check: bool = True
 ) -> ExperimentSpec:

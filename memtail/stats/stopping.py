@@ -19,8 +19,11 @@ each look's trials puts the error rate where stopping is likely, at the larger l
 from 100 to 4,000 trials at growth 1.5 there are 11 looks, and the last uses 98.7% where
 a single fixed look would use 95% (an interval 1.26 times as wide).
 
-This is the default, ``stopping.spending = "bonferroni"``; ``memtail.stats.spending``
-gives levels from the looks' joint normal law (O'Brien-Fleming, Pocock) instead.
+This is ``stopping.spending = "bonferroni"``, the default of experiments created before
+the others existed. The default now, ``"obrien_fleming"`` (``memtail.stats.spending``),
+takes the levels from the looks' joint normal law instead, ends the looks where a
+half-width rule must be met, and lets a batch skip the looks the rules project they
+cannot be met at (``memtail.stats.looks``).
 
 **Rules.** ``mem_half_width`` with ``coverage``: a share of at least ``coverage`` of the
 examples have an interval no wider than +-``mem_half_width``. ``decided``: a share of at

@@ -7,7 +7,7 @@ their packed subsets) in one transaction: either the whole experiment exists or 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from memtail.records import FEATURE_TRIAL, ExampleSet, Experiment
-from memtail.specification import ExperimentKind, ExperimentSpec, SpecError, spec_from_dict
+from memtail.specification import ExperimentKind, ExperimentSpec, SpecError, stored_spec
 from memtail.stats import bits
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.status import ExperimentStatus
@@ -36,7 +36,7 @@ def _experiment(row: Any) -> Experiment:
         kind=ExperimentKind(row.kind),
         status=ExperimentStatus(row.status),
         created_at=row.created_at,
-        spec=spec_from_dict(row.spec, check=False),
+        spec=stored_spec(row.spec),
         spec_hash=row.spec_hash,
         n_train=row.n_train,
         n_test=row.n_test,
@@ -78,7 +78,7 @@ def create_experiment(
         with transaction(engine) as conn:
             existing = _by_name(conn, spec.name)
             if existing is not None:
-                return CreateResult(_check_same(existing, digest), created=False)
+                return CreateResult(_check_same(existing, spec, digest), created=False)
             experiment_id = _insert(conn, spec, digest, data, m, subset)
             row = conn.execute(
                 sa.select(experiments).where(experiments.c.id == experiment_id)
@@ -90,17 +90,32 @@ def create_experiment(
             existing = _by_name(conn, spec.name)
         if existing is None:
             raise
-        return CreateResult(_check_same(existing, digest), created=False)
+        return CreateResult(_check_same(existing, spec, digest), created=False)
 
 
-def _check_same(existing: Experiment, digest: str) -> Experiment:
+def _check_same(existing: Experiment, spec: ExperimentSpec, digest: str) -> Experiment:
     if existing.spec_hash != digest:
+        differ = _differences(asdict(existing.spec), asdict(spec))
+        said = f" ({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''})" if differ else ""
         raise SpecError(
             "name",
-            f"experiment {existing.name!r} already exists with a different spec; "
-            "choose another name (or delete the old experiment)",
+            f"experiment {existing.name!r} already exists with a different spec{said}; "
+            "choose another name, give the stored values (or delete the old experiment)",
         )
     return existing
+
+
+def _differences(stored: dict, given: dict, prefix: str = "") -> list[str]:
+    """The dotted fields whose values differ, each as "FIELD: STORED stored, GIVEN given";
+    a default that changed since an experiment was created shows up here by name."""
+    out = []
+    for key in sorted(set(stored) | set(given)):
+        a, b = stored.get(key), given.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} stored, {b!r} given")
+    return out
 
 
 def _insert(

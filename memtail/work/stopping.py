@@ -11,13 +11,14 @@ their coverage however many looks it took.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from memtail.records import Experiment
-from memtail.stats import spending, stopping
+from memtail.stats import looks, spending, stopping
 from memtail.stats.consistency import agreement, estimate_from_rows, halves
 from memtail.stats.difference import Estimate
 from memtail.stats.outcomes import TrialOutcomes
@@ -56,8 +57,35 @@ class Decision:
 
 
 def _schedule(experiment: Experiment) -> list[int]:
+    """The design's planned looks: from the spec's ``trials`` by ``growth`` to the cap, or
+    with a joint-law spending and a half-width rule alone, to the trials at which it is
+    met however hard the examples are (``looks.half_width_horizon``; the Bonferroni split
+    keeps the cap)."""
     rules = experiment.spec.stopping
-    return stopping.look_sizes(experiment.spec.trials, rules.growth, rules.max_trials)
+    return stopping.look_sizes(experiment.spec.trials, rules.growth, _last_look(experiment))
+
+
+def _last_look(experiment: Experiment) -> int:
+    rules = experiment.spec.stopping
+    if rules.spending == "bonferroni" or not rules.mem_half_width:
+        return rules.max_trials
+    if rules.decided or rules.pairs_stable:
+        return rules.max_trials  # no number of trials is sure to meet these
+    return _horizon(
+        rules.mem_half_width,
+        experiment.subset_size / experiment.n_train,
+        experiment.spec.trials,
+        rules.growth,
+        rules.max_trials,
+        coverage=rules.coverage,
+        confidence=experiment.spec.estimate.confidence,
+        spending=rules.spending,
+        interval=interval_for(experiment),
+    )
+
+
+#: A few experiments per process, each asking at every estimate: the search costs ~0.5 s.
+_horizon = functools.lru_cache(maxsize=64)(looks.half_width_horizon)
 
 
 def look_for(experiment: Experiment) -> int:
@@ -154,13 +182,39 @@ def decide(
     elif final and not following:
         stop = True
         unmet = [v for v in values if not v.met]
-        reason = f"max_trials ({rules.max_trials}) reached with rules unmet: " + _describe(
-            unmet, experiment
+        reason = f"{_end_words(sizes[-1], rules.max_trials)} reached with rules unmet: " + (
+            _describe(unmet, experiment)
         )
     elif final:
-        next_target = following[0]
+        next_target = _next_target(experiment, sizes, look, values, following[0])
     return Decision(values, k, look, len(sizes), confidence, stop, reason, next_target,
                     not final, rules.spending, interval_for(experiment))  # fmt: skip
+
+
+def _next_target(
+    experiment: Experiment,
+    sizes: list[int],
+    look: int,
+    values: list[stopping.RuleValue],
+    following: int,
+) -> int:
+    """The next batch's total: the next planned look, or with a joint-law spending the
+    planned look the rules' projection points at (``looks.next_look``), so that looks the
+    rules cannot be met at are skipped. The Bonferroni split keeps one look per batch."""
+    rules = experiment.spec.stopping
+    projections = [v.projected_trials for v in values if not v.met]
+    if rules.spending == "bonferroni" or None in projections or not projections:
+        return following
+    levels = spending.look_confidences(sizes, experiment.spec.estimate.confidence, rules.spending)
+    # An estimate at an unplanned count (the trials a user extended to) is the planned
+    # look below it: the batch goes on from there, never back.
+    return max(following, looks.next_look(sizes, levels, look, max(projections)))
+
+
+def _end_words(last: int, max_trials: int) -> str:
+    if last < max_trials:
+        return f"the design's last look ({last} trials, where mem_half_width must be met)"
+    return f"max_trials ({max_trials})"
 
 
 def _describe(values: list[stopping.RuleValue], experiment: Experiment) -> str:

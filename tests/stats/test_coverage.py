@@ -135,3 +135,28 @@ def test_the_looks_path_is_what_simulated_studies_see(p_in: float, p_out: float)
     each = min(1 - miss_probability(k, p_in, p_out, c).probability for k, c in own)
     assert got.every_look < each
     assert got.left_out < 1e-9
+
+
+@pytest.mark.parametrize(("p_in", "p_out"), [(0.95, 0.05), (0.92, 0.02), (0.75, 0.5)])
+def test_the_default_design_covers_at_every_look_where_the_split_does_not(
+    p_in: float, p_out: float
+) -> None:
+    # Exactly, over the default schedule's looks (growth 1.2, here from 20 to 150): the
+    # O'Brien-Fleming levels with Clopper-Pearson limits cover at every look at once and
+    # where a half-width rule stops; the Bonferroni split with Newcombe's at the extreme
+    # accuracies does not (0.88-0.90 at 9 looks to 400).
+    from memtail.stats.spending import look_confidences
+
+    sizes = look_sizes(20, 1.2, 150)
+    top = 1.0 - 1e-15  # the early looks' levels round to 1: intervals just under it
+
+    def narrow(low, high):
+        return (high - low) / 2 <= 0.2
+
+    obf = [min(c, top) for c in look_confidences(sizes, 0.95, "obrien_fleming")]
+    design = looks_coverage(sizes, obf, p_in, p_out, 0.7, exact_mover_interval, narrow)
+    assert design.every_look >= 0.95 and design.at_stop >= 0.95
+    assert design.left_out < 1e-9
+    if p_in - p_out > 0.8:
+        split = look_confidences(sizes, 0.95, "bonferroni")
+        assert looks_coverage(sizes, split, p_in, p_out, 0.7).every_look < 0.95

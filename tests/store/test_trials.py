@@ -64,7 +64,10 @@ def test_create_writes_everything_once(engine: Engine) -> None:
 
 def test_name_clash_with_different_spec_writes_nothing(engine: Engine) -> None:
     make_experiment(engine)
-    with pytest.raises(SpecError, match="'name'.*already exists with a different spec"):
+    # The fields that differ are named, with both values, so a changed default is plain.
+    with pytest.raises(
+        SpecError, match=r"'name'.*already exists with a different spec \(trials: 12 stored, 13"
+    ):
         create_experiment(engine, tiny_spec(trials_=13), tiny_examples())
     assert _count(engine, trials_table) == 12
     assert _count(engine, experiments) == 1

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memtail.analyses.findings import gather
-from memtail.specification import SpecError, StoppingSpec, spec_from_dict
-from memtail.stats import spending
+from memtail.specification import SpecError, StoppingSpec, spec_from_dict, stored_spec
+from memtail.stats import looks, spending
 from memtail.stats import stopping as stats_stopping
 from memtail.stats.influence import influence_dense
 from memtail.stats.memorization import memorization as stats_memorization
@@ -38,7 +38,9 @@ def _ruled(engine: Engine, rules: StoppingSpec, trials: int = 20, name: str = "r
 
 def test_unmet_rules_add_the_next_batch_until_the_cap(engine: Engine) -> None:
     # Random outcomes: nothing is ever decided, so the rules run to the cap.
-    exp = _ruled(engine, StoppingSpec(max_trials=50, decided=0.99, growth=1.5))
+    # The Bonferroni split: one planned look per batch, whatever the rules project.
+    rules = StoppingSpec(max_trials=50, decided=0.99, growth=1.5, spending="bonferroni")
+    exp = _ruled(engine, rules)
     spec_hash = exp.spec_hash
     targets = []
     for _ in range(5):
@@ -108,7 +110,8 @@ def test_met_rules_complete_the_experiment_with_the_reason(engine: Engine) -> No
 def test_a_crash_before_the_next_batch_is_decided_again(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exp = _ruled(engine, StoppingSpec(max_trials=100, decided=0.99))
+    # The Bonferroni split goes one look per batch: the next batch is the next look.
+    exp = _ruled(engine, StoppingSpec(max_trials=100, decided=0.99, spending="bonferroni"))
     run_all_trials(engine, exp.id, 40, 30)
 
     def dies(*args: object, **kwargs: object) -> None:
@@ -123,22 +126,24 @@ def test_a_crash_before_the_next_batch_is_decided_again(
     monkeypatch.undo()
     estimator.estimate_experiment(engine, exp.id)  # nothing new, but a look to decide
     exp = get_experiment(engine, exp.id)
-    assert exp.target_trials == 30 and exp.status == ExperimentStatus.ACTIVE
+    assert exp.target_trials == 24 and exp.status == ExperimentStatus.ACTIVE
 
 
 def test_the_spec_checks_its_rules() -> None:
     base = {"name": "x", "trials": 50}
     plain = spec_from_dict(base)
     assert "stopping" not in plain.to_json()  # specs without rules keep their hash
-    ruled = spec_from_dict({**base, "stopping": {"max_trials": 400, "decided": 0.99}})
+    rules = {"max_trials": 400, "decided": 0.99, "growth": 1.5}
+    ruled = spec_from_dict({**base, "stopping": {**rules, "spending": "bonferroni"}})
     assert ruled.stopping.active and ruled.spec_hash() != plain.spec_hash()
-    # The default spending (the split that came first) keeps the JSON stopping specs had.
+    # The split that came first keeps the JSON, so the hash, stopping specs had; a stored
+    # spec without a spending is read back as that split, not as today's default.
     assert "spending" not in ruled.to_json()["stopping"]
-    obf = spec_from_dict(
-        {**base, "stopping": {"max_trials": 400, "decided": 0.99, "spending": "obrien_fleming"}}
-    )
+    assert stored_spec(ruled.to_json()) == ruled
+    obf = spec_from_dict({**base, "stopping": rules})
+    assert obf.stopping.spending == "obrien_fleming"  # the default
     assert obf.to_json()["stopping"]["spending"] == "obrien_fleming"
-    assert obf.spec_hash() != ruled.spec_hash()
+    assert obf.spec_hash() != ruled.spec_hash() and stored_spec(obf.to_json()) == obf
     bad = [
         ({"decided": 0.99}, "stopping.max_trials"),
         ({"max_trials": 400}, "sets no rule"),
@@ -175,7 +180,8 @@ def test_a_batch_ending_with_a_failed_trial_is_judged_at_its_own_look(engine: En
     at look 2, at look 2's confidence, not at look 1's with 29 taken for look 1."""
     from memtail.store import trials
 
-    exp = _ruled(engine, StoppingSpec(max_trials=100, decided=0.99, growth=1.5), trials=20)
+    rules = StoppingSpec(max_trials=100, decided=0.99, growth=1.5, spending="bonferroni")
+    exp = _ruled(engine, rules, trials=20)
     run_all_trials(engine, exp.id, 40, 30)
     estimator.estimate_experiment(engine, exp.id)  # look 1: unmet, the batch to 30 added
     exp = get_experiment(engine, exp.id)
@@ -214,7 +220,12 @@ def test_the_spending_sets_each_looks_confidence(engine: Engine, kind: str) -> N
     estimator.estimate_experiment(engine, exp.id)
     exp = get_experiment(engine, exp.id)
     state = progress(engine, exp)
-    assert state.stopping["look"] == 1 and exp.target_trials == 30  # unmet: next batch
+    # Unmet: the next batch ends where the rule's projection points (at most doubling the
+    # trials: to 30 here, the projection being far beyond).
+    (rule,) = state.stopping["rules"]
+    assert rule["projected_trials"] is not None and rule["projected_trials"] > 100
+    ahead = looks.next_look(sizes, levels, 1, rule["projected_trials"])
+    assert state.stopping["look"] == 1 and exp.target_trials == ahead == 30
     assert state.stopping["confidence"] == pytest.approx(levels[0])
     with engine.connect() as conn:
         lows = (
@@ -259,3 +270,19 @@ def test_pairs_stable_is_the_split_half_jaccard(engine: Engine) -> None:
     assert rule["rule"] == "pairs_stable" and rule["value"] == pytest.approx(expected)
     assert rule["met"] == (expected >= 0.1)
     assert exp.status == ExperimentStatus.COMPLETE
+
+
+def test_a_half_width_design_ends_where_the_rule_must_be_met(engine: Engine) -> None:
+    # O'Brien-Fleming (the default) with a half-width rule alone: the looks end at the
+    # rule's horizon, not at max_trials, and the stop there is named for it.
+    exp = _ruled(engine, StoppingSpec(max_trials=4000, mem_half_width=0.2), trials=20)
+    horizon = looks.half_width_horizon(0.2, exp.subset_size / exp.n_train, 20, 1.2, 4000)
+    sizes = stats_stopping.look_sizes(20, 1.2, horizon)
+    assert horizon < 200
+    run_all_trials(engine, exp.id, 40, 30)
+    estimator.estimate_experiment(engine, exp.id)
+    exp = get_experiment(engine, exp.id)
+    state = progress(engine, exp)
+    assert state.stopping["looks"] == len(sizes) and exp.target_trials in sizes[1:]
+    levels = spending.look_confidences(sizes, 0.95, "obrien_fleming")
+    assert state.stopping["confidence"] == pytest.approx(levels[0])

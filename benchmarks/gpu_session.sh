@@ -3,6 +3,7 @@
 #   tests      the GPU tests (pair scan with the hardware popcount, a CUDA trial)
 #   estimator  benchmarks/estimator_gpu.py (paper and ImageNet scale on a GPU)
 #   training   benchmarks/gpu_training.py, every variant
+#   batched    benchmarks/batched.py on the GPU: B = 16, 64 and 256 digits MLPs at once
 #   service    `memtail run` (embedded: SQLite, local workers) on the GPU, whose estimator
 #              then scans on the GPU too, and `memtail estimate` with the GPU forced
 # Each part has its own time limit, so that one slow part cannot cost the others.
@@ -16,7 +17,7 @@ out=${OUT:-gpu-logs}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
-parts=${*:-tests estimator training service}
+parts=${*:-tests estimator training batched service}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$out/gpu.txt"
 $python -c 'import torch, triton, numpy; print("torch", torch.__version__, "triton", triton.__version__, "numpy", numpy.__version__, "cpus", torch.get_num_threads())' | tee -a "$out/gpu.txt"
 part() {  # part NAME SECONDS COMMAND...
@@ -50,6 +51,10 @@ part tests 90 $python -m pytest -q -p no:cacheprovider --noconftest \
 part estimator 150 $python benchmarks/estimator_gpu.py
 part training 360 $python benchmarks/gpu_training.py \
   --variants r-eager,f-eager-1024,r-compile,f-compile-1024,f-graphs-1024,r-graphs
-export -f service
+batched() {
+  for b in 16 64 256; do $python benchmarks/batched.py --device cuda --batch "$b" --rounds 2 || return; done
+}
+export -f batched service
 export python
+part batched 240 bash -c batched
 part service 200 bash -c service

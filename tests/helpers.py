@@ -35,6 +35,21 @@ def tiny_examples(n_train: int = 20, n_test: int = 10, classes: int = 3) -> Exam
     )
 
 
+def expire_lease(engine: Engine, trial_id: int) -> None:
+    """Make a running trial's lease run out now (by the database's clock)."""
+    import sqlalchemy as sa
+
+    from memtail.store.engine import db_now_plus
+    from memtail.store.tables import trials as trials_table
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(trials_table)
+            .where(trials_table.c.id == trial_id)
+            .values(lease_expires_at=db_now_plus(-5))
+        )
+
+
 def make_experiment(engine: Engine, **kwargs: object) -> CreateResult:
     n_train = int(kwargs.pop("n_train", 20))  # type: ignore[arg-type]
     n_test = int(kwargs.pop("n_test", 10))  # type: ignore[arg-type]

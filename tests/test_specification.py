@@ -68,6 +68,14 @@ def test_overrides_apply_to_dotted_fields() -> None:
         ({"estimate": {"confidence": 1.5}}, "estimate.confidence", "(0, 1)"),
         ({"training": {"checkpoint_every": "soon"}}, "training.checkpoint_every", '"20m"'),
         ({"training": {"checkpoint_every": -2}}, "training.checkpoint_every", "epochs"),
+        ({"training": {"trials_per_batch": 0}}, "training.trials_per_batch", "[1, 1024]"),
+        ({"training": {"trials_per_batch": 5000}}, "training.trials_per_batch", "one trial at"),
+        ({"training": {"trials_per_batch": 2.5}}, "training.trials_per_batch", "integer"),
+        (
+            {"training": {"trials_per_batch": 4, "checkpoint_every": "5"}},
+            "training.checkpoint_every",
+            "save no checkpoints",
+        ),
         ({"estimate": {"fdr": 1.0}}, "estimate.fdr", "[0, 1)"),
         ({"estimate": {"fdr": -0.1}}, "estimate.fdr", "0 is off"),
         ({"estimate": {"fdr_method": "holm"}}, "estimate.fdr_method", "choose one of bh, by"),
@@ -155,3 +163,13 @@ def test_checkpoint_intervals_read_as_epochs_or_minutes() -> None:
     assert spec_from_dict(every.to_json()) == every
     # The default leaves the stored JSON, and so the hash, as it was.
     assert "checkpoint_every" not in spec_from_dict({"name": "p"}).to_json()["training"]
+
+
+def test_trials_per_batch_is_stored_only_when_set() -> None:
+    plain = spec_from_dict({"name": "p"})
+    assert plain.training.trials_per_batch == 1
+    assert "trials_per_batch" not in plain.to_json()["training"]
+    batched = spec_from_dict({"name": "p", "training": {"trials_per_batch": 16}})
+    assert batched.to_json()["training"]["trials_per_batch"] == 16
+    assert spec_from_dict(batched.to_json()) == batched
+    assert batched.spec_hash() != plain.spec_hash()

@@ -62,6 +62,9 @@ class TrainingSpec:
     #: again: "auto" (every 10 minutes of training; shorter trials never save), "off",
     #: "N" (every N epochs) or "Nm" (every N minutes).
     checkpoint_every: str = "auto"
+    #: Trials a worker claims and trains together as one stacked computation (mlp
+    #: only; other networks train one at a time). 1: one trial at a time.
+    trials_per_batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,9 @@ class ExperimentSpec:
         if values["training"]["checkpoint_every"] == "auto":
             # And specs that leave checkpoints to the default.
             del values["training"]["checkpoint_every"]
+        if values["training"]["trials_per_batch"] == 1:
+            # And specs that train one trial at a time (a batch does not change results).
+            del values["training"]["trials_per_batch"]
         for key, default in (("fdr", 0.0), ("fdr_method", "bh")):
             # And specs without false-discovery control.
             if values["estimate"][key] == default:

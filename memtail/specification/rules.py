@@ -27,6 +27,9 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 MAX_TRIALS = 100_000
 #: Seeds are stored as BIGINT and fed to numpy's SeedSequence (non-negative).
 MAX_SEED = 2**63 - 1
+#: The most trials one stacked computation trains: past this, a batch of even the
+#: smallest mlp fills a GPU's memory and no longer gets faster per trial.
+MAX_TRIALS_PER_BATCH = 1_024
 
 
 def has_control_character(text: str) -> bool:
@@ -105,6 +108,19 @@ def validate(spec: ExperimentSpec) -> None:
     if t.schedule not in SCHEDULES:
         raise SpecError("training.schedule", f"choose one of {', '.join(SCHEDULES)}")
     checkpoint_interval(t.checkpoint_every)
+    _check(
+        "training.trials_per_batch",
+        t.trials_per_batch,
+        1,
+        MAX_TRIALS_PER_BATCH,
+        "; 1 trains one trial at a time",
+    )
+    if t.trials_per_batch > 1 and str(t.checkpoint_every).strip().lower() not in ("auto", "off"):
+        raise SpecError(
+            "training.checkpoint_every",
+            'trials trained in batches save no checkpoints; leave it at "auto" or set '
+            "training.trials_per_batch = 1",
+        )
     e = spec.estimate
     if not (math.isfinite(e.confidence) and 0.5 <= e.confidence < 1):
         # Below 0.5 an interval is more often wrong than right: most likely an error rate.

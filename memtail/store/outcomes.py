@@ -30,6 +30,46 @@ def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_t
     stale, nothing is written and LeaseLost is raised: the current claimant's result is
     the one that counts.
     """
+    mark, payload = _rows(claim, outcome, n_train, n_test)
+    if is_postgres(engine):
+        with one_statement(engine) as conn:
+            stored = conn.execute(statements.STORE, {**mark, **payload}).rowcount
+    else:
+        with transaction(engine) as conn:
+            stored = _store_in(conn, claim, mark, payload)
+    if stored != 1:
+        raise LeaseLost(
+            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; result discarded"
+        )
+
+
+def store_many(
+    engine: Engine, results: list[tuple[Claim, TrialOutcome]], n_train: int, n_test: int
+) -> list[Claim]:
+    """Store a batch's outcomes in one transaction, each row fenced by its own claim;
+    returns the claims that were stale (their outcomes discarded, the others stored).
+
+    Every payload is checked before anything is written, so a malformed one writes
+    nothing of the batch. One commit for the batch: a worker that dies before it stores
+    none of them, and their trials are claimed again.
+    """
+    rows = [(claim, *_rows(claim, outcome, n_train, n_test)) for claim, outcome in results]
+    stale = []
+    with transaction(engine) as conn:
+        for claim, mark, payload in rows:
+            if is_postgres(engine):
+                stored = conn.execute(statements.STORE, {**mark, **payload}).rowcount
+            else:
+                stored = _store_in(conn, claim, mark, payload)
+            if stored != 1:
+                stale.append(claim)
+    return stale
+
+
+def _rows(
+    claim: Claim, outcome: TrialOutcome, n_train: int, n_test: int
+) -> tuple[dict[str, object], dict[str, object]]:
+    """The parameters of a store: the trial's success mark and its outcome row."""
     mark = {
         **fence(claim),
         "train_acc": float(outcome.train_accuracy),
@@ -46,18 +86,17 @@ def store(engine: Engine, claim: Claim, outcome: TrialOutcome, n_train: int, n_t
         "out_test_margin": _margins(outcome.test_margin, n_test, "test_margin"),
         "out_train_wrong_class": _wrong_classes(outcome),
     }
-    if is_postgres(engine):
-        with one_statement(engine) as conn:
-            stored = conn.execute(statements.STORE, {**mark, **payload}).rowcount
-    else:
-        with transaction(engine) as conn:
-            stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
-            if stored == 1:
-                conn.execute(statements.INSERT_OUTCOME, {**payload, "out_trial_id": claim.trial_id})
-    if stored != 1:
-        raise LeaseLost(
-            f"trial {claim.trial_id} attempt {claim.attempt} is no longer claimed; result discarded"
-        )
+    return mark, payload
+
+
+def _store_in(
+    conn: sa.Connection, claim: Claim, mark: dict[str, object], payload: dict[str, object]
+) -> int:
+    """SQLite's store inside an open transaction: mark, then the row if the mark held."""
+    stored = conn.execute(statements.MARK_SUCCEEDED, mark).rowcount
+    if stored == 1:
+        conn.execute(statements.INSERT_OUTCOME, {**payload, "out_trial_id": claim.trial_id})
+    return stored
 
 
 def store_features(engine: Engine, claim: Claim, outcome: TrialOutcome, features: Staged) -> None:

@@ -77,15 +77,22 @@ def _claim(which: sa.ColumnElement[bool]) -> sa.Update:
     )
 
 
-def _next(undispatched_only: bool, skip_locked: bool) -> sa.Update:
-    """Claim of the lowest-index pending trial; bound parameter: experiment."""
+def _pending(undispatched_only: bool) -> sa.ColumnElement[bool]:
+    """Claimable trials of the experiment bound as ``experiment``."""
     pending = sa.and_(
         trials.c.experiment_id == sa.bindparam("experiment"),
         trials.c.status == TrialStatus.PENDING,
         READY,
     )
     if undispatched_only:
+        # A Celery chain takes only trials without a broker message.
         pending = sa.and_(pending, trials.c.dispatched_at.is_(None))
+    return pending
+
+
+def _next(undispatched_only: bool, skip_locked: bool) -> sa.Update:
+    """Claim of the lowest-index pending trial; bound parameter: experiment."""
+    pending = _pending(undispatched_only)
     pick = sa.select(trials.c.id).where(pending).order_by(trials.c.trial_index).limit(1)
     if skip_locked:
         # Concurrent pickers skip each other's row instead of queueing behind it.
@@ -93,9 +100,30 @@ def _next(undispatched_only: bool, skip_locked: bool) -> sa.Update:
     return _claim(trials.c.id == pick.scalar_subquery())
 
 
+def _batch(undispatched_only: bool, postgres: bool) -> sa.Update:
+    """Claim of up to ``limit`` lowest-index pending trials; bound parameters: experiment,
+    limit. On PostgreSQL the picked rows are a CTE locked with SKIP LOCKED and joined:
+    ``id IN (subquery ... LIMIT)`` is not a fence there, since the planner may run the
+    subquery again per row and claim more than the limit. SQLite has one writer at a
+    time, so the plain subquery is exact."""
+    pending = _pending(undispatched_only)
+    pick = (
+        sa.select(trials.c.id)
+        .where(pending)
+        .order_by(trials.c.trial_index)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+    if not postgres:
+        return _claim(trials.c.id.in_(pick.scalar_subquery()))
+    picked = pick.with_for_update(skip_locked=True).cte("picked")
+    return _claim(trials.c.id == picked.c.id)
+
+
 CLAIM = _claim(trials.c.id == sa.bindparam("trial_id"))
 #: (undispatched_only, postgres) -> statement; SQLite has no row locks to skip.
 CLAIM_NEXT = {(u, pg): _next(u, skip_locked=pg) for u in (False, True) for pg in (False, True)}
+#: (undispatched_only, postgres) -> statement.
+CLAIM_BATCH = {(u, pg): _batch(u, pg) for u in (False, True) for pg in (False, True)}
 
 #: Bound parameters: those of FENCED, lease.
 HEARTBEAT = (
@@ -105,6 +133,21 @@ HEARTBEAT = (
         heartbeat_at=db_now_plus(0),
         lease_expires_at=db_now_plus(sa.bindparam("lease", type_=sa.Float)),
     )
+)
+
+#: Bound parameters: the expanding lists trial_ids and attempts (the claims, in the same
+#: order), lease; the ids it matched are the claims still current.
+HEARTBEAT_MANY = (
+    sa.update(trials)
+    .where(
+        sa.tuple_(trials.c.id, trials.c.attempts).in_(sa.bindparam("claims", expanding=True)),
+        trials.c.status == TrialStatus.RUNNING,
+    )
+    .values(
+        heartbeat_at=db_now_plus(0),
+        lease_expires_at=db_now_plus(sa.bindparam("lease", type_=sa.Float)),
+    )
+    .returning(trials.c.id)
 )
 
 #: Bound parameters: those of FENCED, train_acc, test_acc, seconds, resumed_seconds.

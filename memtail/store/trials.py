@@ -67,6 +67,38 @@ def claim_next(
     return _claim(engine, statement, {"experiment": experiment_id}, worker, lease_seconds)
 
 
+def claim_batch(
+    engine: Engine,
+    experiment_id: int,
+    worker: str,
+    lease_seconds: float,
+    limit: int,
+    *,
+    undispatched_only: bool = False,
+) -> list[Claim]:
+    """Claim up to ``limit`` pending trials of an experiment in one statement, lowest
+    index first; each is its own claim (leased, fenced and stored on its own).
+
+    Concurrent claimants on PostgreSQL skip each other's locked rows, so no trial is
+    handed to two of them and none waits behind another's batch.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    statement = statements.CLAIM_BATCH[undispatched_only, is_postgres(engine)]
+    with one_statement(engine) as conn:
+        rows = conn.execute(
+            statement,
+            {
+                "experiment": experiment_id,
+                "limit": int(limit),
+                "claimant": worker,
+                "lease": float(lease_seconds),
+            },
+        ).all()
+    claims = [_claim_of(row, worker) for row in rows]
+    return sorted(claims, key=lambda c: c.trial_index)
+
+
 def _claim(
     engine: Engine,
     statement: sa.Update,
@@ -78,8 +110,10 @@ def _claim(
         row = conn.execute(
             statement, {**which, "claimant": worker, "lease": float(lease_seconds)}
         ).one_or_none()
-    if row is None:
-        return None
+    return None if row is None else _claim_of(row, worker)
+
+
+def _claim_of(row: sa.Row, worker: str) -> Claim:
     return Claim(
         trial_id=row.id,
         experiment_id=row.experiment_id,
@@ -104,6 +138,24 @@ def heartbeat(engine: Engine, claim: Claim, lease_seconds: float) -> None:
         ).rowcount
     if updated != 1:
         raise LeaseLost(f"trial {claim.trial_id} attempt {claim.attempt} lost its lease")
+
+
+def heartbeat_many(engine: Engine, claims: list[Claim], lease_seconds: float) -> list[Claim]:
+    """Extend the leases of a batch's claims in one statement; returns the claims that
+    are no longer current (each one's trial was reaped or claimed again)."""
+    if not claims:
+        return []
+    with one_statement(engine) as conn:
+        current = set(
+            conn.execute(
+                statements.HEARTBEAT_MANY,
+                {
+                    "claims": [(c.trial_id, c.attempt) for c in claims],
+                    "lease": float(lease_seconds),
+                },
+            ).scalars()
+        )
+    return [c for c in claims if c.trial_id not in current]
 
 
 #: Claims since the last retry that ended in an error (the current one included).

@@ -18,8 +18,9 @@ from memtail.stats.outcomes import TrialOutcome
 from memtail.store.artifacts import Staged
 from memtail.store.engine import Engine, with_retries
 from memtail.store.experiments import get_experiment
+from memtail.work import preemption
 from memtail.work.features import load_features, stage_features
-from memtail.work.heartbeat import Heartbeat
+from memtail.work.heartbeat import BatchHeartbeat, Heartbeat
 
 if TYPE_CHECKING:  # imported lazily at run time: it needs torch
     from memtail.work.resume import TrialCheckpoints
@@ -34,6 +35,7 @@ class TrialFitter:
         self._worker = worker
         self._loaded: dict[int, tuple[Experiment, object]] = {}
         self._probe: tuple[int, object] | None = None
+        self._limits: dict[int, int] = {}
         #: The checkpoints of the trial being trained.
         self.checkpoints: TrialCheckpoints | None = None
 
@@ -62,6 +64,41 @@ class TrialFitter:
             self._loaded = {experiment_id: (experiment, trainer)}
             self._probe = None
         return self._loaded[experiment_id]
+
+    def batch_limit(self, experiment_id: int) -> int:
+        """How many of the experiment's trials to claim and train together: its spec's
+        ``training.trials_per_batch`` where its network stacks, else 1 (read once)."""
+        if experiment_id not in self._limits:
+            experiment = with_retries(lambda: get_experiment(self._engine, experiment_id))
+            spec = experiment.spec
+            limit = spec.training.trials_per_batch
+            if limit > 1:
+                from memtail.training.batch import can_batch
+
+                if experiment.kind == ExperimentKind.PROBE or not can_batch(spec.model):
+                    limit = 1
+            self._limits[experiment_id] = limit
+        return self._limits[experiment_id]
+
+    def fit_batch(self, claims: list[Claim], beat: BatchHeartbeat) -> list[object]:
+        """Train the claims (of one experiment) together; per claim, its outcome or the
+        exception that ended it (``memtail.training.batch``). A stop request ends every
+        member still training with ``BatchStopped``; batched trials save no checkpoints."""
+        from memtail.training.batch import BatchMember, train_batch
+
+        experiment, trainer = self.trainer(claims[0].experiment_id)
+        members = [
+            BatchMember(bits.unpack(c.subset, experiment.n_train, what="subset"), c.seed)
+            for c in claims
+        ]
+        return train_batch(  # type: ignore[return-value]
+            trainer,  # type: ignore[arg-type]
+            experiment.spec.model,
+            experiment.spec.training,
+            members,
+            on_epoch=beat.check,
+            stop=preemption.requested,
+        )
 
     def _linear_probe(self, experiment: Experiment, trainer: object) -> object:
         """The experiment's features on the device, read once per process."""

@@ -38,6 +38,9 @@ class TrialReport:
     #: Of a trial that succeeded.
     train_accuracy: float | None = None
     test_accuracy: float | None = None
+    #: Trials trained together with this one, itself included (1: alone); its seconds
+    #: are then its share of the batch's time.
+    batch_size: int = 1
 
     def __str__(self) -> str:
         """One log line: "trial 17: succeeded in 0.51s (experiment 3, index 16; ...)"."""
@@ -49,5 +52,7 @@ class TrialReport:
                     f"; train accuracy {self.train_accuracy:.3f}, "
                     f"test accuracy {self.test_accuracy:.3f}"
                 )
+            if self.batch_size > 1:
+                text += f"; one of a batch of {self.batch_size}, its share of the time"
             text += ")"
         return f"{text}: {self.error}" if self.error else text

@@ -85,12 +85,9 @@ def _worker_main(
     runner = TrialRunner(engine, settings, name)
     while not preemption.requested():
         experiment_id = served.value
-        claim = None
-        if experiment_id:
-            claim = trials.claim_next(engine, experiment_id, name, settings.lease_seconds)
-        if claim is not None:
-            runner.run_claimed(claim)
-        elif experiment_id and claimable_later(engine, experiment_id):
+        if experiment_id and runner.run_next(experiment_id):
+            continue
+        if experiment_id and claimable_later(engine, experiment_id):
             # A sibling's trial may still fail and come back (or, in a probe, the
             # feature trial's features make the others claimable): look again soon.
             time.sleep(0.5)

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from memtail.config import Settings
-from memtail.records import Claim
-from memtail.store import trials
 from memtail.store.engine import Engine, with_retries
 from memtail.store.experiments import active_experiment_ids
 from memtail.work import preemption
@@ -61,28 +59,28 @@ def pull(
         if preemption.requested():
             summary.reason = "told to stop (SIGTERM)"
             return summary
-        claim = with_retries(lambda: _claim(engine, settings, name, experiments))
-        if claim is None:
+        reports = _run_next(engine, runner, experiments)
+        if not reports:
             idle = time.monotonic() - idle_since
             if idle >= idle_exit:
                 summary.reason = f"no claimable trial for {idle:.0f} s (--idle-exit {idle_exit:g})"
                 return summary
             time.sleep(min(POLL_SECONDS, max(0.0, idle_exit - idle)))
             continue
-        report = runner.run_claimed(claim)
-        summary.reports.append(report)
-        on_report(report)
+        for report in reports:
+            summary.reports.append(report)
+            on_report(report)
         idle_since = time.monotonic()
 
 
-def _claim(
-    engine: Engine, settings: Settings, name: str, experiments: list[int] | None
-) -> Claim | None:
-    """The lowest pending trial of the first served experiment that has one."""
-    active = active_experiment_ids(engine)
+def _run_next(
+    engine: Engine, runner: TrialRunner, experiments: list[int] | None
+) -> list[TrialReport]:
+    """The next trials (a batch, or one) of the first served experiment that has any."""
+    active = with_retries(lambda: active_experiment_ids(engine))
     served = active if experiments is None else [e for e in experiments if e in active]
     for experiment_id in served:
-        claim = trials.claim_next(engine, experiment_id, name, settings.lease_seconds)
-        if claim is not None:
-            return claim
-    return None
+        reports = runner.run_next(experiment_id)
+        if reports:
+            return reports
+    return []

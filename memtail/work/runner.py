@@ -24,7 +24,7 @@ from memtail.store.engine import DatabaseError, Engine, with_retries
 from memtail.work import preemption
 from memtail.work.fitter import TrialFitter
 from memtail.work.handled import Handled, TrialReport
-from memtail.work.heartbeat import Heartbeat
+from memtail.work.heartbeat import BatchHeartbeat, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,78 @@ class TrialRunner:
         """Train a claimed trial and store its outcome before returning."""
         return self._train(claim)[0].result()
 
+    def run_next(self, experiment_id: int) -> list[TrialReport]:
+        """Claim and run the experiment's next trials: as many as its spec trains in one
+        batch (``training.trials_per_batch``), or one. Empty if none was claimable."""
+        limit = self._fitter.batch_limit(experiment_id)
+        lease = self._settings.lease_seconds
+        if limit == 1:
+            claim = with_retries(
+                lambda: trials.claim_next(self._engine, experiment_id, self._worker, lease)
+            )
+            return [] if claim is None else [self.run_claimed(claim)]
+        claims = with_retries(
+            lambda: trials.claim_batch(self._engine, experiment_id, self._worker, lease, limit)
+        )
+        return self.run_batch(claims) if claims else []
+
+    def run_batch(self, claims: list[Claim]) -> list[TrialReport]:
+        """Train claims of one experiment as one batch, then store them in one
+        transaction, each fenced by its own claim. Each ends on its own: a lost lease,
+        a diverging loss or a stop request touches only its trial; an error of the batch
+        as a whole (the device out of memory, say) is each trial's failed attempt."""
+        beat = BatchHeartbeat(self._engine, claims, self._settings).start()
+        try:
+            with preemption.trial():
+                results = self._fitter.fit_batch(claims, beat)
+            experiment = self._fitter.trainer(claims[0].experiment_id)[0]
+        except Exception as error:  # noqa: BLE001 - the whole batch's attempt failed
+            _release_device_memory()
+            beat.stop()
+            return [self._record_failure(claim, None, error) for claim in claims]
+        from memtail.training.batch import BatchStopped
+
+        reports: dict[int, TrialReport] = {}
+        done: list[tuple[Claim, TrialOutcome]] = []
+        for claim, result in zip(claims, results, strict=True):
+            if isinstance(result, TrialOutcome):
+                done.append((claim, result))
+            elif isinstance(result, trials.LeaseLost):
+                reports[claim.trial_id] = _report(claim, Handled.LOST, error=str(result))
+            elif isinstance(result, BatchStopped):
+                reports[claim.trial_id] = self._hand_back(claim, None, str(result))
+            else:
+                reports[claim.trial_id] = self._record_failure(claim, None, result)
+        if done:
+            reports.update(self._store_batch(done, experiment.n_train, experiment.n_test))
+        beat.stop()
+        return [reports[claim.trial_id] for claim in claims]
+
+    def _store_batch(
+        self, done: list[tuple[Claim, TrialOutcome]], n_train: int, n_test: int
+    ) -> dict[int, TrialReport]:
+        try:
+            stale = with_retries(lambda: outcomes.store_many(self._engine, done, n_train, n_test))
+        except Exception as error:  # noqa: BLE001 - e.g. the database stayed down
+            return {c.trial_id: self._record_failure(c, None, error) for c, _ in done}
+        lost = {c.trial_id for c in stale}
+        reports = {}
+        for claim, outcome in done:
+            if claim.trial_id in lost:
+                reports[claim.trial_id] = _report(
+                    claim, Handled.LOST, error="no longer claimed; result discarded"
+                )
+            else:
+                reports[claim.trial_id] = _report(
+                    claim,
+                    Handled.SUCCEEDED,
+                    seconds=outcome.seconds,
+                    train_accuracy=outcome.train_accuracy,
+                    test_accuracy=outcome.test_accuracy,
+                    batch_size=len(done),
+                )
+        return reports
+
     def run_chain(self, trial_id: int, budget_seconds: float) -> list[TrialReport]:
         """Run a message's trial, then claim further trials of its experiment directly.
 
@@ -77,6 +149,9 @@ class TrialRunner:
             # the database already says it needs no work.
             return [TrialReport(trial_id, Handled.SKIPPED)]
         experiment_id = claim.experiment_id
+        limit = self._fitter.batch_limit(experiment_id)
+        if limit > 1:
+            return self._batch_chain(claim, limit, start, budget_seconds)
         reports: list[TrialReport] = []
         in_flight: Future[TrialReport] | None = None
         while claim is not None:
@@ -98,6 +173,39 @@ class TrialRunner:
             )
         if in_flight is not None:
             reports.append(in_flight.result())
+        return reports
+
+    def _batch_chain(
+        self, claim: Claim, limit: int, start: float, budget_seconds: float
+    ) -> list[TrialReport]:
+        """``run_chain`` for an experiment that trains in batches: the message's trial
+        and up to ``limit - 1`` undispatched ones as the first batch, then whole batches
+        of undispatched trials while the budget lasts (a budget of 0: the message's
+        trial alone, as without batches)."""
+        lease = self._settings.lease_seconds
+
+        def more(n: int) -> list[Claim]:
+            return with_retries(
+                lambda: trials.claim_batch(
+                    self._engine,
+                    claim.experiment_id,
+                    self._worker,
+                    lease,
+                    n,
+                    undispatched_only=True,
+                )
+            )
+
+        batch = [claim, *more(limit - 1)] if budget_seconds > 0 else [claim]
+        reports: list[TrialReport] = []
+        while batch:
+            done = self.run_batch(batch)
+            reports += done
+            if any(r.status != Handled.SUCCEEDED for r in done):
+                break  # as a chain of single trials: a broken worker stops early
+            if time.monotonic() - start >= budget_seconds:
+                break
+            batch = more(limit)
         return reports
 
     def _train(self, claim: Claim) -> tuple[Future[TrialReport], bool]:
@@ -139,9 +247,10 @@ class TrialRunner:
         )
         return store, True
 
-    def _hand_back(self, claim: Claim, beat: Heartbeat, why: str) -> TrialReport:
+    def _hand_back(self, claim: Claim, beat: Heartbeat | None, why: str) -> TrialReport:
         """The worker was told to stop: its trial's state is saved; back to pending."""
-        beat.stop()
+        if beat is not None:
+            beat.stop()
         status = with_retries(
             lambda: trials.hand_back(self._engine, claim, self._settings.max_preemptions)
         )
@@ -211,8 +320,11 @@ class TrialRunner:
             except DatabaseError as error:
                 log.warning("could not discard features artifact %s: %s", features.id, error)
 
-    def _record_failure(self, claim: Claim, beat: Heartbeat, error: BaseException) -> TrialReport:
-        beat.stop()
+    def _record_failure(
+        self, claim: Claim, beat: Heartbeat | None, error: BaseException
+    ) -> TrialReport:
+        if beat is not None:
+            beat.stop()
         message = f"{type(error).__name__}: {error}"
         log.warning("trial %s attempt %s failed: %s", claim.trial_id, claim.attempt, message)
         log.debug("%s", "".join(traceback.format_exception(error)))

@@ -12,13 +12,12 @@ from memtail.cli.main import main
 from memtail.records import Claim
 from memtail.status import ExperimentStatus, TrialStatus
 from memtail.store import lifecycle, outcomes, reaper, trials
-from memtail.store.engine import db_now_plus
 from memtail.store.experiments import get_experiment
 from memtail.store.progress import progress
 from memtail.store.tables import trials as trials_table
 from memtail.views.rows import progress_record
 from memtail.views.text import format_progress
-from tests.helpers import make_experiment, random_outcome
+from tests.helpers import expire_lease, make_experiment, random_outcome
 
 N_TRAIN, N_TEST = 20, 10
 
@@ -26,15 +25,6 @@ N_TRAIN, N_TEST = 20, 10
 def _row(engine: Engine, trial_id: int) -> sa.Row:
     with engine.connect() as conn:
         return conn.execute(sa.select(trials_table).where(trials_table.c.id == trial_id)).one()
-
-
-def _expire(engine: Engine, trial_id: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(trials_table)
-            .where(trials_table.c.id == trial_id)
-            .values(lease_expires_at=db_now_plus(-5))
-        )
 
 
 def _claim(engine: Engine, experiment_id: int, worker: str = "w") -> Claim:
@@ -49,7 +39,7 @@ def test_kills_are_lost_claims_not_failed_attempts(engine: Engine) -> None:
     for kill in range(5):
         claim = _claim(engine, exp.id, f"local:1:{kill}")
         if kill % 3 == 0:
-            _expire(engine, claim.trial_id)
+            expire_lease(engine, claim.trial_id)
             assert reaper.reap(engine, max_lost=20).requeued == 1
         elif kill % 3 == 1:
             died = f"local worker local:1:{kill} died (exit code -9) under it"
@@ -76,7 +66,7 @@ def test_lost_too_often_fails_with_the_reason(engine: Engine) -> None:
     exp = make_experiment(engine, trials_=1).experiment
     for n in range(1, 5):
         claim = _claim(engine, exp.id)
-        _expire(engine, claim.trial_id)
+        expire_lease(engine, claim.trial_id)
         result = reaper.reap(engine, max_lost=4)
         assert result == (reaper.ReapResult(0, 1) if n == 4 else reaper.ReapResult(1, 0))
     row = _row(engine, claim.trial_id)
@@ -116,7 +106,7 @@ def test_retry_requeues_failed_trials_with_their_attempts_again(engine: Engine) 
 def test_a_zombie_of_a_retried_trial_cannot_store(engine: Engine) -> None:
     exp = make_experiment(engine, trials_=1, n_train=N_TRAIN, n_test=N_TEST).experiment
     zombie = _claim(engine, exp.id)
-    _expire(engine, zombie.trial_id)
+    expire_lease(engine, zombie.trial_id)
     reaper.reap(engine, max_lost=1)  # lost once too often: failed, the zombie still trains
     assert _row(engine, zombie.trial_id).status == "failed"
     assert lifecycle.retry_failed(engine, exp) == 1
@@ -154,7 +144,7 @@ def test_the_retry_command(engine: Engine, capsys: pytest.CaptureFixture[str]) -
     exp = make_experiment(engine, trials_=3).experiment
     _failed_for_good(engine, exp.id)
     expired = _claim(engine, exp.id)
-    _expire(engine, expired.trial_id)
+    expire_lease(engine, expired.trial_id)
     assert _cli(url, "experiment", "retry", "tiny", "--failed") == 0
     assert "re-queued 1 failed trial of 'tiny'" in capsys.readouterr().out
     assert _row(engine, expired.trial_id).status == "running"  # --failed: leases left alone

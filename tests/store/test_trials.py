@@ -15,11 +15,11 @@ from memtail.stats import bits
 from memtail.stats.outcomes import TrialOutcome
 from memtail.stats.subsets import subset_mask, training_seed
 from memtail.store import outcomes, reaper, trials
-from memtail.store.engine import db_now_plus, one_statement, with_retries
+from memtail.store.engine import one_statement, with_retries
 from memtail.store.experiments import create_experiment, get_experiment
 from memtail.store.tables import examples, experiments, trial_outcomes
 from memtail.store.tables import trials as trials_table
-from tests.helpers import make_experiment, random_outcome, tiny_examples, tiny_spec
+from tests.helpers import expire_lease, make_experiment, random_outcome, tiny_examples, tiny_spec
 
 
 def _count(engine: Engine, table: sa.Table) -> int:
@@ -92,7 +92,7 @@ def test_claim_is_exclusive_and_store_is_fenced(engine: Engine) -> None:
     trials.heartbeat(engine, first, lease_seconds=60)
 
     # w1 stops heartbeating: its lease runs out, the reaper frees the trial, w2 claims it.
-    _expire(engine, trial_id)
+    expire_lease(engine, trial_id)
     assert reaper.reap(engine, max_lost=3) == reaper.ReapResult(requeued=1, failed=0)
     second = trials.claim(engine, trial_id, "w2", lease_seconds=60)
     assert second is not None and second.attempt == 2
@@ -117,15 +117,6 @@ def test_claim_is_exclusive_and_store_is_fenced(engine: Engine) -> None:
     with pytest.raises(trials.LeaseLost):
         outcomes.store(engine, second, fresh, 20, 10)
     assert _count(engine, trial_outcomes) == 1
-
-
-def _expire(engine: Engine, trial_id: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(trials_table)
-            .where(trials_table.c.id == trial_id)
-            .values(lease_expires_at=db_now_plus(-5))
-        )
 
 
 def test_wrong_payload_length_is_rejected_and_nothing_written(engine: Engine) -> None:
@@ -185,7 +176,7 @@ def test_reaper_fails_trials_out_of_attempts(engine: Engine) -> None:
     claim = trials.claim(engine, trial_id, "w1", 60)
     assert claim is not None
     assert reaper.reap(engine, max_lost=1) == reaper.ReapResult(0, 0)  # lease still valid
-    _expire(engine, trial_id)
+    expire_lease(engine, trial_id)
     assert reaper.reap(engine, max_lost=1) == reaper.ReapResult(requeued=0, failed=1)
     row = _trial(engine, trial_id)
     assert row.status == "failed" and "lease expired (worker w1" in row.error
@@ -219,7 +210,7 @@ def test_reaper_waits_a_lease_after_a_server_restart(pg_engine: Engine) -> None:
     exp = make_experiment(pg_engine).experiment
     trial_id = _first_trial_id(pg_engine, exp.id)
     assert trials.claim(pg_engine, trial_id, "w1", 60) is not None
-    _expire(pg_engine, trial_id)
+    expire_lease(pg_engine, trial_id)
     # The server has been up for less than "a year-long lease": nothing is reaped, since
     # the worker may only have been unable to heartbeat while the server was down.
     assert reaper.reap(pg_engine, 3, grace_after_restart=3e7) == reaper.ReapResult(0, 0)

@@ -135,8 +135,8 @@ HEARTBEAT = (
     )
 )
 
-#: Bound parameters: the expanding lists trial_ids and attempts (the claims, in the same
-#: order), lease; the ids it matched are the claims still current.
+#: Bound parameters: claims (an expanding list of (trial_id, attempt) pairs), lease; the
+#: ids it returns are the claims still current.
 HEARTBEAT_MANY = (
     sa.update(trials)
     .where(

@@ -4,7 +4,9 @@ Shared by the Celery task (``services/celery_app.py``) and the embedded local ru
 both paths claim, train, fence and store with the same code; the training itself, with
 each experiment's dataset resident on the device, is ``memtail.work.fitter``'s. Within a
 chain (:meth:`TrialRunner.run_chain`) stores run on a writer thread, overlapping the
-next trial's training.
+next trial's training. An experiment whose spec sets ``training.trials_per_batch`` is
+claimed, trained and stored a batch at a time instead (:meth:`TrialRunner.run_batch`):
+each trial still its own claim, fenced and reported on its own.
 """
 
 from __future__ import annotations
